@@ -1,0 +1,1 @@
+"""The FastAPI job-queue service (see DESIGN.md)."""

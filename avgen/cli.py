@@ -1,0 +1,119 @@
+"""The `avgen` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from avgen.timeline import FPS
+
+EXIT_USAGE, EXIT_FAILED = 2, 1
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports bad usage in one line instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_generate(sub) -> None:
+    from avgen.pipeline import MAX_SECONDS
+
+    p = sub.add_parser("generate", help="generate a talking-head MP4 from a transcript or speech",
+                       description="Generate a talking-head MP4 (H.264 + AAC) from a transcript, "
+                       "optionally driven by a speech file and/or a reference face picture.")
+    p.add_argument("--text", default="", help="what the face says")
+    p.add_argument("--seconds", type=float, help=f"clip length (default: as long as the text takes; max {MAX_SECONDS:g})")
+    p.add_argument("--out", required=True, help="output .mp4 path")
+    p.add_argument("--seed", type=int, default=0, help="same seed and settings give the same clip (default 0)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance on the transcript (default: the checkpoint's)")
+    p.add_argument("--sampler", choices=("euler", "heun"), help="ODE sampler (default: the checkpoint's)")
+    p.add_argument("--shift", type=float, help="timestep shift, >1 spends more steps at high noise")
+    p.add_argument("--reference-image", help="a face picture whose identity to keep")
+    p.add_argument("--audio", help="speech file to drive the video (wav, flac, mp3, m4a, mp4...); kept in the output")
+    p.add_argument("--checkpoint", help="model checkpoint (.safetensors; default: the shipped weights)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads; fixed so results repeat (default 2)")
+    p.add_argument("--json", action="store_true", help="print the result's metadata as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from avgen.media import check_writable, read_audio, read_image
+    from avgen.pipeline import GenerationRequest, Generator, write_result
+    from avgen.progress import ProgressBar
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, not {args.threads}")
+    if args.device != "cpu":
+        if not args.device.startswith("cuda"):
+            raise ValueError(f"--device must be cpu, cuda or cuda:N, not {args.device!r}")
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    torch.set_num_threads(args.threads)
+    check_writable(args.out)  # fail before minutes of work, not after
+    request = GenerationRequest(
+        text=args.text, seconds=args.seconds, steps=args.steps, cfg=args.cfg, shift=args.shift,
+        sampler=args.sampler, seed=args.seed,
+        reference_image=read_image(args.reference_image) if args.reference_image else None,
+        audio=read_audio(args.audio) if args.audio else None,
+    )  # fmt: skip
+    started = time.monotonic()
+    generator = Generator.load(args.checkpoint, device=args.device, seed=args.seed)
+    progress = None if args.quiet else ProgressBar("generate")
+    result = generator.generate(request, progress)
+    write_result(result, args.out)
+    elapsed = time.monotonic() - started
+    summary = {
+        "out": os.path.abspath(args.out),
+        "frames": len(result.frames),
+        "seconds": result.seconds,
+        "fps": FPS,
+        "height": int(result.frames.shape[1]),
+        "width": int(result.frames.shape[2]),
+        "elapsed_s": round(elapsed, 3),
+        "real_time_factor": round(result.seconds / elapsed, 3),
+        "trained": generator.trained,
+        **{k.removeprefix("avgen_"): v for k, v in result.metadata.items() if k.startswith("avgen_")},
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        print(f"wrote {args.out}: {summary['seconds']:g} s in {elapsed:.1f} s", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="avgen", description="Joint audio-video generation: talking heads from text.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    _add_generate(sub)
+    return parser
+
+
+COMMANDS = {"generate": cmd_generate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("avgen: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # MediaError, GenerationError, CheckpointError are ValueErrors
+        if os.environ.get("AVGEN_DEBUG"):
+            raise
+        message = " ".join(str(e).split())
+        print(f"avgen: error: {message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

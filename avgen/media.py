@@ -1,0 +1,232 @@
+"""Media I/O: MP4 (H.264 + AAC) writing/reading, audio and image loading.
+
+All decoding goes through PyAV (FFmpeg); plain audio files go through soundfile first.
+Anything wrong with a user's file or output path surfaces as a one-line MediaError.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from avgen.timeline import FPS, MP4_AUDIO_RATE, SAMPLE_RATE
+
+
+class MediaError(ValueError):
+    """User-facing problem with a media file or output path; str(e) is one clear line saying what and what to do."""
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    audio: np.ndarray  # (N,) float32 mono in [-1, 1] at sample_rate
+    fps: float
+    sample_rate: int
+    metadata: dict[str, str] = field(default_factory=dict)  # container tags
+
+
+# FFmpeg failures on user input; av.error.FFmpegError subclasses OSError/ValueError variously.
+_DECODE_ERRORS = (av.error.FFmpegError, OSError, EOFError, ValueError, IndexError, StopIteration)
+
+
+def _resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
+    if src == dst or audio.size == 0:
+        return audio.astype(np.float32, copy=False)
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), src, dst)
+    return out.numpy()
+
+
+def check_writable(path) -> None:
+    """Raise MediaError unless `path` can be created or replaced as a file."""
+    p = Path(path)
+    if p.is_dir():
+        raise MediaError(f"output path {p} is a directory; give a file name such as {p / 'out.mp4'}")
+    folder = p.parent  # "." for a bare file name
+    if not folder.is_dir():
+        raise MediaError(f"output folder {folder} does not exist; create it or choose another path")
+    # os.replace needs write+search permission on the folder, not on an existing target.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MediaError(f"output folder {folder} is not writable; choose another path")
+
+
+def _validate_frames(frames) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must have shape (T, H, W, 3), got {frames.shape}")
+    t, h, w, _ = frames.shape
+    if t == 0 or h == 0 or w == 0:
+        raise ValueError(f"frames must be non-empty, got shape {frames.shape}")
+    if h % 2 or w % 2:
+        # libx264 with yuv420p subsamples chroma 2x2 and rejects odd sizes.
+        raise ValueError(f"frame height and width must be even for H.264/yuv420p, got {h}x{w}")
+    return frames
+
+
+def write_mp4(path, frames, audio, *, fps=FPS, sample_rate=SAMPLE_RATE, metadata=None, crf=18) -> None:
+    """Atomically write frames (T, H, W, 3) uint8 RGB and mono audio as H.264 + AAC 48 kHz MP4.
+
+    Audio is padded with silence or trimmed to exactly the video's duration. Metadata values
+    are stored as container tags (str() of each value).
+    """
+    frames = _validate_frames(frames)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be mono with shape (N,), got {audio.shape}")
+    tags = {str(k): str(v) for k, v in (metadata or {}).items()}
+    check_writable(path)
+    t, h, w, _ = frames.shape
+    rate = Fraction(fps).limit_denominator(1001 * 1000)
+
+    # Make audio exactly as long as the video, then resample to the AAC rate. Samples are
+    # counted at 48 kHz so every video frame gets a whole number of them (1920 at 25 fps).
+    n_out = round(t * MP4_AUDIO_RATE / rate)
+    n_in = round(t * sample_rate / rate)
+    audio = np.pad(audio[:n_in], (0, max(0, n_in - audio.size)))
+    audio = np.clip(_resample(audio, sample_rate, MP4_AUDIO_RATE), -1.0, 1.0)
+    audio = np.pad(audio[:n_out], (0, max(0, n_out - audio.size))).astype(np.float32)
+
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp.mp4")
+    try:
+        # use_metadata_tags: without it the mov muxer silently drops non-iTunes keys.
+        with av.open(str(tmp), "w", format="mp4",
+                     container_options={"movflags": "use_metadata_tags"}) as out:
+            out.metadata.update(tags)
+            vs = out.add_stream("libx264", rate=rate, width=w, height=h, pix_fmt="yuv420p",
+                                time_base=1 / rate, options={"crf": str(crf)})
+            aud = out.add_stream("aac", rate=MP4_AUDIO_RATE, layout="mono")
+            aud.time_base = Fraction(1, MP4_AUDIO_RATE)
+            a_edges = [round(i * MP4_AUDIO_RATE / rate) for i in range(t + 1)]
+            for i in range(t):
+                vf = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+                vf.pts, vf.time_base = i, 1 / rate
+                out.mux(vs.encode(vf))
+                # Hand the encoder one video frame's worth of audio; its internal resampler
+                # re-chunks into AAC's 1024-sample frames and converts flt -> fltp.
+                chunk = audio[a_edges[i]:a_edges[i + 1]]
+                af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
+                af.sample_rate, af.pts = MP4_AUDIO_RATE, a_edges[i]
+                af.time_base = Fraction(1, MP4_AUDIO_RATE)
+                out.mux(aud.encode(af))
+            out.mux(vs.encode(None))
+            out.mux(aud.encode(None))
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _open(path, what: str):
+    """av.open for reading, with bad input turned into MediaError."""
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{what} file {p} does not exist; check the path")
+    if p.is_dir():
+        raise MediaError(f"{what} path {p} is a directory, not a file")
+    try:
+        return av.open(str(p), "r")
+    except _DECODE_ERRORS as e:
+        raise MediaError(f"cannot open {p} as {what}: not a readable media file ({_one_line(e)})") from e
+
+
+def _one_line(e: BaseException) -> str:
+    # FFmpegError's str() repeats errno and path; its strerror alone reads better.
+    msg = e.strerror if isinstance(e, av.error.FFmpegError) and e.strerror else str(e)
+    return " ".join(msg.split()) or type(e).__name__
+
+
+def _decode_audio(frames, stream) -> tuple[np.ndarray, int]:
+    """Concatenate decoded audio frames as mono float32; returns (audio, native_rate)."""
+    resampler = av.AudioResampler(format="fltp")  # any sample format -> planar float, same layout/rate
+    chunks, rate, last = [], 0, 0
+    for frame in frames:
+        rate, last = frame.sample_rate, frame.samples
+        chunks += [f.to_ndarray().mean(axis=0) for f in resampler.resample(frame)]
+    chunks += [f.to_ndarray().mean(axis=0) for f in resampler.resample(None)]
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if stream is not None and stream.duration and rate:
+        # AAC decodes whole 1024-sample frames, so the encoder's padding of the last frame comes
+        # back. The container's duration says where the real audio ends; trim to it, but only
+        # by less than one frame, since some containers' durations are mere estimates.
+        n = round(float(stream.duration * stream.time_base) * rate)
+        if 0 < audio.size - n < last:
+            audio = audio[:n]
+    return audio, rate
+
+
+def read_mp4(path, *, sample_rate=SAMPLE_RATE, require_audio=False) -> Clip:
+    """Decode a video file: all frames as RGB uint8, audio as mono float32 at sample_rate.
+
+    A file without an audio track gives an empty audio array, or MediaError if require_audio.
+    """
+    with _open(path, "video") as c:
+        try:
+            if not c.streams.video:
+                raise MediaError(f"{path} has no video stream; give a video file such as an MP4")
+            vs = c.streams.video[0]
+            aus = c.streams.audio[0] if c.streams.audio else None
+            if aus is None and require_audio:
+                raise MediaError(f"{path} has no audio track; give a video with sound")
+            video, audio_frames = [], []
+            for packet in c.demux([s for s in (vs, aus) if s is not None]):
+                for frame in packet.decode():
+                    if packet.stream is vs:
+                        video.append(frame.to_ndarray(format="rgb24"))
+                    else:
+                        audio_frames.append(frame)
+            audio, rate = _decode_audio(audio_frames, aus)
+            fps = float(vs.average_rate or vs.guessed_rate or 0)
+            metadata = dict(c.metadata)
+        except MediaError:
+            raise
+        except _DECODE_ERRORS as e:
+            raise MediaError(f"{path} is corrupt or truncated ({_one_line(e)}); re-export or re-download it") from e
+    if not video:
+        raise MediaError(f"{path} contains no decodable video frames; the file may be corrupt")
+    # A moov-first file cut short still opens and demuxes; the header tells how many frames exist.
+    if vs.frames and len(video) < vs.frames:
+        raise MediaError(f"{path} is truncated ({len(video)} of {vs.frames} frames decodable)")
+    return Clip(np.stack(video), _resample(audio, rate, sample_rate), fps, sample_rate, metadata)
+
+
+def read_audio(path, *, sample_rate=SAMPLE_RATE) -> np.ndarray:
+    """Load any audio (or the audio track of a video) as mono float32 at sample_rate."""
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"audio file {p} does not exist; check the path")
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        return _resample(data.mean(axis=1), rate, sample_rate)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        pass  # not a format libsndfile knows (mp3 on old builds, m4a, mp4...): try FFmpeg
+    with _open(p, "audio") as c:
+        if not c.streams.audio:
+            raise MediaError(f"{p} has no audio track; give an audio file or a video with sound")
+        try:
+            audio, rate = _decode_audio(c.decode(c.streams.audio[0]), c.streams.audio[0])
+        except _DECODE_ERRORS as e:
+            raise MediaError(f"{p} is corrupt or truncated ({_one_line(e)}); re-export it") from e
+    if audio.size == 0:
+        raise MediaError(f"{p} contains no decodable audio")
+    return _resample(audio, rate, sample_rate)
+
+
+def read_image(path) -> np.ndarray:
+    """Load a still image (png, jpg, ...) as (H, W, 3) uint8 RGB."""
+    with _open(path, "image") as c:
+        try:
+            frame = next(c.decode(video=0))
+            return frame.to_ndarray(format="rgb24")
+        except _DECODE_ERRORS as e:
+            raise MediaError(f"cannot read {path} as an image ({_one_line(e)}); give a PNG or JPEG") from e

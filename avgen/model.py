@@ -1,0 +1,122 @@
+"""The unified audio-video transformer: one token sequence, one stack of blocks.
+
+Per 40 ms frame the sequence holds that frame's video-latent patches followed by its audio
+latent, frame after frame, so tokens are sorted by time and a sliding window over time is a
+contiguous band. Optional reference-image tokens (identity) come first and are visible to all.
+Every token carries its own timestep: tokens given as conditions are simply held at t=0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from avgen.attention import SlidingWindowMask
+from avgen.config import Config
+from avgen.layers import Block, FinalLayer, MLPEmbedder, rope_frequencies, timestep_embedding
+from avgen.phones import PHONES
+from avgen.timeline import FPS
+
+VIDEO, AUDIO, REFERENCE = 0, 1, 2  # modality embedding rows
+
+
+@dataclass
+class Velocity:
+    video: torch.Tensor  # (B, T, Nv, Pv)
+    audio: torch.Tensor  # (B, T, Pa)
+    features: dict[int, torch.Tensor]  # block index -> hidden states (B, L, D), when asked for
+
+
+class AVTransformer(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden
+        self.video_in = nn.Linear(cfg.video_token_dim, d)
+        self.audio_in = nn.Linear(cfg.audio_latent_channels, d)
+        self.modality = nn.Parameter(torch.randn(3, d) * 0.02)
+        self.phone_embedding = nn.Embedding(len(PHONES), d)
+        self.time_in = MLPEmbedder(256, d)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.video_out = FinalLayer(d, cfg.video_token_dim)
+        self.audio_out = FinalLayer(d, cfg.audio_latent_channels)
+        nn.init.zeros_(self.modulation[1].weight)
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def token_layout(self, frames: int, reference_tokens: int, device) -> tuple[torch.Tensor, SlidingWindowMask]:
+        """Positions (L, 3) = (time in rotary units, y, x) and the attention mask of a chunk."""
+        cfg = self.cfg
+        gh, gw = cfg.latent_height // cfg.patch_size, cfg.latent_width // cfg.patch_size
+        ys = torch.arange(gh, device=device, dtype=torch.float32) - (gh - 1) / 2
+        xs = torch.arange(gw, device=device, dtype=torch.float32) - (gw - 1) / 2
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)  # (Nv, 2)
+        frame_grid = torch.cat([grid, grid.new_zeros(1, 2)])  # the audio latent sits at the centre
+        per_frame = frame_grid.shape[0]
+        times = torch.arange(frames, device=device, dtype=torch.float32) / FPS * cfg.rope_units_per_second
+        positions = torch.cat(
+            [repeat(times, "t -> (t n) 1", n=per_frame), repeat(frame_grid, "n c -> (t n) c", t=frames)], dim=1
+        )
+        frame_index = repeat(torch.arange(frames, device=device), "t -> (t n)", n=per_frame)
+        is_global = torch.zeros(frames * per_frame, dtype=torch.bool, device=device)
+        if reference_tokens:
+            centre = times.mean() if frames else times.new_zeros(())
+            ref_positions = torch.cat([centre.expand(reference_tokens, 1), grid], dim=1)
+            positions = torch.cat([ref_positions, positions])
+            frame_index = torch.cat([frame_index.new_zeros(reference_tokens), frame_index])
+            is_global = torch.cat([is_global.new_ones(reference_tokens), is_global])
+        return positions, SlidingWindowMask(frame_index, is_global, cfg.window_frames)
+
+    def forward(
+        self,
+        video: torch.Tensor,  # (B, T, Nv, Pv) noisy video-latent patches
+        audio: torch.Tensor,  # (B, T, Pa) noisy audio latents
+        video_t: torch.Tensor,  # (B, T, Nv) per-token timestep, 0 = clean
+        audio_t: torch.Tensor,  # (B, T)
+        phones: torch.Tensor,  # (B, T) phone id spoken at each frame
+        reference: torch.Tensor | None = None,  # (B, Nr, Pv) clean reference-image patches
+        features_at: tuple[int, ...] = (),
+        attention_backend: str = "auto",
+    ) -> Velocity:
+        b, frames, nv, _ = video.shape
+        phone = self.phone_embedding(phones)[:, :, None]
+        video_x = self.video_in(video) + self.modality[VIDEO] + phone
+        audio_x = self.audio_in(audio)[:, :, None] + self.modality[AUDIO] + phone
+        x = rearrange(torch.cat([video_x, audio_x], dim=2), "b t n d -> b (t n) d")
+        t = rearrange(torch.cat([video_t, audio_t[:, :, None]], dim=2), "b t n -> b (t n)")
+        n_ref = 0 if reference is None else reference.shape[1]
+        if n_ref:
+            x = torch.cat([self.video_in(reference) + self.modality[REFERENCE], x], dim=1)
+            t = torch.cat([t.new_zeros(b, n_ref), t], dim=1)
+
+        positions, mask = self.token_layout(frames, n_ref, video.device)
+        rope = rope_frequencies(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        t_emb = self.time_in(timestep_embedding(t, 256))  # (B, L, D)
+        modulation = rearrange(self.modulation(t_emb), "b l (six d) -> b l six d", six=6)
+
+        features = {}
+        for index, block in enumerate(self.blocks):
+            x = block(x, modulation, rope, mask, attention_backend)
+            if index in features_at:
+                features[index] = x
+        x, t_emb = x[:, n_ref:], t_emb[:, n_ref:]
+        tokens = rearrange(x, "b (t n) d -> b t n d", t=frames)
+        emb = rearrange(t_emb, "b (t n) d -> b t n d", t=frames)
+        video_v = self.video_out(tokens[:, :, :nv], emb[:, :, :nv])
+        audio_v = self.audio_out(tokens[:, :, nv], emb[:, :, nv])
+        return Velocity(video_v, audio_v, features)
+
+
+def patchify(latents: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, T, C, h, w) latent grids -> (B, T, Nv, C*p*p) tokens."""
+    return rearrange(latents, "b t c (h p1) (w p2) -> b t (h w) (c p1 p2)", p1=patch, p2=patch)
+
+
+def unpatchify(tokens: torch.Tensor, patch: int, height: int, width: int) -> torch.Tensor:
+    """(B, T, Nv, C*p*p) -> (B, T, C, h, w); height/width are the latent grid's."""
+    return rearrange(
+        tokens, "b t (h w) (c p1 p2) -> b t c (h p1) (w p2)", h=height // patch, w=width // patch, p1=patch, p2=patch
+    )

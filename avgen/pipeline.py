@@ -1,0 +1,273 @@
+"""Generation: transcript (and optional speech, reference face) in, frames + waveform out.
+
+Clips longer than the model's chunk are generated chunk by chunk; each chunk starts with frames
+already generated (video and audio latents held clean at t=0) so seams stay continuous, and only
+new frames are emitted. Peak memory depends on the chunk length, not on the clip's duration.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avgen import __version__
+from avgen.checkpoint import AVGenModel, default_checkpoint, file_hash, load_checkpoint
+from avgen.config import Config, preset
+from avgen.media import write_mp4
+from avgen.model import patchify, unpatchify
+from avgen.phones import NULL_PHONE, PHONE_IDS, frame_phone_ids, phone_timeline, timeline_seconds
+from avgen.sampling import CleanMask, Latents, denoise, get_schedule
+from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_seconds
+from avgen.video_codec import frames_to_tensor, tensor_to_frames
+
+MAX_SECONDS = 600.0
+MAX_STEPS = 1000
+MAX_TEXT_CHARS = 20_000
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
+
+
+class GenerationError(ValueError):
+    """A request that cannot be generated as asked; the message says what to change."""
+
+
+@dataclass
+class GenerationRequest:
+    text: str = ""
+    seconds: float | None = None  # None: as long as the transcript (or the given audio) takes
+    steps: int | None = None  # None: the checkpoint config's defaults
+    cfg: float | None = None
+    shift: float | None = None
+    sampler: str | None = None
+    seed: int = 0
+    reference_image: np.ndarray | None = None  # (H, W, 3) uint8, any size: identity
+    audio: np.ndarray | None = None  # (N,) float32 at 16 kHz: audio-driven, kept in the output
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    audio: np.ndarray  # (T * 640,) float32 at 16 kHz
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.frames) / FPS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A request resolved against the model's defaults and validated."""
+
+    frames: int
+    steps: int
+    cfg: float
+    shift: float
+    sampler: str
+    phones: torch.Tensor  # (T,) phone ids
+    audio: np.ndarray | None  # exactly frames * 640 samples when given
+
+
+def resolve(request: GenerationRequest, cfg: Config) -> Settings:
+    text = request.text or ""
+    if len(text) > MAX_TEXT_CHARS:
+        raise GenerationError(f"text is {len(text)} characters; the maximum is {MAX_TEXT_CHARS}")
+    if request.seconds is not None:
+        if not np.isfinite(request.seconds) or request.seconds <= 0:
+            raise GenerationError(f"seconds must be positive, not {request.seconds}")
+        if request.seconds > MAX_SECONDS:
+            raise GenerationError(f"seconds must be at most {MAX_SECONDS:g}, not {request.seconds:g}")
+        frames = frames_for_seconds(request.seconds)
+        if frames < 1:
+            raise GenerationError(f"seconds must be at least {1 / FPS:g} (one frame), not {request.seconds:g}")
+    elif request.audio is not None:
+        frames = max(1, round(len(request.audio) / SAMPLES_PER_FRAME))
+    elif text.strip():
+        frames = max(1, frames_for_seconds(timeline_seconds(phone_timeline(text))))
+    else:
+        raise GenerationError("nothing to generate: give a text, an audio file or a duration in seconds")
+    if frames > frames_for_seconds(MAX_SECONDS):
+        raise GenerationError(f"the clip would last {frames / FPS:g} s; the maximum is {MAX_SECONDS:g} s")
+
+    steps = cfg.steps if request.steps is None else request.steps
+    if not 1 <= steps <= MAX_STEPS:
+        raise GenerationError(f"steps must be between 1 and {MAX_STEPS}, not {steps}")
+    guidance = cfg.cfg if request.cfg is None else request.cfg
+    if not np.isfinite(guidance) or not 0 <= guidance <= 30:
+        raise GenerationError(f"cfg must be between 0 and 30, not {guidance}")
+    shift = cfg.shift if request.shift is None else request.shift
+    if not np.isfinite(shift) or shift <= 0:
+        raise GenerationError(f"shift must be positive, not {shift}")
+    sampler = cfg.sampler if request.sampler is None else request.sampler
+    if sampler not in ("euler", "heun"):
+        raise GenerationError(f"sampler must be 'euler' or 'heun', not {sampler!r}")
+
+    if text.strip():
+        phones = frame_phone_ids(phone_timeline(text, seconds=frames / FPS), frames)
+    else:
+        phones = torch.full((frames,), PHONE_IDS[NULL_PHONE], dtype=torch.long)
+    audio = None
+    if request.audio is not None:
+        audio = np.zeros(frames * SAMPLES_PER_FRAME, dtype=np.float32)
+        given = np.asarray(request.audio, dtype=np.float32)[: len(audio)]
+        if given.size == 0:
+            raise GenerationError("the audio is empty")
+        audio[: len(given)] = given
+    return Settings(frames, steps, float(guidance), float(shift), sampler, phones, audio)
+
+
+def chunk_spans(frames: int, chunk: int, overlap: int) -> list[tuple[int, int, int]]:
+    """(start, end, context) per chunk: frames [start, start+context) were generated before.
+
+    Every chunk but a clip shorter than one chunk has the full chunk length (fixed shapes); the
+    last one starts early enough to fit, taking more context instead of fewer frames.
+    """
+    spans, end = [(0, min(chunk, frames), 0)], min(chunk, frames)
+    while end < frames:
+        start = min(end - overlap, frames - chunk)
+        spans.append((start, start + chunk, end - start))
+        end = start + chunk
+    return spans
+
+
+class Generator:
+    """A loaded model on a device, ready to serve generation requests."""
+
+    def __init__(self, model: AVGenModel, checkpoint_id: str, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.cfg = model.cfg
+        self.checkpoint_id = checkpoint_id
+        self.device = torch.device(device)
+        self.trained = not checkpoint_id.startswith("untrained")
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, device: str = "cpu", preset_name: str = "tiny",
+             seed: int = 0, warn: Callable[[str], None] | None = None) -> Generator:
+        """From a checkpoint file, else the shipped weights, else a model initialised from `seed`."""
+        path = Path(checkpoint) if checkpoint is not None else default_checkpoint(preset_name)
+        if path is not None:
+            return cls(load_checkpoint(path, device), file_hash(path), device)
+        (warn or (lambda m: print(m, file=sys.stderr)))(
+            f"avgen: no trained weights for preset '{preset_name}' in this install; "
+            f"using an UNTRAINED model initialised from seed {seed}: expect noise, not a face"
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AVGenModel(preset(preset_name))
+        return cls(model, f"untrained-{preset_name}-seed{seed}", device)
+
+    def _velocity_fn(self, phones: torch.Tensor, reference: torch.Tensor | None, guidance: float):
+        transformer = self.model.transformer
+        null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
+
+        def velocity(x: Latents, video_t: torch.Tensor, audio_t: torch.Tensor) -> Latents:
+            if guidance == 1.0:
+                v = transformer(x.video, x.audio, video_t, audio_t, phones, reference)
+                return Latents(v.video, v.audio)
+            ref = None if reference is None else torch.cat([reference, reference])
+            v = transformer(
+                torch.cat([x.video, x.video]), torch.cat([x.audio, x.audio]),
+                torch.cat([video_t, video_t]), torch.cat([audio_t, audio_t]), torch.cat([phones, null]), ref,
+            )  # fmt: skip
+            (cv, uv), (ca, ua) = v.video.chunk(2), v.audio.chunk(2)
+            return Latents(uv + guidance * (cv - uv), ua + guidance * (ca - ua))
+
+        return velocity
+
+    def _encode_reference(self, image: np.ndarray) -> torch.Tensor:
+        cfg = self.cfg
+        img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        h, w = img.shape[:2]
+        side = min(h, w)  # centre square crop, then resize to the model's frame size
+        img = img[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+        x = frames_to_tensor(img[None])
+        x = F.interpolate(x, size=(cfg.height, cfg.width), mode="bilinear", antialias=True, align_corners=False)
+        latents = self.model.video_codec.encode(x)  # (1, C, h, w)
+        return patchify(latents[:, None], cfg.patch_size)[:, 0]  # (1, Nv, Pv)
+
+    @torch.inference_mode()
+    def generate(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationResult:
+        cfg, model, device = self.cfg, self.model, self.device
+        s = resolve(request, cfg)
+        report = progress or (lambda fraction, message: None)
+        reference = None if request.reference_image is None else self._encode_reference(request.reference_image)
+        given_audio = None
+        if s.audio is not None:
+            given_audio = model.audio_codec.encode(torch.from_numpy(s.audio)[None].to(device))  # (1, T, Pa)
+
+        spans = chunk_spans(s.frames, cfg.chunk_frames, cfg.overlap_frames)
+        evaluations = s.steps * (2 if s.sampler == "heun" else 1)
+        schedule = get_schedule(s.steps, s.shift)
+        noise_rng = torch.Generator().manual_seed(request.seed)
+        nv, pv, pa = cfg.video_tokens_per_frame, cfg.video_token_dim, cfg.audio_latent_channels
+        frames_out: list[np.ndarray] = []
+        audio_latents: list[torch.Tensor] = []
+        previous: Latents | None = None
+        previous_start = 0
+        for index, (start, end, context) in enumerate(spans):
+            length = end - start
+            noise = Latents(
+                torch.randn(1, length, nv, pv, generator=noise_rng).to(device),
+                torch.randn(1, length, pa, generator=noise_rng).to(device),
+            )
+            condition = Latents(torch.zeros_like(noise.video), torch.zeros_like(noise.audio))
+            clean = CleanMask(torch.zeros(1, length, nv, dtype=torch.bool, device=device),
+                              torch.zeros(1, length, dtype=torch.bool, device=device))  # fmt: skip
+            if context:
+                offset = start - previous_start
+                condition.video[:, :context] = previous.video[:, offset : offset + context]
+                condition.audio[:, :context] = previous.audio[:, offset : offset + context]
+                clean.video[:, :context] = True
+                clean.audio[:, :context] = True
+            if given_audio is not None:
+                condition.audio[:] = given_audio[:, start:end]
+                clean.audio[:] = True
+            phones = s.phones[start:end][None].to(device)
+
+            def on_step(step: int, index=index) -> None:
+                done = (index * s.steps + step) / (len(spans) * s.steps)
+                report(0.95 * done, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
+
+            x = denoise(self._velocity_fn(phones, reference, s.cfg), noise, condition, clean, schedule,
+                        s.sampler, on_step)  # fmt: skip
+            frames_out.append(self._decode_video(x.video[:, context:]))
+            audio_latents.append(x.audio[0, context:])
+            previous, previous_start = x, start
+
+        report(0.96, "decoding audio")
+        if s.audio is not None:
+            audio = s.audio
+        else:
+            audio = model.audio_codec.decode(torch.cat(audio_latents)[None], seed=request.seed)[0].numpy()
+        report(1.0, "done")
+        metadata = {
+            "comment": "AI-generated video and audio (avgen)",
+            "avgen_ai_generated": "true",
+            "avgen_version": __version__,
+            "avgen_seed": str(request.seed),
+            "avgen_steps": str(s.steps),
+            "avgen_cfg": f"{s.cfg:g}",
+            "avgen_sampler": s.sampler,
+            "avgen_shift": f"{s.shift:g}",
+            "avgen_checkpoint": self.checkpoint_id,
+            "avgen_audio": "given" if s.audio is not None else "generated",
+            "avgen_evaluations_per_chunk": str(evaluations),
+        }
+        return GenerationResult(np.concatenate(frames_out), audio.astype(np.float32), metadata)
+
+    def _decode_video(self, video_tokens: torch.Tensor, batch: int = 32) -> np.ndarray:
+        cfg = self.cfg
+        latents = unpatchify(video_tokens, cfg.patch_size, cfg.latent_height, cfg.latent_width)[0]
+        pieces = [tensor_to_frames(self.model.video_codec.decode(latents[i : i + batch])).cpu().numpy()
+                  for i in range(0, latents.shape[0], batch)]  # fmt: skip
+        return np.concatenate(pieces)
+
+
+def write_result(result: GenerationResult, path: str | Path) -> None:
+    write_mp4(path, result.frames, result.audio, fps=FPS, sample_rate=SAMPLE_RATE, metadata=result.metadata)

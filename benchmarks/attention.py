@@ -1,0 +1,177 @@
+"""Sliding-window attention on CPU: chunked (linear) vs dense masked SDPA (quadratic).
+
+    python benchmarks/attention.py [--out benchmarks/results/attention.json] [--max-dense-tokens N]
+
+Tiny-preset token layout (17 tokens per 40 ms frame: 16 video patches + 1 audio latent), window
++-12 frames, B=1, 4 heads x 64, fp32, 2 threads. Each (backend, length) runs in its own
+subprocess so its peak resident set is its own: memory is the peak RSS (getrusage ru_maxrss)
+of that process, and its growth over the baseline taken after inputs and mask metadata exist.
+Times are the median of a few calls after a warm-up call that builds the cached mask structures
+(built once per forward pass and shared by all layers); the warm-up time is reported too.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PER_FRAME, WINDOW, HEADS, DIM, THREADS = 17, 12, 4, 64, 2
+BASE_FRAMES = 60  # 1020 tokens
+SCALES = [1, 2, 4, 8, 16]
+
+
+def rss_peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def make_inputs(n_frames: int, seed: int = 0):
+    import torch
+
+    from avgen.attention import SlidingWindowMask
+    frame_index = torch.arange(n_frames).repeat_interleave(PER_FRAME)
+    mask = SlidingWindowMask(frame_index, torch.zeros_like(frame_index, dtype=torch.bool), WINDOW)
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, HEADS, len(frame_index), DIM, generator=g) for _ in range(3))
+    return q, k, v, mask
+
+
+def worker(backend: str, n_frames: int, repeats: int, block_tokens: int | None) -> dict:
+    import torch
+
+    from avgen.attention import chunked_attention, sliding_window_attention
+    torch.set_num_threads(THREADS)
+    q, k, v, mask = make_inputs(n_frames)
+    if block_tokens is None:
+        run = lambda: sliding_window_attention(q, k, v, mask, backend=backend)  # noqa: E731
+    else:
+        run = lambda: chunked_attention(q, k, v, mask, block_tokens=block_tokens)  # noqa: E731
+    baseline = rss_peak_bytes()
+    try:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            run()
+            first = time.perf_counter() - t0
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
+    except (RuntimeError, MemoryError) as e:
+        return {"status": "out of memory", "error": f"{type(e).__name__}: {str(e)[:200]}"}
+    peak = rss_peak_bytes()
+    return {"status": "ok", "median_s": statistics.median(times), "times_s": times, "first_call_s": first,
+            "peak_rss_mb": peak / 2**20, "peak_rss_over_baseline_mb": (peak - baseline) / 2**20}
+
+
+def measure(backend: str, n_frames: int, repeats: int, block_tokens: int | None = None,
+            timeout: float = 900) -> dict:
+    cmd = [sys.executable, __file__, "--worker", backend, str(n_frames), str(repeats), str(block_tokens or 0)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": f"timeout after {timeout:.0f} s"}
+    if proc.returncode != 0:  # e.g. SIGKILL from the OOM killer
+        status = "out of memory (killed)" if proc.returncode == -9 else f"failed (rc={proc.returncode})"
+        return {"status": status, "error": proc.stderr[-500:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def fmt(r: dict, key: str, spec: str) -> str:
+    return format(r[key], spec) if r.get("status") == "ok" else r["status"].split(":")[0]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="benchmarks/results/attention.json")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--max-dense-tokens", type=int, default=None,
+                    help="skip dense above this many tokens (recorded as skipped)")
+    ap.add_argument("--block-sweep-scale", type=int, default=4, help="length multiple for the block-size sweep")
+    args = ap.parse_args()
+
+    import torch
+
+    from avgen.attention import CHUNK_TOKENS
+
+    results = []
+    for scale in SCALES:
+        n_frames = BASE_FRAMES * scale
+        n = n_frames * PER_FRAME
+        row = {"scale": scale, "frames": n_frames, "tokens": n, "chunked": measure("chunked", n_frames, args.repeats)}
+        if args.max_dense_tokens is not None and n > args.max_dense_tokens:
+            row["dense"] = {"status": f"skipped: > {args.max_dense_tokens} tokens"}
+        else:
+            row["dense"] = measure("dense", n_frames, args.repeats)
+        results.append(row)
+        print(f"{n:>6} tokens  chunked {fmt(row['chunked'], 'median_s', '.4f')} s  "
+              f"dense {fmt(row['dense'], 'median_s', '.4f')} s", flush=True)
+
+    sweep_frames = BASE_FRAMES * args.block_sweep_scale
+    sweep = {str(b): measure("chunked", sweep_frames, args.repeats, block_tokens=b) for b in [64, 128, 256, 512, 1024]}
+
+    def ratio(backend):
+        first, last = results[0][backend], results[-1][backend]
+        if first.get("status") == "ok" and last.get("status") == "ok":
+            return last["median_s"] / first["median_s"]
+        return None
+
+    ratios = {"chunked": ratio("chunked"), "dense": ratio("dense")}
+    report = {
+        "benchmark": "sliding-window attention, CPU: chunked vs dense masked SDPA",
+        "machine": {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "torch": torch.__version__,
+                    "python": platform.python_version(), "threads": THREADS},
+        "settings": {"batch": 1, "heads": HEADS, "head_dim": DIM, "dtype": "float32",
+                     "tokens_per_frame": PER_FRAME, "layout": "16 video patches + 1 audio latent per frame, no globals",
+                     "window_frames": WINDOW, "base_tokens": BASE_FRAMES * PER_FRAME, "scales": SCALES,
+                     "chunk_tokens": CHUNK_TOKENS, "repeats": args.repeats, "max_dense_tokens": args.max_dense_tokens},
+        "measures": {
+            "median_s": f"median wall time of {args.repeats} forward calls (inference_mode) after one warm-up call",
+            "first_call_s": "the warm-up call, which also builds and caches the mask structures",
+            "peak_rss_mb": "peak resident set (getrusage ru_maxrss) of a fresh subprocess running only this case",
+            "peak_rss_over_baseline_mb": "that peak minus the peak before the first call (inputs and torch loaded)",
+        },
+        "results": results,
+        "block_size_sweep": {"tokens": sweep_frames * PER_FRAME, "median_s_by_block_tokens":
+                             {b: r.get("median_s", r["status"]) for b, r in sweep.items()}},
+        "ratio_time_16x_over_1x": ratios,
+        "acceptance": {"chunked_16x_le_20x_1x": ratios["chunked"] is not None and ratios["chunked"] <= 20},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"\n{'tokens':>6} | {'chunked s':>9} | {'chunked MB':>10} | {'dense s':>9} | {'dense MB':>10}")
+    for r in results:
+        print(f"{r['tokens']:>6} | {fmt(r['chunked'], 'median_s', '9.4f'):>9} | "
+              f"{fmt(r['chunked'], 'peak_rss_over_baseline_mb', '10.1f'):>10} | "
+              f"{fmt(r['dense'], 'median_s', '9.4f'):>9} | {fmt(r['dense'], 'peak_rss_over_baseline_mb', '10.1f'):>10}")
+    print("time 16x / 1x: " + ", ".join(f"{b} {v:.1f}x" if v else f"{b} n/a" for b, v in ratios.items()))
+    print("block sweep (" + str(sweep_frames * PER_FRAME) + " tokens): " +
+          ", ".join(f"{b}: {fmt(r, 'median_s', '.4f')} s" for b, r in sweep.items()))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        backend, n_frames, repeats, block = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        print(json.dumps(worker(backend, n_frames, repeats, block or None)))
+    else:
+        main()

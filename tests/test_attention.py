@@ -1,0 +1,208 @@
+import os
+
+import pytest
+import torch
+from torch.nn.attention.flex_attention import create_mask
+
+from avgen.attention import (SlidingWindowMask, allowed, chunked_attention, sliding_window_attention)
+
+VIDEO_PER_FRAME = 16  # tiny preset: 16 video patches + 1 audio latent per 40 ms frame
+
+
+def frames_layout(counts, n_global=0):
+    """Frame index and global flags: `n_global` reference tokens, then counts[j] tokens of frame j."""
+    counts = torch.as_tensor(counts, dtype=torch.long)
+    frames = torch.arange(len(counts)).repeat_interleave(counts)
+    frame_index = torch.cat([torch.zeros(n_global, dtype=torch.long), frames])
+    is_global = torch.arange(len(frame_index)) < n_global
+    return frame_index, is_global
+
+
+def av_counts(n_frames):
+    return [VIDEO_PER_FRAME + 1] * n_frames
+
+
+def irregular_counts(n_frames, seed=0):  # 0..6 tokens per frame, gaps included
+    return torch.randint(0, 7, (n_frames,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+LAYOUTS = {
+    "17_tokens": av_counts(1),
+    "170_tokens": av_counts(10),
+    "1020_tokens": av_counts(60),
+    "irregular": irregular_counts(120),
+}
+
+
+def qkv(n, batch=2, heads=3, dim=16, dtype=torch.float32, seed=0, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, n, dim, generator=g).to(dtype).requires_grad_(requires_grad)
+            for _ in range(3)]
+
+
+def brute_force_mask(frame_index, is_global, window):
+    n = len(frame_index)
+    return torch.tensor([[bool(is_global[k]) or (not is_global[q] and abs(int(frame_index[q]) - int(frame_index[k])) <= window)
+                          for k in range(n)] for q in range(n)])
+
+
+@pytest.mark.parametrize("window", [0, 2])
+def test_dense_mask_follows_the_rule_globals_seen_by_all_and_global_queries_see_only_globals(window):
+    f = torch.tensor([3, 0, 0, 1, 2, 2, 5, 9])  # globals at positions 0 and 5: not a prefix
+    g = torch.tensor([1, 0, 0, 0, 0, 1, 0, 0], dtype=torch.bool)
+    dense = SlidingWindowMask(f, g, window).dense()
+    assert torch.equal(dense, brute_force_mask(f, g, window))
+    assert dense.any(dim=1).all()  # no empty row
+    assert torch.equal(allowed(f[:, None], f[None, :], g[:, None], g[None, :], window), dense)
+
+
+@pytest.mark.parametrize("n_global", [0, 4])
+@pytest.mark.parametrize("window", [0, 1, 5, 12, 1000])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_chunked_equals_dense(layout, window, n_global):
+    mask = SlidingWindowMask(*frames_layout(LAYOUTS[layout], n_global), window)
+    q, k, v = qkv(len(mask.frame_index))
+    dense = sliding_window_attention(q, k, v, mask, backend="dense")
+    assert (sliding_window_attention(q, k, v, mask, backend="chunked") - dense).abs().max() <= 1e-5
+    # tiny blocks: many blocks, L not a multiple of the block size, blocks splitting frames
+    assert (chunked_attention(q, k, v, mask, block_tokens=7) - dense).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("n_tokens", [1, 3, 300])
+def test_chunked_handles_only_global_tokens(n_tokens):
+    mask = SlidingWindowMask(*frames_layout([], n_global=n_tokens), 3)
+    q, k, v = qkv(n_tokens)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # globals see all globals
+    for backend in ["dense", "chunked"]:
+        assert (sliding_window_attention(q, k, v, mask, backend=backend) - expected).abs().max() <= 1e-5
+
+
+def test_chunked_with_window_zero_and_one_token_per_frame_is_attention_to_itself_and_globals():
+    mask = SlidingWindowMask(*frames_layout([1] * 50, n_global=0), 0)
+    q, k, v = qkv(50)
+    assert (sliding_window_attention(q, k, v, mask, backend="chunked") - v).abs().max() <= 1e-5
+
+
+def test_chunked_bf16_matches_dense_bf16_and_keeps_dtype():
+    mask = SlidingWindowMask(*frames_layout(av_counts(30), n_global=4), 5)
+    q, k, v = qkv(len(mask.frame_index), dtype=torch.bfloat16)
+    out = sliding_window_attention(q, k, v, mask, backend="chunked")
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
+    reference = sliding_window_attention(*(x.float() for x in (q, k, v)), mask, backend="dense")
+    assert (out.float() - reference).abs().max() <= 3e-2
+
+
+@pytest.mark.parametrize("n_global", [0, 3])
+def test_chunked_gradients_match_dense(n_global):
+    mask = SlidingWindowMask(*frames_layout(irregular_counts(80, seed=1), n_global), 4)
+    n = len(mask.frame_index)
+    upstream = torch.randn(2, 3, n, 16, generator=torch.Generator().manual_seed(9))
+    grads = {}
+    for backend in ["dense", "chunked"]:
+        q, k, v = qkv(n, requires_grad=True)
+        (sliding_window_attention(q, k, v, mask, backend=backend) * upstream).sum().backward()
+        grads[backend] = [q.grad, k.grad, v.grad]
+    for gd, gc in zip(grads["dense"], grads["chunked"]):
+        assert (gd - gc).abs().max() <= 1e-5
+
+
+def test_chunked_is_sliding_key_ranges_are_bounded_on_a_long_sequence():
+    n_frames, window, n_global, per_frame = 2000, 12, 4, VIDEO_PER_FRAME + 1
+    mask = SlidingWindowMask(*frames_layout(av_counts(n_frames), n_global), window)
+    n = len(mask.frame_index)  # 34004 tokens: a dense mask would be 1.2 G entries
+    f = mask.frame_index
+    chunks = mask.chunks()
+    assert chunks[0][:2] == (0, n_global) and chunks[-1][1] == n
+    for q0, q1, k0, k1, m in chunks:
+        if q0 < n_global:
+            assert (k0, k1) == (n_global, n_global)
+            continue
+        span = int(f[q1 - 1] - f[q0])
+        assert int(f[k1 - 1] - f[k0]) <= 2 * window + span
+        assert k1 - k0 <= (2 * window + span + 1) * per_frame
+        assert m.shape == (q1 - q0, n_global + k1 - k0)
+    q, k, v = qkv(n, batch=1, heads=2, dim=16)
+    out = sliding_window_attention(q, k, v, mask, backend="chunked")
+    assert "dense" not in mask._cache  # never built the (L, L) mask
+    # spot-check rows against attention computed from the rule for just those rows
+    rows = torch.tensor([0, n_global, n_global + 5000, n // 2, n - 1])
+    row_mask = allowed(f[rows, None], f[None, :], mask.is_global[rows, None], mask.is_global[None, :], window)
+    scores = (q[..., rows, :] @ k.transpose(-1, -2)) / 4.0
+    expected = scores.masked_fill(~row_mask, float("-inf")).softmax(-1) @ v
+    assert (out[..., rows, :] - expected).abs().max() <= 1e-5
+
+
+def test_chunked_rejects_globals_that_are_not_a_prefix_and_unsorted_frames():
+    q, k, v = qkv(4)
+    not_prefix = SlidingWindowMask(torch.tensor([0, 0, 1, 2]), torch.tensor([False, True, False, False]), 1)
+    with pytest.raises(ValueError, match="prefix"):
+        sliding_window_attention(q, k, v, not_prefix, backend="chunked")
+    unsorted = SlidingWindowMask(torch.tensor([0, 2, 1, 3]), torch.zeros(4, dtype=torch.bool), 1)
+    with pytest.raises(ValueError, match="sorted"):
+        sliding_window_attention(q, k, v, unsorted, backend="chunked")
+
+
+def test_mismatched_lengths_and_unknown_backend_are_errors():
+    mask = SlidingWindowMask(*frames_layout(av_counts(2)), 1)
+    q, k, v = qkv(len(mask.frame_index))
+    with pytest.raises(ValueError, match="backend"):
+        sliding_window_attention(q, k, v, mask, backend="magic")
+    with pytest.raises(ValueError, match="length"):
+        sliding_window_attention(q[..., :-1, :], k, v, mask)
+
+
+def test_auto_uses_chunked_on_cpu_and_supports_training():
+    mask = SlidingWindowMask(*frames_layout(av_counts(20), n_global=2), 3)
+    q, k, v = qkv(len(mask.frame_index), requires_grad=True)
+    sliding_window_attention(q, k, v, mask).sum().backward()  # flex has no CPU backward
+    assert "dense" not in mask._cache and q.grad is not None
+
+
+EAGER_FLEX = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+FLEX_CASES = [("170_tokens", 1, 4), ("1020_tokens", 12, 4), ("irregular", 5, 0), ("17_tokens", 1000, 2)]
+
+
+@pytest.mark.parametrize("layout,window,n_global", FLEX_CASES)
+def test_flex_block_mask_equals_dense_mask(layout, window, n_global):
+    mask = SlidingWindowMask(*frames_layout(LAYOUTS[layout], n_global), window)
+    n = len(mask.frame_index)
+    block_mask = mask.block_mask("cpu")
+    dense = mask.dense()
+    assert torch.equal(create_mask(block_mask.mask_mod, None, None, n, n, device="cpu")[0, 0], dense)
+    # block-level sparsity: a (q-block, kv-block) tile is listed iff some pair in it is allowed
+    bq, bk = block_mask.BLOCK_SIZE
+    tiles = block_mask.to_dense()[0, 0].bool()
+    padded = torch.zeros(tiles.shape[0] * bq, tiles.shape[1] * bk, dtype=torch.bool)
+    padded[:n, :n] = dense
+    assert torch.equal(tiles, padded.view(tiles.shape[0], bq, tiles.shape[1], bk).any(3).any(1))
+
+
+@EAGER_FLEX
+@pytest.mark.parametrize("layout,window,n_global", FLEX_CASES)
+def test_flex_equals_dense_eager_on_cpu(layout, window, n_global, monkeypatch):
+    monkeypatch.setenv("AVGEN_FLEX_COMPILE", "0")
+    mask = SlidingWindowMask(*frames_layout(LAYOUTS[layout], n_global), window)
+    q, k, v = qkv(len(mask.frame_index))
+    dense = sliding_window_attention(q, k, v, mask, backend="dense")
+    assert (sliding_window_attention(q, k, v, mask, backend="flex") - dense).abs().max() <= 1e-5
+
+
+@EAGER_FLEX
+def test_flex_handles_globals_anywhere_in_the_sequence(monkeypatch):
+    monkeypatch.setenv("AVGEN_FLEX_COMPILE", "0")
+    f = torch.tensor([0, 0, 0, 1, 1, 7, 2, 2, 3, 9, 4, 4])
+    g = torch.tensor([0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0], dtype=torch.bool)
+    mask = SlidingWindowMask(f, g, 1)
+    q, k, v = qkv(len(f))
+    dense = sliding_window_attention(q, k, v, mask, backend="dense")
+    assert (sliding_window_attention(q, k, v, mask, backend="flex") - dense).abs().max() <= 1e-5
+
+
+@pytest.mark.skipif(os.environ.get("AVGEN_TEST_FLEX_COMPILE") != "1",
+                    reason="torch.compile of flex_attention takes ~25 s on this CPU; set AVGEN_TEST_FLEX_COMPILE=1")
+def test_flex_compiled_on_cpu_equals_dense(monkeypatch):
+    monkeypatch.setenv("AVGEN_FLEX_COMPILE", "1")
+    mask = SlidingWindowMask(*frames_layout(LAYOUTS["1020_tokens"], 4), 12)
+    q, k, v = qkv(len(mask.frame_index))
+    dense = sliding_window_attention(q, k, v, mask, backend="dense")
+    assert (sliding_window_attention(q, k, v, mask, backend="flex") - dense).abs().max() <= 1e-5
