@@ -66,7 +66,11 @@ def cmd_generate(args) -> int:
         audio=read_audio(args.audio) if args.audio else None,
     )  # fmt: skip
     started = time.monotonic()
-    generator = Generator.load(args.checkpoint, device=args.device, seed=args.seed)
+    notices: list[str] = []
+    generator = Generator.load(args.checkpoint, device=args.device, seed=args.seed, warn=notices.append)
+    generator.check(request)  # a bad request fails here, before the untrained-model notice and any work
+    for notice in notices:
+        print(notice, file=sys.stderr)
     progress = None if args.quiet else ProgressBar("generate")
     result = generator.generate(request, progress)
     write_result(result, args.out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -53,9 +54,14 @@ def check_writable(path) -> None:
     folder = p.parent  # "." for a bare file name
     if not folder.is_dir():
         raise MediaError(f"output folder {folder} does not exist; create it or choose another path")
-    # os.replace needs write+search permission on the folder, not on an existing target.
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise MediaError(f"output folder {folder} is not writable; choose another path")
+    # os.replace needs to create a file in the folder; permission bits don't tell (root, /proc,
+    # read-only mounts), so create and remove a probe file.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MediaError(f"cannot write to output folder {folder} ({e.strerror}); choose another path") from None
 
 
 def _validate_frames(frames) -> np.ndarray:

@@ -191,6 +191,10 @@ class Generator:
         latents = self.model.video_codec.encode(x)  # (1, C, h, w)
         return patchify(latents[:, None], cfg.patch_size)[:, 0]  # (1, Nv, Pv)
 
+    def check(self, request: GenerationRequest) -> None:
+        """Raise GenerationError if this model cannot generate `request` as asked."""
+        resolve(request, self.cfg)
+
     @torch.inference_mode()
     def generate(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationResult:
         cfg, model, device = self.cfg, self.model, self.device
