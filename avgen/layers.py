@@ -11,10 +11,10 @@ from torch import nn
 from avgen.attention import SlidingWindowMask, sliding_window_attention
 
 
-def rope_frequencies(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary cos/sin for 3-axis positions (L, 3) = (time, y, x).
+def rope_frequencies(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
+    """Rotary phases for 3-axis positions (L, 3) = (time, y, x) as unit complex numbers (L, head_dim/2).
 
-    Half the rotary pairs encode time, a quarter each y and x. Returns (L, head_dim/2) each.
+    Half the rotary pairs encode time, a quarter each y and x.
     """
     pairs = head_dim // 2
     axis_pairs = (pairs // 2, pairs // 4, pairs - pairs // 2 - pairs // 4)
@@ -23,15 +23,13 @@ def rope_frequencies(positions: torch.Tensor, head_dim: int, theta: float) -> tu
         inv_freq = theta ** (-torch.arange(n, dtype=torch.float64, device=positions.device) / n)
         angles.append(positions[:, axis, None].double() * inv_freq)
     angles = torch.cat(angles, dim=-1)
-    return angles.cos().float(), angles.sin().float()
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, L, D); rotate consecutive pairs (x0, x1) by the token's angle."""
-    x_pairs = rearrange(x.float(), "b h l (d two) -> b h l d two", two=2)
-    x0, x1 = x_pairs.unbind(-1)
-    rotated = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
-    return rearrange(rotated, "b h l d two -> b h l (d two)").type_as(x)
+def apply_rope(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, L, D); rotate consecutive pairs (x0, x1) by the token's phase (one complex multiply)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2).contiguous())
+    return torch.view_as_real(pairs * phases).flatten(-2).type_as(x)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -90,7 +88,7 @@ class Block(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = (modulation + self.modulation_table).unbind(-2)
         qkv = self.qkv(modulate(self.norm1(x), shift1, scale1))
         q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.heads)
-        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
+        q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
         attended = sliding_window_attention(q, k, v, mask, backend=attention_backend)
         x = x + gate1 * self.proj(rearrange(attended, "b h l d -> b l (h d)"))
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))

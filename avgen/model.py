@@ -46,6 +46,7 @@ class AVTransformer(nn.Module):
         self.audio_out = FinalLayer(d, cfg.audio_latent_channels)
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
+        self._layout_cache: dict[tuple, tuple[torch.Tensor, SlidingWindowMask]] = {}
 
     def token_layout(self, frames: int, reference_tokens: int, device) -> tuple[torch.Tensor, SlidingWindowMask]:
         """Positions (L, 3) = (time in rotary units, y, x) and the attention mask of a chunk."""
@@ -70,6 +71,16 @@ class AVTransformer(nn.Module):
             is_global = torch.cat([is_global.new_ones(reference_tokens), is_global])
         return positions, SlidingWindowMask(frame_index, is_global, cfg.window_frames)
 
+    def rope_and_mask(self, frames: int, reference_tokens: int, device) -> tuple[torch.Tensor, SlidingWindowMask]:
+        """Rotary phases and attention mask for a chunk shape, cached: every sampler step reuses them."""
+        key = (frames, reference_tokens, str(device))
+        if key not in self._layout_cache:
+            if len(self._layout_cache) >= 8:
+                self._layout_cache.clear()
+            positions, mask = self.token_layout(frames, reference_tokens, device)
+            self._layout_cache[key] = (rope_frequencies(positions, self.cfg.head_dim, self.cfg.rope_theta), mask)
+        return self._layout_cache[key]
+
     def forward(
         self,
         video: torch.Tensor,  # (B, T, Nv, Pv) noisy video-latent patches
@@ -92,8 +103,7 @@ class AVTransformer(nn.Module):
             x = torch.cat([self.video_in(reference) + self.modality[REFERENCE], x], dim=1)
             t = torch.cat([t.new_zeros(b, n_ref), t], dim=1)
 
-        positions, mask = self.token_layout(frames, n_ref, video.device)
-        rope = rope_frequencies(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        rope, mask = self.rope_and_mask(frames, n_ref, video.device)
         t_emb = self.time_in(timestep_embedding(t, 256))  # (B, L, D)
         modulation = rearrange(self.modulation(t_emb), "b l (six d) -> b l six d", six=6)
 

@@ -213,19 +213,30 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
     t = cfg.chunk_frames
     g = torch.Generator().manual_seed(0)
     nv, pv, pa = cfg.video_tokens_per_frame, cfg.video_token_dim, cfg.audio_latent_channels
-    video = torch.randn(batch, t, nv, pv, generator=g)
-    audio = torch.randn(batch, t, pa, generator=g)
-    video_t = torch.full((batch, t, nv), 0.5)
-    audio_t = torch.full((batch, t), 0.5)
-    phones = torch.zeros(batch, t, dtype=torch.long)
+
+    def forward_fn(frames: int):
+        video = torch.randn(batch, frames, nv, pv, generator=g)
+        audio = torch.randn(batch, frames, pa, generator=g)
+        video_t = torch.full((batch, frames, nv), 0.5)
+        audio_t = torch.full((batch, frames), 0.5)
+        phones = torch.zeros(batch, frames, dtype=torch.long)
+        return lambda: model.transformer(video, audio, video_t, audio_t, phones)
+
+    spans_per_length = {s: chunk_spans(round(s * 25), cfg.chunk_frames, cfg.overlap_frames) for s in seconds}
+    span_lengths = sorted({end - start for spans in spans_per_length.values() for start, end, _ in spans})
 
     with torch.inference_mode():
-        forward = lambda: model.transformer(video, audio, video_t, audio_t, phones)  # noqa: E731
+        forward = forward_fn(t)
         fwd = time_calls(forward, max(3, repeats + 2))
         forward_s = median(fwd)
+        forward_by_length = {t: forward_s}
+        for length in span_lengths:
+            if length != t:
+                forward_by_length[length] = median(time_calls(forward_fn(length), max(3, repeats + 2)))
 
         # Share of Python-level pieces inside one forward: wrap the functions Block.forward looks
-        # up in avgen.layers' namespace (run time only; restored afterwards).
+        # up in avgen.layers' namespace (run time only; restored afterwards). The attention share
+        # includes building the mask's chunk ranges (first layer of each forward).
         import avgen.layers as layers
 
         names = ["sliding_window_attention", "apply_rope", "modulate"]
@@ -270,8 +281,10 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
         per_length = {}
         for s in seconds:
             frames = round(s * 25)
-            chunks = len(chunk_spans(frames, cfg.chunk_frames, cfg.overlap_frames))
+            spans = spans_per_length[s]
+            chunks = len(spans)
             forwards = chunks * settings.steps * evals_per_step
+            transformer_s = sum(forward_by_length[end - start] for start, end, _ in spans) * settings.steps * evals_per_step
             latents = torch.randn(frames, cfg.video_latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
 
             def decode_video():
@@ -284,7 +297,7 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
             adec_net = time_calls(lambda: model.audio_codec.decode_mel(audio_latents), repeats)
             vocode = time_calls(lambda: model.audio_codec.vocode(mel, seed=0), repeats)
             stages = {
-                "transformer_s": forwards * forward_s,
+                "transformer_s": transformer_s,
                 "video_decode_s": median(vdec),
                 "audio_decoder_net_s": median(adec_net),
                 "audio_griffin_lim_s": median(vocode),
@@ -308,12 +321,13 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
             "input": f"batch {batch} (cfg={settings.cfg:g}: cond + uncond), {t} frames = {t * (nv + 1)} tokens",
             "steps": settings.steps, "sampler": settings.sampler, "evaluations_per_step": evals_per_step,
             "forward_s_raw": [round(x, 4) for x in fwd], "forward_s_median": round(forward_s, 4),
+            "forward_s_median_by_chunk_frames": {str(k): round(v, 4) for k, v in sorted(forward_by_length.items())},
             "share_inside_forward": share,
             "top_torch_ops_one_forward": top_ops,
         },
         "per_length": per_length,
-        "note": "each stage timed on its own (random inputs of the real shapes); transformer_s = forwards x "
-                "median forward; the sum omits small glue (noise, masks, concatenation) so it can differ from "
+        "note": "each stage timed on its own (random inputs of the real shapes); transformer_s = sum over chunks of "
+                "steps x median forward at that chunk's length; the sum omits small glue (noise, masks, concatenation) so it can differ from "
                 "the end-to-end time",
     }
 

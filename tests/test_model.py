@@ -132,3 +132,17 @@ def test_per_token_timesteps_condition_each_token():
     with torch.no_grad():
         a, b = model(**x), model(**later)
     assert (a.audio[:, 2] - b.audio[:, 2]).abs().max() > 1e-4
+
+
+def test_rotary_scores_depend_only_on_the_time_difference():
+    from avgen.layers import apply_rope, rope_frequencies
+
+    q, k = torch.randn(1, 1, 1, 64), torch.randn(1, 1, 1, 64)
+
+    def score(tq, tk):
+        phases = rope_frequencies(torch.tensor([[tq, 0.0, 0.0], [tk, 0.0, 0.0]]), 64, 10_000.0)
+        return (apply_rope(q, phases[:1]) * apply_rope(k, phases[1:])).sum()
+
+    assert torch.allclose(score(3.0, 1.0), score(12.0, 10.0), atol=1e-4)
+    assert not torch.allclose(score(3.0, 1.0), score(3.0, 2.0), atol=1e-3)
+    assert torch.allclose(score(0.0, 0.0), (q * k).sum(), atol=1e-5)  # no rotation at position 0
