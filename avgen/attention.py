@@ -7,10 +7,13 @@ Every token carries a frame index on the shared 40 ms timeline and an `is_global
 
 Global tokens are seen by every query; global queries see only global keys; so no row is empty.
 
-Three backends compute the same function (`sliding_window_attention`):
+Backends of `sliding_window_attention`, all computing the same function:
   dense   - SDPA with the (L, L) bool mask: the reference, quadratic in L.
   chunked - CPU path: blocks of consecutive queries attend to the global prefix plus the
-            contiguous key range whose frames lie within the block's frames +-W. Linear in L.
+            contiguous key range whose frames lie within the block's frames +-W (searchsorted on
+            the sorted frames), under an exact bool mask. Blocks are gathered into groups and
+            padded so one SDPA call does up to GROUP_TOKENS queries: time and memory linear in L,
+            and few parallel regions (many small calls stall when other processes share the cores).
   flex    - FlexAttention with a BlockMask from a mask_mod calling `allowed`. Compiled on CUDA;
             eager (unfused, slow, forward-only) on CPU unless AVGEN_FLEX_COMPILE=1.
   auto    - flex on CUDA, chunked elsewhere.
@@ -24,15 +27,30 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
+GROUP_TOKENS = 4096  # queries per SDPA call: few calls (robust on a busy CPU), bounded memory per call
 CHUNK_TOKENS = 128  # query block size of the chunked path (64-128 fastest of 32-1024: benchmarks/attention.py)
 
 
 def allowed(q_frame: Tensor, k_frame: Tensor, q_global: Tensor, k_global: Tensor, window_frames: int) -> Tensor:
     """The mask rule (True = q may attend to k). Elementwise; broadcasts."""
     return k_global | (~q_global & ((q_frame - k_frame).abs() <= window_frames))
+
+
+@dataclass
+class QueryGroup:
+    """Consecutive queries [q0, q1) split into blocks of `block_tokens`; each block attends to the
+    global prefix and then to the key range [lo, hi) around its frames. One SDPA call per group."""
+
+    q0: int
+    q1: int
+    q_index: Tensor  # (n_blocks * block_tokens,) token of each query slot; the last block repeats q1 - 1
+    k_index: Tensor  # (n_blocks * n_keys,) per block: the global prefix, then its range (padded)
+    mask: Tensor  # (n_blocks, 1, block_tokens, n_keys) allowed(q, k) and k is a real key of the block
+    key_range: Tensor  # (n_blocks, 2) [lo, hi) of each block's non-global keys
 
 
 @dataclass
@@ -67,41 +85,46 @@ class SlidingWindowMask:
             self._cache["dense"] = allowed(f[:, None], f[None, :], g[:, None], g[None, :], self.window_frames)
         return self._cache["dense"]
 
-    def chunks(self, block_tokens: int = CHUNK_TOKENS) -> list[tuple[int, int, int, int, Tensor]]:
-        """Query blocks as (q0, q1, k0, k1, block_mask): queries [q0, q1) attend to the global
-        prefix [0, G) followed by keys [k0, k1) (empty for global queries), under the
-        (q1 - q0, G + k1 - k0) bool mask from `allowed`."""
+    def chunks(self, block_tokens: int = CHUNK_TOKENS) -> list["QueryGroup"]:
+        """The chunked path's plan: groups of query blocks, each group one SDPA call."""
         key = ("chunks", block_tokens)
         if key not in self._cache:
-            self._cache[key] = self._build_chunks(block_tokens)
+            self._cache[key] = self._plan(block_tokens)
         return self._cache[key]
 
-    def _build_chunks(self, block_tokens: int):
-        f, g, w = self.frame_index, self.is_global, self.window_frames
+    def _plan(self, block_tokens: int) -> list["QueryGroup"]:
+        f, g = self.frame_index, self.is_global
         n, n_global = len(self), int(g.sum())
         if not bool(g[:n_global].all()):
             raise ValueError("chunked attention needs the global tokens to form a prefix of the sequence")
         frames = f[n_global:]
         if frames.numel() > 1 and not bool((frames[1:] >= frames[:-1]).all()):
             raise ValueError("chunked attention needs non-global tokens sorted by frame index")
+        groups = [self._group(0, n_global, n_global)] if n_global else []
+        step = max(block_tokens, GROUP_TOKENS // block_tokens * block_tokens)
+        groups += [self._group(q0, min(q0 + step, n), block_tokens) for q0 in range(n_global, n, step)]
+        return groups
 
-        starts = list(range(0, n_global, block_tokens)) + list(range(n_global, n, block_tokens))
-        ends = [min(s + block_tokens, n_global if s < n_global else n) for s in starts]
-        lo = hi = torch.zeros(len(starts), dtype=torch.long)
-        if frames.numel():  # key range per block from the sorted frames of the non-global tokens
-            s, e = torch.tensor(starts), torch.tensor(ends)
-            first, last = f[s.clamp(max=n - 1)], f[(e - 1).clamp(min=0)]
-            lo = n_global + torch.searchsorted(frames, first - w, right=False).cpu()
-            hi = n_global + torch.searchsorted(frames, last + w, right=True).cpu()
-        out = []
-        for q0, q1, k0, k1 in zip(starts, ends, lo.tolist(), hi.tolist()):
-            if q0 < n_global:
-                k0 = k1 = n_global  # global queries: global keys only
-            kf = torch.cat([f[:n_global], f[k0:k1]])
-            kg = torch.cat([g[:n_global], g[k0:k1]])
-            m = allowed(f[q0:q1, None], kf[None, :], g[q0:q1, None], kg[None, :], w)
-            out.append((q0, q1, k0, k1, m))
-        return out
+    def _group(self, q0: int, q1: int, block_tokens: int) -> "QueryGroup":
+        f, g, w = self.frame_index, self.is_global, self.window_frames
+        n, n_global = len(self), int(g.sum())
+        n_blocks = -(-(q1 - q0) // block_tokens)
+        q_index = (q0 + torch.arange(n_blocks * block_tokens, device=f.device)).clamp(max=q1 - 1)
+        q_index = q_index.view(n_blocks, block_tokens)  # the last block is padded with copies of q1 - 1
+        if q0 < n_global:  # global queries: global keys only
+            lo = hi = torch.full((n_blocks,), n_global, device=f.device)
+        else:  # keys whose frames lie within [first frame - W, last frame + W] of the block
+            frames = f[n_global:]
+            lo = n_global + torch.searchsorted(frames, f[q_index[:, 0]] - w)
+            hi = n_global + torch.searchsorted(frames, f[q_index[:, -1]] + w, right=True)
+        span = torch.arange(int((hi - lo).max()), device=f.device)
+        k_index = torch.cat([torch.arange(n_global, device=f.device).expand(n_blocks, -1),
+                             (lo[:, None] + span).clamp(max=n - 1)], dim=1)
+        real = torch.cat([torch.ones(n_blocks, n_global, dtype=torch.bool, device=f.device),
+                          lo[:, None] + span < hi[:, None]], dim=1)
+        qf, qg, kf, kg = f[q_index][:, :, None], g[q_index][:, :, None], f[k_index][:, None, :], g[k_index][:, None, :]
+        mask = allowed(qf, kf, qg, kg, w) & real[:, None, :]
+        return QueryGroup(q0, q1, q_index.flatten(), k_index.flatten(), mask[:, None], torch.stack([lo, hi], 1))
 
     def block_mask(self, device) -> BlockMask:
         """FlexAttention BlockMask (broadcast over batch and heads) whose mask_mod is `allowed`."""
@@ -122,21 +145,15 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindowMask) ->
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense().to(q.device))
 
 
-def _keys(x: Tensor, n_global: int, k0: int, k1: int) -> Tensor:
-    """The global prefix followed by x[k0:k1] along the token axis (a view when contiguous)."""
-    if k0 == n_global:
-        return x[..., :k1, :]
-    if n_global == 0:
-        return x[..., k0:k1, :]
-    return torch.cat([x[..., :n_global, :], x[..., k0:k1, :]], dim=-2)
-
-
 def chunked_attention(q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindowMask,
                       block_tokens: int = CHUNK_TOKENS) -> Tensor:
-    n_global = int(mask.is_global.sum())
-    outs = [F.scaled_dot_product_attention(q[..., q0:q1, :], _keys(k, n_global, k0, k1),
-                                           _keys(v, n_global, k0, k1), attn_mask=m.to(q.device))
-            for q0, q1, k0, k1, m in mask.chunks(block_tokens)]
+    outs = []
+    for grp in mask.chunks(block_tokens):
+        n_blocks, q_index, k_index = grp.mask.shape[0], grp.q_index.to(q.device), grp.k_index.to(q.device)
+        qb, kb, vb = (rearrange(x.index_select(-2, i), "b h (n t) d -> n (b h) t d", n=n_blocks)
+                      for x, i in ((q, q_index), (k, k_index), (v, k_index)))
+        o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=grp.mask.to(q.device))
+        outs.append(rearrange(o, "n (b h) t d -> b h (n t) d", b=q.shape[0])[..., : grp.q1 - grp.q0, :])
     return torch.cat(outs, dim=-2)
 
 

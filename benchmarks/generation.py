@@ -35,6 +35,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -90,6 +91,42 @@ def matmul_gflops(n: int = 1024, calls: int = 10, repeats: int = 3) -> dict:
     return {"n": n, "gflops_raw": [round(r, 1) for r in rates], "gflops_median": round(median(rates), 1)}
 
 
+def cpu_snapshot() -> dict:
+    """System-wide busy and steal CPU seconds (/proc/stat) and this process's own CPU seconds."""
+    snap = {"own": time.process_time(), "busy": None, "steal": None}
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        tick = os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+        snap["busy"] = (user + nice + system + irq + softirq) / tick
+        snap["steal"] = steal / tick
+    except (OSError, ValueError):
+        pass
+    return snap
+
+
+def contention(before: dict, after: dict) -> dict:
+    """CPU seconds this process used, other processes used, and the hypervisor stole, in between."""
+    own = after["own"] - before["own"]
+    out = {"own_cpu_s": round(own, 3)}
+    if before["busy"] is not None and after["busy"] is not None:
+        out["others_cpu_s"] = round(max(0.0, after["busy"] - before["busy"] - own), 3)
+        out["steal_s"] = round(after["steal"] - before["steal"], 3)
+    return out
+
+
+def git_state() -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    dirty = git("status", "--porcelain", "--", "avgen")
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "avgen_uncommitted_changes": dirty.splitlines() if dirty else []}
+
+
 def load_avg() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -134,11 +171,14 @@ def bench_requests(generator, tmp: Path, seconds: list[float], repeats: int) -> 
 
     raw = {str(s): [] for s in seconds}
     t0 = time.perf_counter()
+    snap = cpu_snapshot()
     warm = generator.generate(GenerationRequest(text=TEXT, seconds=seconds[0], seed=0))
     write_result(warm, tmp / "warmup.mp4")
     warmup_s = time.perf_counter() - t0
+    warm_busy = contention(snap, cpu_snapshot())
     for rep in range(repeats):
         for s in seconds:
+            snap = cpu_snapshot()
             t0 = time.perf_counter()
             result = generator.generate(GenerationRequest(text=TEXT, seconds=s, seed=rep))
             t1 = time.perf_counter()
@@ -146,7 +186,8 @@ def bench_requests(generator, tmp: Path, seconds: list[float], repeats: int) -> 
             t2 = time.perf_counter()
             raw[str(s)].append({"seed": rep, "generate_s": round(t1 - t0, 4), "mux_s": round(t2 - t1, 4),
                                 "total_s": round(t2 - t0, 4), "rtf": round(result.seconds / (t2 - t0), 4),
-                                "clip_seconds": result.seconds, "frames": len(result.frames)})
+                                "clip_seconds": result.seconds, "frames": len(result.frames),
+                                **contention(snap, cpu_snapshot())})
     per_length = {}
     for s in seconds:
         runs = raw[str(s)]
@@ -164,7 +205,11 @@ def bench_requests(generator, tmp: Path, seconds: list[float], repeats: int) -> 
             "meets_aim": rtf >= AIM_RTF,
             "runs": runs,
         }
-    return {"warmup_request_s": round(warmup_s, 4), "warmup_seconds": seconds[0], "per_length": per_length}
+    return {"warmup_request_s": round(warmup_s, 4), "warmup_seconds": seconds[0], "warmup_contention": warm_busy,
+            "per_length": per_length,
+            "note": "own_cpu_s: this process's CPU time (2 threads: up to 2x wall); others_cpu_s: CPU used by other "
+                    "processes meanwhile; steal_s: time the hypervisor gave the CPUs to other machines. A run with "
+                    "large others/steal was slowed by the shared machine; medians are robust to a minority of them"}
 
 
 def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
@@ -175,15 +220,24 @@ def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
         out = tmp / f"cli_{rep}.mp4"
         cmd = [*base, "generate", "--text", TEXT, "--seconds", f"{seconds:g}", "--seed", str(rep),
                "--out", str(out), "--json", "--quiet", "--threads", str(THREADS)]
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        snap = cpu_snapshot()
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         wall = time.perf_counter() - t0
+        busy = contention(snap, cpu_snapshot())
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+        if busy.get("others_cpu_s") is not None:
+            busy["others_cpu_s"] = round(max(0.0, busy["others_cpu_s"] - child_cpu), 3)
         if proc.returncode != 0:
             raise RuntimeError(f"CLI failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
         summary = json.loads(proc.stdout)
         runs.append({"seed": rep, "wall_s": round(wall, 4), "rtf_wall": round(summary["seconds"] / wall, 4),
                      "cli_elapsed_s": summary["elapsed_s"], "cli_reported_rtf": summary["real_time_factor"],
-                     "clip_seconds": summary["seconds"], "mp4_bytes": out.stat().st_size})
+                     "clip_seconds": summary["seconds"], "mp4_bytes": out.stat().st_size,
+                     "others_cpu_s": busy.get("others_cpu_s"), "steal_s": busy.get("steal_s"),
+                     "cli_process_cpu_s": round(child_cpu, 3)})
     rtf = median([r["rtf_wall"] for r in runs])
     return {
         "command": " ".join([Path(base[0]).name if len(base) == 1 else "python -m avgen", "generate", "--text", "'...'",
@@ -336,7 +390,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generation.json"))
     parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 8.0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed requests per length, after one warm-up")
+    parser.add_argument("--repeats", type=int, default=5, help="timed requests per length, after one warm-up")
     parser.add_argument("--cli-repeats", type=int, default=2)
     parser.add_argument("--cli-seconds", type=float, default=4.0)
     parser.add_argument("--quick", action="store_true", help="4 s only, 2 repeats, 1 CLI run")
@@ -358,6 +412,7 @@ def main() -> int:
         "benchmark": "generation",
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
+        "code": git_state(),
         "load_avg_before": load_avg(),
         "matmul_before": matmul_gflops(),
         "settings": {

@@ -1,7 +1,7 @@
 """Peak memory and wall time of long clips: 32 s vs 4 s (and 8, 16 s), each in a fresh process.
 
     python benchmarks/long_clip.py [--out benchmarks/results/long_clip.json] [--quick]
-                                   [--seconds 4 8 16 32] [--repeats 1]
+                                   [--seconds 4 8 16 32] [--repeats 3]
 
 Each (length, repeat) runs in its own subprocess (`--worker S`), so the peak resident set it
 reports is that length's alone: resource.getrusage(RUSAGE_SELF).ru_maxrss inside the child,
@@ -89,20 +89,63 @@ def worker(seconds: float, seed: int, out_dir: str) -> dict:
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "peak_rss_growth_mib": round(peak_rss_mib() - rss_before, 1),
         "mp4_bytes": path.stat().st_size,
+        "cpu_s": round(time.process_time(), 3),
     }
 
 
 def run_child(seconds: float, seed: int, out_dir: str) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"{seconds:g}", "--seed", str(seed),
            "--tmp", out_dir]
+    snap = cpu_snapshot()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
+    busy = contention(snap, cpu_snapshot())
     if proc.returncode != 0:
         raise RuntimeError(f"worker {seconds:g} s failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     record["process_wall_s"] = round(wall, 4)
+    record["others_cpu_s"] = busy.get("others_cpu_s")  # includes the child's own CPU: see cpu_s
+    record["steal_s"] = busy.get("steal_s")
+    if record["others_cpu_s"] is not None:
+        record["others_cpu_s"] = round(max(0.0, record["others_cpu_s"] - record["cpu_s"]), 3)
     return record
+
+
+def cpu_snapshot() -> dict:
+    """System-wide busy and steal CPU seconds (/proc/stat) and this process's own CPU seconds."""
+    snap = {"own": time.process_time(), "busy": None, "steal": None}
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        tick = os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+        snap["busy"] = (user + nice + system + irq + softirq) / tick
+        snap["steal"] = steal / tick
+    except (OSError, ValueError):
+        pass
+    return snap
+
+
+def contention(before: dict, after: dict) -> dict:
+    """CPU seconds this process used, other processes used, and the hypervisor stole, in between."""
+    own = after["own"] - before["own"]
+    out = {"own_cpu_s": round(own, 3)}
+    if before["busy"] is not None and after["busy"] is not None:
+        out["others_cpu_s"] = round(max(0.0, after["busy"] - before["busy"] - own), 3)
+        out["steal_s"] = round(after["steal"] - before["steal"], 3)
+    return out
+
+
+def git_state() -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    dirty = git("status", "--porcelain", "--", "avgen")
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "avgen_uncommitted_changes": dirty.splitlines() if dirty else []}
 
 
 def load_avg() -> list[float]:
@@ -116,7 +159,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "long_clip.json"))
     parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 8.0, 16.0, 32.0])
-    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per length")
+    parser.add_argument("--repeats", type=int, help="fresh processes per length (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="only 4 s and 32 s")
     parser.add_argument("--worker", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -129,6 +172,8 @@ def main() -> int:
 
     if args.quick:
         args.seconds = [4.0, 32.0]
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
     seconds = sorted(set(args.seconds))
     started = time.perf_counter()
     import torch
@@ -141,6 +186,7 @@ def main() -> int:
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
         },
+        "code": git_state(),
         "settings": {"preset": "tiny", "threads": THREADS, "device": "cpu", "seconds": seconds,
                      "repeats": args.repeats, "quick": args.quick, "text": TEXT,
                      "rss": "ru_maxrss of a fresh child process per run (imports + load + generate + mux)"},

@@ -111,16 +111,20 @@ def test_chunked_is_sliding_key_ranges_are_bounded_on_a_long_sequence():
     mask = SlidingWindowMask(*frames_layout(av_counts(n_frames), n_global), window)
     n = len(mask.frame_index)  # 34004 tokens: a dense mask would be 1.2 G entries
     f = mask.frame_index
-    chunks = mask.chunks()
-    assert chunks[0][:2] == (0, n_global) and chunks[-1][1] == n
-    for q0, q1, k0, k1, m in chunks:
-        if q0 < n_global:
-            assert (k0, k1) == (n_global, n_global)
-            continue
-        span = int(f[q1 - 1] - f[q0])
-        assert int(f[k1 - 1] - f[k0]) <= 2 * window + span
-        assert k1 - k0 <= (2 * window + span + 1) * per_frame
-        assert m.shape == (q1 - q0, n_global + k1 - k0)
+    groups = mask.chunks(block_tokens=128)
+    assert (groups[0].q0, groups[0].q1) == (0, n_global) and groups[-1].q1 == n
+    assert len(groups) < n / 1000  # a few SDPA calls, not one per block
+    for grp in groups[1:]:
+        n_blocks, _, block, n_keys = grp.mask.shape
+        assert block == 128 and grp.q_index.shape == (n_blocks * block,)
+        ranges = grp.key_range[:, 1] - grp.key_range[:, 0]
+        assert n_keys == n_global + int(ranges.max())
+        assert n_keys <= n_global + (2 * window + 9) * per_frame  # 128 tokens span <= 8 frames
+        queries = grp.q_index.view(n_blocks, block)
+        for (lo, hi), qs in zip(grp.key_range.tolist(), queries):
+            span = int(f[qs[-1]] - f[qs[0]])
+            assert int(f[hi - 1] - f[lo]) <= 2 * window + span
+            assert hi - lo <= (2 * window + span + 1) * per_frame
     q, k, v = qkv(n, batch=1, heads=2, dim=16)
     out = sliding_window_attention(q, k, v, mask, backend="chunked")
     assert "dense" not in mask._cache  # never built the (L, L) mask

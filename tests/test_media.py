@@ -1,6 +1,7 @@
 """Real PyAV encode/decode round trips for avgen.media (small 64x64 clips)."""
 
 import os
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -266,3 +267,46 @@ def test_check_writable_rejects_missing_folder_and_directory(tmp_path):
         check_writable(tmp_path)
     with pytest.raises(MediaError, match="does not exist"):
         write_mp4(tmp_path / "nope" / "out.mp4", moving_frames(2), np.zeros(1280, np.float32))
+
+
+def _write_timed_video(path, times_ms, size=(64, 48)):
+    """A video-only MP4 whose frame k is shown from times_ms[k] (variable frame rate if irregular)."""
+    w, h = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=1000)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for k, t in enumerate(times_ms):
+            img = np.full((h, w, 3), (k * 20) % 256, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def test_read_mp4_resamples_variable_frame_rate_to_a_constant_rate(tmp_path):
+    path = tmp_path / "vfr.mp4"
+    times = [0, 40, 80, 200, 240, 280, 400, 440]  # gaps: frames held longer
+    _write_timed_video(path, times)
+    clip = read_mp4(path, fps=25)
+    assert clip.variable_frame_rate
+    assert clip.fps == 25 and len(clip.frames) == 12  # 0..480 ms at 40 ms
+    levels = clip.frames[:, 0, 0, 0].astype(int)
+    # output instant 120 ms and 160 ms still show the frame that started at 80 ms (k=2)
+    assert abs(levels[3] - 40) <= 3 and abs(levels[4] - 40) <= 3 and abs(levels[5] - 60) <= 3
+
+
+def test_read_mp4_downscales_large_frames_while_decoding(tmp_path):
+    path = tmp_path / "big.mp4"
+    write_mp4(path, np.zeros((3, 96, 160, 3), np.uint8), np.zeros(3 * 640, np.float32))
+    clip = read_mp4(path, max_side=64)
+    assert clip.frames.shape[1:3] == (38, 64) and clip.source_size == (160, 96)
+
+
+def test_read_mp4_refuses_clips_longer_than_max_seconds(tmp_path):
+    path = tmp_path / "long.mp4"
+    write_mp4(path, np.zeros((50, 16, 16, 3), np.uint8), np.zeros(50 * 640, np.float32))
+    with pytest.raises(MediaError, match="maximum is 1 s"):
+        read_mp4(path, max_seconds=1)

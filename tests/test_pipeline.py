@@ -14,12 +14,12 @@ def generator(small_checkpoint):
 
 
 @pytest.mark.parametrize("frames, chunk, overlap", [(10, 25, 5), (25, 25, 5), (26, 25, 5), (100, 25, 5), (61, 20, 0)])
-def test_chunks_cover_every_frame_once_at_full_length(frames, chunk, overlap):
+def test_chunks_cover_every_frame_once_each_starting_with_the_overlap(frames, chunk, overlap):
     spans = chunk_spans(frames, chunk, overlap)
     emitted = [f for start, end, context in spans for f in range(start + context, end)]
     assert emitted == list(range(frames))
-    assert all(end - start == min(chunk, frames) for start, end, _ in spans)
-    assert all(context >= overlap for _, _, context in spans[1:])
+    assert all(end - start == min(chunk, frames) for start, end, _ in spans[:-1])
+    assert all(context == overlap for _, _, context in spans[1:])
     assert all(spans[i + 1][0] + spans[i + 1][2] == spans[i][1] for i in range(len(spans) - 1))
 
 
