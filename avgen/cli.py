@@ -94,14 +94,50 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="score lip-sync and flicker of clips (ours or any model's)",
+                       description="Score lip-sync (SyncNet protocol) and flicker of video clips. "
+                       "Writes DIR/results.json, DIR/results.csv and DIR/plots/*.png; prints a summary.")
+    p.add_argument("paths", nargs="+", help="video files, folders of videos, or manifest files (.txt, one path a line)")
+    p.add_argument("--backend", choices=("landmarks", "syncnet", "learned"), default="landmarks",
+                   help="sync scorer (default landmarks: no weight file needed)")
+    p.add_argument("--out", default="eval_results", help="results folder (default eval_results); reruns resume")
+    p.add_argument("--syncnet-weights", help="the published syncnet_v2.model (for --backend syncnet)")
+    p.add_argument("--face-crop", choices=("reference", "none"), default="reference",
+                   help="syncnet: detect and crop the face as the reference pipeline does, or score 224x224 face tracks as given")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from avgen.progress import ProgressBar
+    from eval.run import EvalSettings, evaluate, summary_table
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, not {args.threads}")
+    torch.set_num_threads(args.threads)
+    settings = EvalSettings(backend=args.backend, face_crop=args.face_crop, syncnet_weights=args.syncnet_weights)
+    rows = evaluate(args.paths, args.out, settings, progress=None if args.quiet else ProgressBar("eval"))
+    print(summary_table(rows))
+    for row in rows:
+        if row.get("error"):
+            print(f"error: {row['path']}: {row['error']}", file=sys.stderr)
+    print(f"results: {os.path.join(args.out, 'results.json')}, {os.path.join(args.out, 'results.csv')}, "
+          f"{os.path.join(args.out, 'plots')}/", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="avgen", description="Joint audio-video generation: talking heads from text.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_generate(sub)
+    _add_eval(sub)
     return parser
 
 
-COMMANDS = {"generate": cmd_generate}
+COMMANDS = {"generate": cmd_generate, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:
