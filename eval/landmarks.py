@@ -1,0 +1,214 @@
+"""The `landmarks` lip-sync backend: no weight file, works out of the box on real faces (the default).
+
+Pipeline (25 fps RGB frames, 16 kHz mono audio):
+
+1. Face: OpenCV's Haar frontal-face cascade (ships in the opencv-python-headless wheel) runs on a
+   grayscale, histogram-equalised copy of every 5th frame downscaled to at most 160 px on the long
+   side; the largest face of each such frame is kept. The per-keyframe boxes are cleaned (a missed
+   keyframe takes its nearest detection in time; a 3-tap median over keyframes removes one-off
+   false detections and jumps) and linearly interpolated to every frame, so the box is tracked
+   smoothly between detections.
+2. Mouth region: the lower third of the face box (rows 2/3..1 of its height; a Haar box runs from
+   the brows to the chin, so this holds the lips and the jaw line) and its central half
+   horizontally (columns 1/4..3/4 of its width). If the cascade finds a face in fewer than 25 % of
+   the sampled frames (none at all, or only scattered false hits), a fixed region is used instead:
+   rows 55-85 % and columns 30-70 % of the frame (the lower centre, where the mouth sits in a
+   face-centred talking-head crop). Either way the returned `face` string says which, e.g.
+   "haar: face in 96% of sampled frames" or "none found: fixed mouth region (lower centre)"; it is
+   never an error.
+3. Mouth signal (see `mouth_signal`): the darkness of the mouth region, high-passed. The inside of an
+   open mouth is the darkest thing on a lit face, so the region's mean brightness falls as the mouth
+   opens: darkness = -(mean gray level), after resizing the region to 32x16 pixels. A centred 1 s
+   moving average is subtracted (removing lighting drift and slow head movement, which change the
+   region's brightness far more slowly than syllables do). It tracks the opening itself, so it
+   lines up with the loudness of the same frame; the temporal-difference energy of the region
+   (motion) would instead peak where the opening *changes* and pair with the derivative of the
+   loudness, which is noisier and easily confused by the mouth's opening-and-closing symmetry
+   (both edges of a syllable move the lips).
+4. Audio signal: the speech loudness envelope on the same 40 ms grid (eval.speech.frame_loudness_db,
+   floored 40 dB below the clip's loud frames so silences don't dominate), high-passed the same way.
+5. Comparison: both signals are z-scored, cut into 5-frame windows (features of shape (T-4, 5)) and
+   compared with eval.protocol.sync_offset over offsets -15..+15 frames, exactly as SyncNet's
+   embeddings are: offset = 15 - argmin of the mean distance (delaying the audio by k frames changes
+   the offset by -k), distance = that minimum (LSE-D-like), confidence = median - minimum
+   (LSE-C-like). The numbers are on this backend's own scale (distances between z-scored 5-frame
+   windows), not comparable with published SyncNet values.
+
+A clip with no speech (or a motionless mouth) gives a constant signal, whose z-score is all zeros:
+every offset is then equally far and the confidence is ~0.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from eval.protocol import VSHIFT, SyncResult, sync_offset
+from eval.speech import frame_loudness_db
+
+MIN_FRAMES = 5  # one 5-frame window
+WINDOW = 5
+DETECT_EVERY = 5  # run the detector on every 5th frame, track between
+DETECT_MAX_SIDE = 160  # downscale so the long side is at most this before detection
+MIN_FACE_FRACTION = 0.25  # a face found in fewer sampled frames than this is not trusted
+ROI_SIZE = (32, 16)  # (width, height) the mouth region is resized to
+HIGHPASS_FRAMES = 25  # subtract a centred 1 s moving average from both signals
+FLOOR_DB = 40.0  # loudness floor below the clip's loud (95th percentile) frames
+
+# mouth region inside a face box (fractions of the box) and the fixed fallback (fractions of the frame)
+FACE_MOUTH_ROWS = (2 / 3, 1.0)
+FACE_MOUTH_COLS = (0.25, 0.75)
+FALLBACK_ROWS = (0.55, 0.85)
+FALLBACK_COLS = (0.30, 0.70)
+FALLBACK_FACE = "none found: fixed mouth region (lower centre)"
+
+_cascade: cv2.CascadeClassifier | None = None
+
+
+def _face_cascade() -> cv2.CascadeClassifier:
+    global _cascade
+    if _cascade is None:
+        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        cascade = cv2.CascadeClassifier(path)
+        if cascade.empty():
+            raise RuntimeError(f"could not load OpenCV's Haar face cascade from {path}")
+        _cascade = cascade
+    return _cascade
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) RGB, got shape {frames.shape}")
+    if len(frames) < MIN_FRAMES:
+        raise ValueError(f"lip-sync scoring needs at least {MIN_FRAMES} frames (one 5-frame window), got {len(frames)}")
+    if frames.dtype != np.uint8:
+        frames = np.clip(frames, 0, 255).astype(np.uint8)
+    return frames
+
+
+def _detect_face(frame: np.ndarray) -> np.ndarray | None:
+    """Largest face in an RGB frame as (x, y, w, h) in the frame's pixels, or None."""
+    h, w = frame.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    small = frame if scale == 1.0 else cv2.resize(
+        frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY))
+    min_side = max(20, int(0.12 * min(gray.shape)))
+    faces = _face_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(min_side, min_side))
+    if len(faces) == 0:
+        return None
+    x, y, fw, fh = max(faces, key=lambda f: f[2] * f[3])
+    return np.array([x, y, fw, fh], np.float64) / scale
+
+
+def _median3(values: np.ndarray) -> np.ndarray:
+    if len(values) < 3:
+        return values
+    padded = np.concatenate([values[:1], values, values[-1:]])
+    return np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+
+
+def mouth_boxes(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, str]:
+    """Per-frame mouth region (T, 4) as integer (x0, y0, x1, y1) and a description of how it was found."""
+    frames = _check_frames(frames)
+    t, h, w = frames.shape[:3]
+    keys = np.arange(0, t, DETECT_EVERY)
+    found = [_detect_face(frames[i]) for i in keys] if detect_face else [None] * len(keys)
+    hits = np.array([f is not None for f in found])
+    fraction = float(hits.mean())
+    if hits.any() and fraction >= MIN_FACE_FRACTION:
+        hit_keys = keys[hits]
+        hit_boxes = np.stack([f for f in found if f is not None])
+        # each keyframe takes the nearest detection in time, then a 3-tap median over keyframes
+        nearest = np.abs(keys[:, None] - hit_keys[None, :]).argmin(axis=1)
+        key_boxes = np.stack([_median3(hit_boxes[nearest, c]) for c in range(4)], axis=1)
+        boxes = np.stack([np.interp(np.arange(t), keys, key_boxes[:, c]) for c in range(4)], axis=1)
+        x, y, bw, bh = boxes.T
+        regions = np.stack([
+            x + FACE_MOUTH_COLS[0] * bw, y + FACE_MOUTH_ROWS[0] * bh,
+            x + FACE_MOUTH_COLS[1] * bw, y + FACE_MOUTH_ROWS[1] * bh,
+        ], axis=1)
+        face = f"haar: face in {round(100 * fraction)}% of sampled frames"
+    else:
+        region = [FALLBACK_COLS[0] * w, FALLBACK_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_ROWS[1] * h]
+        regions = np.tile(np.array(region, np.float64), (t, 1))
+        face = FALLBACK_FACE
+        if detect_face and hits.any():
+            face = f"none found reliably (face in {round(100 * fraction)}% of sampled frames): fixed mouth region (lower centre)"
+    regions = np.round(regions).astype(np.int64)
+    regions[:, [0, 2]] = np.clip(regions[:, [0, 2]], 0, w)
+    regions[:, [1, 3]] = np.clip(regions[:, [1, 3]], 0, h)
+    # at least 2x2 pixels
+    regions[:, 2] = np.maximum(regions[:, 2], np.minimum(regions[:, 0] + 2, w))
+    regions[:, 0] = np.minimum(regions[:, 0], regions[:, 2] - 2)
+    regions[:, 3] = np.maximum(regions[:, 3], np.minimum(regions[:, 1] + 2, h))
+    regions[:, 1] = np.minimum(regions[:, 1], regions[:, 3] - 2)
+    return regions, face
+
+
+def mouth_patches(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, str]:
+    """Grayscale mouth regions resized to ROI_SIZE: float32 (T, 16, 32) in 0..255, and the face description."""
+    frames = _check_frames(frames)
+    regions, face = mouth_boxes(frames, detect_face)
+    out = np.empty((len(frames), ROI_SIZE[1], ROI_SIZE[0]), np.float32)
+    for i, (x0, y0, x1, y1) in enumerate(regions):
+        crop = np.ascontiguousarray(frames[i, y0:y1, x0:x1])
+        crop = cv2.resize(crop, ROI_SIZE, interpolation=cv2.INTER_AREA)
+        out[i] = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    return out, face
+
+
+def _highpass(signal: np.ndarray, frames: int = HIGHPASS_FRAMES) -> np.ndarray:
+    """Subtract a centred moving average (edge-padded) of `frames` frames."""
+    signal = np.asarray(signal, np.float64)
+    if len(signal) < 2:
+        return signal - signal.mean()
+    half = min(frames // 2, len(signal) - 1)
+    padded = np.pad(signal, half, mode="edge")
+    kernel = np.ones(2 * half + 1) / (2 * half + 1)
+    return signal - np.convolve(padded, kernel, mode="valid")
+
+
+def _zscore(signal: np.ndarray) -> np.ndarray:
+    signal = np.asarray(signal, np.float64)
+    std = signal.std()
+    if not np.isfinite(std) or std < 1e-6 * max(1.0, np.abs(signal).max()):
+        return np.zeros_like(signal)
+    return (signal - signal.mean()) / std
+
+
+def mouth_signal(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, str]:
+    """Per-frame mouth opening (mouth-region darkness, high-passed), float64 (T,), and the face description.
+
+    Larger = more open. `detect_face=False` skips the detector and uses the fixed fallback region.
+    """
+    patches, face = mouth_patches(frames, detect_face)
+    darkness = -patches.reshape(len(patches), -1).mean(axis=1)
+    return _highpass(darkness), face
+
+
+def audio_signal(audio: np.ndarray, frames: int) -> np.ndarray:
+    """Per-frame speech loudness (dB, floored 40 dB below the loud frames, high-passed), float64 (frames,)."""
+    level = frame_loudness_db(np.asarray(audio, np.float32).reshape(-1), frames)
+    floor = np.percentile(level, 95) - FLOOR_DB
+    return _highpass(np.maximum(level, floor))
+
+
+def windows(signal: np.ndarray, size: int = WINDOW) -> np.ndarray:
+    """(T,) -> (T - size + 1, size): consecutive `size`-frame windows."""
+    signal = np.asarray(signal, np.float64)
+    return np.lib.stride_tricks.sliding_window_view(signal, size).copy()
+
+
+def score_landmarks(frames: np.ndarray, audio: np.ndarray, detect_face: bool = True) -> tuple[SyncResult, str]:
+    """Lip-sync of RGB frames (T, H, W, 3) uint8 at 25 fps against float32 16 kHz mono audio.
+
+    Returns (SyncResult on the SyncNet protocol with offsets -15..+15, face description).
+    Raises ValueError for fewer than 5 frames or frames that are not (T, H, W, 3).
+    """
+    frames = _check_frames(frames)
+    video_sig, face = mouth_signal(frames, detect_face)
+    audio_sig = audio_signal(audio, len(frames))
+    result = sync_offset(windows(_zscore(video_sig)), windows(_zscore(audio_sig)), vshift=VSHIFT)
+    return result, face
