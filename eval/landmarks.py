@@ -16,15 +16,18 @@ Pipeline (25 fps RGB frames, 16 kHz mono audio):
    face-centred talking-head crop). Either way the returned `face` string says which, e.g.
    "haar: face in 96% of sampled frames" or "none found: fixed mouth region (lower centre)"; it is
    never an error.
-3. Mouth signal (see `mouth_signal`): the darkness of the mouth region, high-passed. The inside of an
-   open mouth is the darkest thing on a lit face, so the region's mean brightness falls as the mouth
-   opens: darkness = -(mean gray level), after resizing the region to 32x16 pixels. A centred 1 s
-   moving average is subtracted (removing lighting drift and slow head movement, which change the
-   region's brightness far more slowly than syllables do). It tracks the opening itself, so it
-   lines up with the loudness of the same frame; the temporal-difference energy of the region
-   (motion) would instead peak where the opening *changes* and pair with the derivative of the
-   loudness, which is noisier and easily confused by the mouth's opening-and-closing symmetry
-   (both edges of a syllable move the lips).
+3. Mouth signal (see `mouth_signal`): the darkness of the mouth region relative to the face above it,
+   high-passed. The inside of an open mouth is the darkest thing on a lit face, so the region's
+   mean brightness falls as the mouth opens. Per frame: the mouth region resized to 32x16 gray
+   pixels, its mean m; the mean r of a reference region (the face box's upper two thirds, or rows
+   20-55 % x columns 30-70 % with the fixed region); darkness = log(r + 1) - log(m + 1). The ratio
+   cancels global brightness changes (exposure, lighting, the frame-to-frame brightness flicker of
+   generated video); a centred 1 s moving average is then subtracted, removing slow drift and
+   slow head movement, which change the region far more slowly than syllables do. The signal
+   tracks the opening itself, so it lines up with the loudness of the same frame. The
+   alternative, the region's temporal-difference energy (motion), peaks where the opening
+   *changes*, pairs with the loudness derivative, and gave about half the confidence margin on
+   the drawn-face clips, with or without head motion, noise and flicker.
 4. Audio signal: the speech loudness envelope on the same 40 ms grid (eval.speech.frame_loudness_db,
    floored 40 dB below the clip's loud frames so silences don't dominate), high-passed the same way.
 5. Comparison: both signals are z-scored, cut into 5-frame windows (features of shape (T-4, 5)) and
@@ -60,6 +63,8 @@ FACE_MOUTH_ROWS = (2 / 3, 1.0)
 FACE_MOUTH_COLS = (0.25, 0.75)
 FALLBACK_ROWS = (0.55, 0.85)
 FALLBACK_COLS = (0.30, 0.70)
+FALLBACK_REF_ROWS = (0.20, 0.55)  # reference brightness: the face above the mouth
+REF_SIZE = (16, 16)
 FALLBACK_FACE = "none found: fixed mouth region (lower centre)"
 
 _cascade: cv2.CascadeClassifier | None = None
@@ -109,9 +114,8 @@ def _median3(values: np.ndarray) -> np.ndarray:
     return np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
 
 
-def mouth_boxes(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, str]:
-    """Per-frame mouth region (T, 4) as integer (x0, y0, x1, y1) and a description of how it was found."""
-    frames = _check_frames(frames)
+def _regions(frames: np.ndarray, detect_face: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-frame mouth and reference regions, each (T, 4) integer (x0, y0, x1, y1), and the face description."""
     t, h, w = frames.shape[:3]
     keys = np.arange(0, t, DETECT_EVERY)
     found = [_detect_face(frames[i]) for i in keys] if detect_face else [None] * len(keys)
@@ -125,38 +129,50 @@ def mouth_boxes(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarra
         key_boxes = np.stack([_median3(hit_boxes[nearest, c]) for c in range(4)], axis=1)
         boxes = np.stack([np.interp(np.arange(t), keys, key_boxes[:, c]) for c in range(4)], axis=1)
         x, y, bw, bh = boxes.T
-        regions = np.stack([
+        mouth = np.stack([
             x + FACE_MOUTH_COLS[0] * bw, y + FACE_MOUTH_ROWS[0] * bh,
             x + FACE_MOUTH_COLS[1] * bw, y + FACE_MOUTH_ROWS[1] * bh,
         ], axis=1)
+        reference = np.stack([x, y, x + bw, y + FACE_MOUTH_ROWS[0] * bh], axis=1)
         face = f"haar: face in {round(100 * fraction)}% of sampled frames"
     else:
-        region = [FALLBACK_COLS[0] * w, FALLBACK_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_ROWS[1] * h]
-        regions = np.tile(np.array(region, np.float64), (t, 1))
+        mouth = np.tile([FALLBACK_COLS[0] * w, FALLBACK_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_ROWS[1] * h], (t, 1))
+        reference = np.tile([FALLBACK_COLS[0] * w, FALLBACK_REF_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_REF_ROWS[1] * h], (t, 1))
         face = FALLBACK_FACE
         if detect_face and hits.any():
             face = f"none found reliably (face in {round(100 * fraction)}% of sampled frames): fixed mouth region (lower centre)"
-    regions = np.round(regions).astype(np.int64)
-    regions[:, [0, 2]] = np.clip(regions[:, [0, 2]], 0, w)
-    regions[:, [1, 3]] = np.clip(regions[:, [1, 3]], 0, h)
-    # at least 2x2 pixels
-    regions[:, 2] = np.maximum(regions[:, 2], np.minimum(regions[:, 0] + 2, w))
-    regions[:, 0] = np.minimum(regions[:, 0], regions[:, 2] - 2)
-    regions[:, 3] = np.maximum(regions[:, 3], np.minimum(regions[:, 1] + 2, h))
-    regions[:, 1] = np.minimum(regions[:, 1], regions[:, 3] - 2)
-    return regions, face
+    return _clip_regions(mouth, w, h), _clip_regions(reference, w, h), face
 
 
-def mouth_patches(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, str]:
-    """Grayscale mouth regions resized to ROI_SIZE: float32 (T, 16, 32) in 0..255, and the face description."""
+def _clip_regions(regions: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Round to pixels, clip to the frame, and keep at least 2x2 pixels."""
+    regions = np.round(np.asarray(regions, np.float64)).astype(np.int64)
+    for lo, hi, size in ((0, 2, w), (1, 3, h)):
+        regions[:, lo] = np.clip(regions[:, lo], 0, max(0, size - 2))
+        regions[:, hi] = np.clip(regions[:, hi], regions[:, lo] + 2, size)
+    return regions
+
+
+def mouth_boxes(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, str]:
+    """Per-frame mouth region (T, 4) as integer (x0, y0, x1, y1) and a description of how it was found."""
+    mouth, _, face = _regions(_check_frames(frames), detect_face)
+    return mouth, face
+
+
+def _gray_patch(frame: np.ndarray, region, size) -> np.ndarray:
+    x0, y0, x1, y1 = region
+    crop = cv2.resize(np.ascontiguousarray(frame[y0:y1, x0:x1]), size, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def mouth_patches(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+    """Grayscale mouth regions resized to ROI_SIZE, float32 (T, 16, 32) in 0..255; the mean gray level
+    of each frame's reference region (T,); and the face description."""
     frames = _check_frames(frames)
-    regions, face = mouth_boxes(frames, detect_face)
-    out = np.empty((len(frames), ROI_SIZE[1], ROI_SIZE[0]), np.float32)
-    for i, (x0, y0, x1, y1) in enumerate(regions):
-        crop = np.ascontiguousarray(frames[i, y0:y1, x0:x1])
-        crop = cv2.resize(crop, ROI_SIZE, interpolation=cv2.INTER_AREA)
-        out[i] = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    return out, face
+    mouth, reference, face = _regions(frames, detect_face)
+    patches = np.stack([_gray_patch(frames[i], mouth[i], ROI_SIZE) for i in range(len(frames))])
+    ref = np.array([_gray_patch(frames[i], reference[i], REF_SIZE).mean() for i in range(len(frames))])
+    return patches, ref, face
 
 
 def _highpass(signal: np.ndarray, frames: int = HIGHPASS_FRAMES) -> np.ndarray:
@@ -179,18 +195,25 @@ def _zscore(signal: np.ndarray) -> np.ndarray:
 
 
 def mouth_signal(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, str]:
-    """Per-frame mouth opening (mouth-region darkness, high-passed), float64 (T,), and the face description.
+    """Per-frame mouth opening (mouth-region darkness relative to the face, high-passed), float64 (T,),
+    and the face description (see the module docstring).
 
     Larger = more open. `detect_face=False` skips the detector and uses the fixed fallback region.
     """
-    patches, face = mouth_patches(frames, detect_face)
-    darkness = -patches.reshape(len(patches), -1).mean(axis=1)
+    patches, ref, face = mouth_patches(frames, detect_face)
+    mouth = patches.reshape(len(patches), -1).mean(axis=1)
+    darkness = np.log(ref + 1.0) - np.log(mouth + 1.0)
     return _highpass(darkness), face
 
 
 def audio_signal(audio: np.ndarray, frames: int) -> np.ndarray:
     """Per-frame speech loudness (dB, floored 40 dB below the loud frames, high-passed), float64 (frames,)."""
-    level = frame_loudness_db(np.asarray(audio, np.float32).reshape(-1), frames)
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim == 2 and 1 in audio.shape:
+        audio = audio.reshape(-1)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be mono 16 kHz samples (N,), got shape {audio.shape}")
+    level = frame_loudness_db(audio, frames)
     floor = np.percentile(level, 95) - FLOOR_DB
     return _highpass(np.maximum(level, floor))
 
