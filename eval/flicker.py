@@ -8,10 +8,10 @@ Temporal flickering (VBench, Huang et al. 2024; ``vbench/temporal_flickering.py`
     score = (255 - mean_t MAE(f_t, f_{t+1})) / 255, MAE over all pixels and channels.
     VBench computes one MAE per consecutive pair (``np.mean(cv2.absdiff(float32, float32))``) and
     then the mean over pairs. All pairs of a clip have the same size, so that is the mean over
-    every pixel, channel and pair; here the differences are taken in int16 and summed exactly in
-    int64, so a static clip scores exactly 1.0 (VBench's float32 mean may differ in the last
-    bits). VBench decodes with OpenCV (BGR); the channel order does not change the mean.
-    Higher is steadier: 1.0 = no change at all between frames.
+    every pixel, channel and pair. Here |f_t - f_{t+1}| is taken exactly (cv2.absdiff on uint8
+    yields 0..255 without wraparound) and summed exactly, so a static clip scores exactly 1.0
+    (VBench's float32 mean may differ in the last bits). VBench decodes with OpenCV (BGR); the
+    channel order does not change the mean. Higher is steadier: 1.0 = no change between frames.
 
 Warping error (Lai et al. 2018, "Learning Blind Video Temporal Consistency";
 ``fast_blind_video_consistency``: compute_flow_occlusion.py, evaluate_WarpError.py, utils.py)
@@ -25,11 +25,17 @@ Warping error (Lai et al. 2018, "Learning Blind Video Temporal Consistency";
     values in [0, 1]; E_t = 0 when every pixel is occluded (the reference's sum is then 0).
     warping_error = mean_t E_t. Lower is steadier.
     Differences from the paper's numbers: the reference uses FlowNet2 at full resolution; here the
-    flow is OpenCV's classical Farneback on grayscale frames downscaled so the long side is at
-    most ``max_side`` (default 256) px, then resized back and rescaled to full resolution, where
-    the mask and the error are computed. Classical flow is less accurate (more residual error in
-    textured or fast-moving regions, different occlusion masks), so these values are comparable
-    with each other but NOT with FlowNet2-based warping errors reported in papers.
+    flow is OpenCV's classical Farneback (``FARNEBACK`` below) on grayscale frames downscaled so
+    the long side is at most ``max_side`` (default 256) px, then resized back and rescaled to full
+    resolution, where the warp and the error are computed. The occlusion mask is computed on the
+    flow grid with the thresholds above in full-resolution pixels (flow vectors rescaled, gradients
+    per full-resolution pixel) and upsampled (nearest); without downscaling it is the reference
+    computation exactly. Classical flow is smoother and less accurate than FlowNet2: it spreads a
+    moving object's motion ~10 px into its surroundings, so the mask marks a band around moving
+    objects rather than the exact (dis)occluded strip, and more residual error remains. These
+    values are comparable with each other but NOT with FlowNet2-based warping errors in papers.
+    ``max_side`` trades accuracy for speed: the flow is most of the cost (two Farneback calls
+    per pair).
 
 Audio flicker (this project's definition)
     The audio (resampled to 16 kHz) is cut into 40 ms hops (640 samples) with 1024-sample Hann
@@ -49,7 +55,7 @@ Audio flicker (this project's definition)
     with pauses scores above 0 too (its onsets are abrupt), so compare clips of similar content.
     curve[s] = mean of e_i over the jumps placed in second s (0 where there are none);
     worst = the top_k largest e_i, at most one per +-80 ms, as (time in s, e_i in dB), largest
-    first, only where e_i > 0.
+    first, only where e_i >= 0.1 dB.
     Silent audio scores 0.0 with no worst moments. Audio with fewer than two whole hops (shorter
     than 1792 samples, 112 ms, at 16 kHz) has no jumps: score 0.0, curve of zeros
     (ceil(duration) entries; empty for empty audio), worst [].
@@ -57,6 +63,7 @@ Audio flicker (this project's definition)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -73,12 +80,14 @@ __all__ = [
     "temporal_flickering_curve",
     "warping_error",
     "warping_error_curve",
+    "warping_error_with_curve",
 ]
 
 # Farneback parameters: OpenCV's documented example values (pyr_scale 0.5, 3 levels, 15 px window,
-# poly_n 5), with poly_sigma 1.1 as the OpenCV docs recommend for poly_n = 5, and 2 iterations per
-# level (3 costs 20% more time for no measurable gain on the tests' textures).
-FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=2, poly_n=5, poly_sigma=1.1, flags=0)
+# poly_n 5), with poly_sigma 1.1 as the OpenCV docs recommend for poly_n = 5, and 1 iteration per
+# level: the flow is the cost of this metric, and 2-3 iterations took 1.5-2x the time for the same
+# warping errors on translating textures (measured at 512x512 with flow at 256 px).
+FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=1, poly_n=5, poly_sigma=1.1, flags=0)
 
 AUDIO_RATE = 16_000
 HOP = 640  # 40 ms at 16 kHz: one video frame at 25 fps
@@ -89,6 +98,7 @@ ABS_FLOOR_DB = -100.0  # absolute floor (a full-scale sine is ~0 dB)
 MEDIAN_HALF = 12  # local median over 25 jumps (~1 s)
 MAD_K = 3.0  # jumps beyond median + 3 robust standard deviations are seams
 NMS_HOPS = 2  # worst moments at least 3 hops (~120 ms) apart
+MIN_WORST_DB = 0.1  # excess jumps below this are numerical wiggles, not moments worth listing
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,15 +147,16 @@ def _per_second(pair_values: np.ndarray, n_frames: int, fps: float) -> tuple[np.
 # VBench temporal flickering
 
 
-def _pair_abs_sums(frames: np.ndarray, chunk: int = 16) -> np.ndarray:
-    """Exact int64 sum of |f_t - f_{t+1}| over pixels and channels, per consecutive pair."""
-    t = len(frames)
-    out = np.empty(t - 1, dtype=np.int64)
-    for start in range(0, t - 1, chunk):
-        stop = min(start + chunk, t - 1)
-        block = frames[start : stop + 1].astype(np.int16)
-        diff = np.abs(block[1:] - block[:-1])
-        out[start:stop] = diff.reshape(stop - start, -1).sum(axis=1, dtype=np.int64)
+def _pair_abs_sums(frames: np.ndarray) -> np.ndarray:
+    """Exact sum of |f_t - f_{t+1}| over pixels and channels, per consecutive pair.
+
+    cv2.absdiff on uint8 returns |a - b| exactly (0..255, no wraparound: 10 vs 250 gives 240), as
+    VBench's cv2.absdiff on float32 copies does; cv2.sumElems adds in double, exact for integers.
+    """
+    out = np.empty(len(frames) - 1, dtype=np.float64)
+    for i in range(len(frames) - 1):
+        diff = cv2.absdiff(np.ascontiguousarray(frames[i]), np.ascontiguousarray(frames[i + 1]))
+        out[i] = sum(cv2.sumElems(diff)[:3])
     return out
 
 
@@ -155,7 +166,7 @@ def temporal_flickering(frames: np.ndarray) -> float:
     sums = _pair_abs_sums(frames)
     per_pair = frames[0].size
     # mean over pairs of the per-pair mean == total / (pairs * pixels * channels): equal-size pairs
-    mae = float(sums.sum()) / (len(sums) * per_pair)
+    mae = float(sums.sum()) / (len(sums) * per_pair)  # integer-valued sums: exact
     return (255.0 - mae) / 255.0
 
 
@@ -163,7 +174,7 @@ def temporal_flickering_curve(frames: np.ndarray, fps: float = 25) -> np.ndarray
     """Per-second VBench temporal flickering (pairs bucketed by their later frame)."""
     frames = _check_frames(frames)
     fps = _check_fps(fps)
-    mae = _pair_abs_sums(frames).astype(np.float64) / frames[0].size
+    mae = _pair_abs_sums(frames) / frames[0].size
     sums, counts = _per_second(mae, len(frames), fps)
     return (255.0 - sums / counts) / 255.0
 
@@ -188,31 +199,16 @@ def _gray_small(frames: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
     return out
 
 
-def farneback_flow(src: np.ndarray, dst: np.ndarray, out_size: tuple[int, int] | None = None) -> np.ndarray:
+def farneback_flow(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Farneback flow from grayscale uint8 ``src`` to ``dst``: src(x) ~ dst(x + flow(x)).
 
-    ``out_size`` = (H, W): resize the flow field there and rescale its vectors to that grid.
-    Returns float32 (H, W, 2), (dx, dy) in pixels.
+    Returns float32 (H, W, 2), (dx, dy) in pixels of the inputs' grid.
     """
-    h, w = src.shape
+    side = min(src.shape)
     params = dict(FARNEBACK)
     # fewer pyramid levels for tiny images (each level halves the size)
-    side = min(h, w)
     params["levels"] = min(params["levels"], int(math.log2(side / 8))) if side >= 16 else 0
-    flow = cv2.calcOpticalFlowFarneback(src, dst, None, **params)
-    if out_size is not None and out_size != (h, w):
-        oh, ow = out_size
-        flow = cv2.resize(flow, (ow, oh), interpolation=cv2.INTER_LINEAR)
-        flow[..., 0] *= ow / w
-        flow[..., 1] *= oh / h
-    return flow
-
-
-def _remap(img: np.ndarray, flow: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """img(x + flow(x)), bilinear, coordinates clamped to the border."""
-    map_x = grid[0] + flow[..., 0]
-    map_y = grid[1] + flow[..., 1]
-    return cv2.remap(img, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.calcOpticalFlowFarneback(src, dst, None, **params)
 
 
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -220,31 +216,58 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return gx, gy
 
 
-def occlusion_mask(forward: np.ndarray, backward: np.ndarray, _grid_xy=None) -> np.ndarray:
+def _remap(img: np.ndarray, flow: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """img(x + flow(x)), bilinear, coordinates clamped to the border (like FlowNet2's Resample2d)."""
+    map_x = grid[0] + flow[..., 0]
+    map_y = grid[1] + flow[..., 1]
+    return cv2.remap(img, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _upscale_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a flow field to (H, W) and rescale its vectors to that grid's pixels."""
+    h, w = flow.shape[:2]
+    oh, ow = size
+    if (h, w) == (oh, ow):
+        return flow
+    out = cv2.resize(flow, (ow, oh), interpolation=cv2.INTER_LINEAR)
+    out[..., 0] *= ow / w
+    out[..., 1] *= oh / h
+    return out
+
+
+def occlusion_mask(
+    forward: np.ndarray, backward: np.ndarray, pixel_scale: tuple[float, float] = (1.0, 1.0), _grid_xy=None
+) -> np.ndarray:
     """Bool (H, W), True where pixel x of the first frame is occluded or on a motion boundary.
 
     ``forward`` = flow first -> second frame, ``backward`` = second -> first, both (H, W, 2) in
-    pixels. The thresholds are those of Lai et al.'s code (after Ruder et al. 2016):
-    |F + B(x+F)|^2 > 0.01 (|F|^2 + |B(x+F)|^2) + 0.5, or |grad F|^2 > 0.01 |F|^2 + 0.002.
+    pixels of their grid. Thresholds as in Lai et al.'s code (after Ruder et al. 2016), in pixels
+    of the full-resolution frame: |F + B(x+F)|^2 > 0.01 (|F|^2 + |B(x+F)|^2) + 0.5, or
+    |grad F|^2 > 0.01 |F|^2 + 0.002 (forward differences, per full-resolution pixel).
+    ``pixel_scale`` = (sx, sy): full-resolution pixels per grid pixel, for flows computed on a
+    downscaled grid; (1, 1) is exactly the reference computation.
     """
     forward = np.asarray(forward, np.float32)
     backward = np.asarray(backward, np.float32)
+    if forward.shape != backward.shape or forward.ndim != 3 or forward.shape[2] != 2:
+        raise ValueError(f"flows must both be (H, W, 2), got {forward.shape} and {backward.shape}")
     h, w = forward.shape[:2]
+    sx, sy = (np.float32(v) for v in pixel_scale)
     grid = _grid_xy if _grid_xy is not None else _grid(h, w)
-    bw = _remap(backward, forward, grid)  # B(x + F(x))
-    fx, fy = forward[..., 0], forward[..., 1]
-    bx, by = bw[..., 0], bw[..., 1]
+    bw = _remap(backward, forward, grid)  # B(x + F(x)), grid units
+    fx, fy = forward[..., 0] * sx, forward[..., 1] * sy  # full-resolution pixels from here on
+    bx, by = bw[..., 0] * sx, bw[..., 1] * sy
     f_mag = fx * fx + fy * fy
     fb = (fx + bx) ** 2 + (fy + by) ** 2
     inconsistent = fb > 0.01 * (f_mag + bx * bx + by * by) + 0.5
     # motion boundary: forward differences, zero in the last column / row (as the reference)
     grad = np.zeros((h, w), np.float32)
-    dxx = fx[:, :-1] - fx[:, 1:]
-    dyx = fy[:, :-1] - fy[:, 1:]
-    grad[:, :-1] += dxx * dxx + dyx * dyx
-    dxy = fx[:-1, :] - fx[1:, :]
-    dyy = fy[:-1, :] - fy[1:, :]
-    grad[:-1, :] += dxy * dxy + dyy * dyy
+    du_x = (fx[:, :-1] - fx[:, 1:]) / sx
+    du_y = (fy[:, :-1] - fy[:, 1:]) / sx
+    grad[:, :-1] += du_x * du_x + du_y * du_y
+    dv_x = (fx[:-1, :] - fx[1:, :]) / sy
+    dv_y = (fy[:-1, :] - fy[1:, :]) / sy
+    grad[:-1, :] += dv_x * dv_x + dv_y * dv_y
     boundary = grad > 0.01 * f_mag + 0.002
     return inconsistent | boundary
 
@@ -255,23 +278,28 @@ def pair_warping_errors(frames: np.ndarray, max_side: int = 256, use_occlusion_m
     if int(max_side) < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
     t, h, w, _ = frames.shape
-    size = _flow_size(h, w, int(max_side))
-    gray = _gray_small(frames, size)
-    grid = _grid(h, w)
+    small = _flow_size(h, w, int(max_side))
+    scale = (w / small[1], h / small[0])
+    gray = _gray_small(frames, small)
+    grid, grid_small = _grid(h, w), _grid(*small)
     errors = np.empty(t - 1, dtype=np.float64)
-    prev = frames[0].astype(np.float32) * (1 / 255)
+    prev = frames[0].astype(np.float32)  # 0..255; divided by 255^2 at the end
     for i in range(1, t):
-        cur = frames[i].astype(np.float32) * (1 / 255)
-        fwd = farneback_flow(gray[i - 1], gray[i], (h, w))
-        warped = _remap(cur, fwd, grid)
-        sq = ((warped - prev) ** 2).sum(axis=2)
+        cur = frames[i].astype(np.float32)
+        fwd = farneback_flow(gray[i - 1], gray[i])
+        warped = _remap(cur, _upscale_flow(fwd, (h, w)), grid)
+        diff = cv2.subtract(warped, prev)
+        sq = cv2.multiply(diff, diff)
         if use_occlusion_mask:
-            bwd = farneback_flow(gray[i], gray[i - 1], (h, w))
-            keep = ~occlusion_mask(fwd, bwd, grid)
-            n = int(keep.sum())
-            errors[i - 1] = float(sq[keep].sum(dtype=np.float64)) / (3 * n) if n else 0.0
+            bwd = farneback_flow(gray[i], gray[i - 1])
+            keep = (~occlusion_mask(fwd, bwd, scale, grid_small)).view(np.uint8)
+            if small != (h, w):
+                keep = cv2.resize(keep, (w, h), interpolation=cv2.INTER_NEAREST)
+            # cv2.mean: per-channel mean over kept pixels; all occluded -> 0, as the reference
+            per_channel = cv2.mean(sq, mask=keep)[:3] if cv2.countNonZero(keep) else (0.0, 0.0, 0.0)
         else:
-            errors[i - 1] = float(sq.sum(dtype=np.float64)) / (3 * h * w)
+            per_channel = cv2.mean(sq)[:3]
+        errors[i - 1] = sum(per_channel) / 3 / 255.0**2
         prev = cur
     return errors
 
@@ -288,10 +316,18 @@ def warping_error_curve(
     frames: np.ndarray, fps: float = 25, max_side: int = 256, use_occlusion_mask: bool = True
 ) -> np.ndarray:
     """Per-second warping error (pairs bucketed by their later frame)."""
+    return warping_error_with_curve(frames, fps, max_side, use_occlusion_mask)[1]
+
+
+def warping_error_with_curve(
+    frames: np.ndarray, fps: float = 25, max_side: int = 256, use_occlusion_mask: bool = True
+) -> tuple[float, np.ndarray]:
+    """(warping_error, warping_error_curve) from one pass over the flow: use this when both are
+    wanted, since the flow is nearly all of the cost."""
     fps = _check_fps(fps)
     errors = pair_warping_errors(frames, max_side, use_occlusion_mask)
     sums, counts = _per_second(errors, len(frames), fps)
-    return sums / counts
+    return float(errors.mean()), sums / counts
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,10 +338,10 @@ def warping_error_curve(
 class AudioFlicker:
     score: float  # mean excess jump, dB per 40 ms hop; ~0 = no seams
     curve: np.ndarray = field(repr=False)  # per-second mean excess jump, ceil(duration) entries
-    worst: list[tuple[float, float]]  # (time in s, excess jump in dB), largest first
+    worst: list[tuple[float, float]]  # (time in s, excess jump in dB), largest first, >= 0.1 dB
 
 
-def _check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+def _check_audio(audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio)
     if audio.ndim == 2 and 1 in audio.shape:
         audio = audio.reshape(-1)
@@ -319,9 +355,24 @@ def _check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         raise ValueError(f"audio must be a float or int16/int32 array, got {audio.dtype}")
     if not np.all(np.isfinite(audio)):
         raise ValueError("audio contains NaN or infinite samples")
-    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     return audio.astype(np.float32)
+
+
+def _check_rate(sample_rate) -> int:
+    ok = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, bool)
+    if not ok or not math.isfinite(sample_rate) or sample_rate <= 0 or int(sample_rate) != sample_rate:
+        raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+    return int(sample_rate)
+
+
+@functools.lru_cache(maxsize=1)
+def _mel_transform():
+    import torchaudio
+
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=AUDIO_RATE, n_fft=N_FFT, win_length=N_FFT, hop_length=HOP, n_mels=N_MELS,
+        f_min=0.0, f_max=AUDIO_RATE / 2, power=2.0, center=False,
+    )
 
 
 def _mel_db(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -331,12 +382,8 @@ def _mel_db(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     the audio (len(audio) >= N_FFT // 2 + HOP required).
     """
     import torch
-    import torchaudio
 
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=AUDIO_RATE, n_fft=N_FFT, win_length=N_FFT, hop_length=HOP, n_mels=N_MELS,
-        f_min=0.0, f_max=AUDIO_RATE / 2, power=2.0, center=False,
-    )
+    mel = _mel_transform()
     start = HOP - N_FFT // 2  # first window centred on sample HOP
     with torch.no_grad():
         power = mel(torch.from_numpy(np.ascontiguousarray(audio[start:]))).double().numpy().T
@@ -361,7 +408,8 @@ def _excess(jumps: np.ndarray) -> np.ndarray:
 
 def audio_flicker(audio: np.ndarray, sample_rate: int = AUDIO_RATE, top_k: int = 5) -> AudioFlicker:
     """Seams of an audio track: jumps of log-mel and loudness between 40 ms hops (module docs)."""
-    audio = _check_audio(audio, sample_rate)
+    audio = _check_audio(audio)
+    sample_rate = _check_rate(sample_rate)
     if int(top_k) < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
     duration = len(audio) / sample_rate
@@ -387,7 +435,7 @@ def audio_flicker(audio: np.ndarray, sample_rate: int = AUDIO_RATE, top_k: int =
     remaining = excess.copy()
     while len(worst) < int(top_k):
         i = int(np.argmax(remaining))
-        if remaining[i] <= 1e-9:
+        if remaining[i] < MIN_WORST_DB:
             break
         worst.append((float(times[i]), float(excess[i])))
         remaining[max(0, i - NMS_HOPS) : i + NMS_HOPS + 1] = -np.inf

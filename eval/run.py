@@ -156,8 +156,8 @@ def score_clip(path: str, scorer: SyncScorer) -> dict:
         return row
 
     row["temporal_flickering"] = _finite(flicker.temporal_flickering(frames))
-    warp_curve = flicker.warping_error_curve(frames, fps=SCORING_FPS)
-    row["warping_error"] = _finite(flicker.warping_error(frames))
+    warping, warp_curve = flicker.warping_error_with_curve(frames, fps=SCORING_FPS)
+    row["warping_error"] = _finite(warping)
     row["curves"].update(
         temporal_flickering_per_second=[_finite(v) for v in flicker.temporal_flickering_curve(frames, fps=SCORING_FPS)],
         warping_error_per_second=[_finite(v) for v in warp_curve],
