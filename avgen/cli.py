@@ -129,15 +129,37 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the codecs, then the model, on the synthetic corpus",
+                       description="Train a stage from a TOML config plus key=value overrides; "
+                       "rerunning the same command resumes from its last checkpoint.")
+    p.add_argument("stage", choices=("codecs", "model"))
+    p.add_argument("--config", help="TOML file of training settings (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=2000 objective=flow out=runs/x")
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from avgen.train import load_config, train_codecs, train_model
+
+    cfg = load_config(args.config, args.overrides, args.stage)
+    torch.set_num_threads(cfg.threads)
+    path = train_codecs(cfg) if cfg.stage == "codecs" else train_model(cfg)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="avgen", description="Joint audio-video generation: talking heads from text.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_generate(sub)
     _add_eval(sub)
+    _add_train(sub)
     return parser
 
 
-COMMANDS = {"generate": cmd_generate, "eval": cmd_eval}
+COMMANDS = {"generate": cmd_generate, "eval": cmd_eval, "train": cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,377 @@
+"""Training, readable top to bottom: `avgen train codecs` then `avgen train model`.
+
+Both stages take a TOML config file plus `key=value` overrides, write everything under `out`,
+and resume exactly from `out/<stage>.state.pt` when run again (each step's randomness is seeded
+from (seed, step), so a resumed run takes the same steps an uninterrupted one would).
+
+codecs: the video and audio autoencoders on the synthetic corpus; then per-channel latent
+        statistics so the transformer sees unit-scale latents. Writes out/codecs.safetensors.
+model:  caches the corpus as latents with the frozen codecs, then trains the transformer with
+        plain flow matching (objective = "flow") or Self-Flow (objective = "selfflow").
+        Writes out/model.safetensors (EMA weights, a complete generation checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avgen.checkpoint import AVGenModel, load_checkpoint, save_checkpoint
+from avgen.config import preset
+from avgen.model import patchify
+from avgen.objectives import EMA, Batch, ProjectionHead, SelfFlowSettings, baseline_loss, self_flow_loss
+from avgen.phones import NULL_PHONE, PHONE_IDS
+from avgen.progress import ProgressBar
+from avgen.sampling import CleanMask, Latents
+from avgen.timeline import FPS
+from avgen.video_codec import frames_to_tensor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: str = "model"  # codecs | model
+    preset: str = "tiny"
+    out: str = "runs/tiny"
+    seed: int = 0
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    bf16: bool = True  # autocast where the device supports it
+    threads: int = 2
+    device: str = "cpu"
+    log_every: int = 10
+    checkpoint_every: int = 100
+    # data
+    corpus_clips: int = 512  # clips rendered once (codecs) or cached as latents (model)
+    clip_seconds: float = 2.0  # training window
+    # model stage
+    codecs: str = ""  # the codecs checkpoint; default out/codecs.safetensors
+    objective: str = "selfflow"  # selfflow | flow (the baseline)
+    ema_decay: float = 0.999
+    gamma: float = 0.8
+    mask_ratio_video: float = 0.25
+    mask_ratio_audio: float = 0.5
+    cfg_dropout: float = 0.1  # transcript dropped (null phones) to learn the unconditional branch
+    reference_prob: float = 0.5  # a frame of the clip given as the identity reference
+    continuation_prob: float = 0.25  # the first frames given clean (chunked long clips)
+    audio_driven_prob: float = 0.15  # all audio given clean (audio-driven video)
+
+    def __post_init__(self):
+        if self.stage not in ("codecs", "model"):
+            raise ValueError(f"stage must be 'codecs' or 'model', not {self.stage!r}")
+        if self.objective not in ("selfflow", "flow"):
+            raise ValueError(f"objective must be 'selfflow' or 'flow', not {self.objective!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be at least 1")
+
+
+def load_config(path: str | None, overrides: list[str], stage: str) -> TrainConfig:
+    """A TOML file (flat keys, or a [train] table) plus key=value overrides, typed by the dataclass."""
+    values: dict = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"cannot read config {path}: {e}") from None
+        values.update(data.get("train", data))
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"override {item!r} is not key=value with a known key ({', '.join(fields)})")
+        kind = type(getattr(TrainConfig(), key))
+        values[key] = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}")
+    return TrainConfig(**{**values, "stage": stage})
+
+
+def step_generator(seed: int, step: int, salt: str = "") -> torch.Generator:
+    digest = hashlib.sha256(f"{seed}:{step}:{salt}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10%."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def autocast(cfg: TrainConfig):
+    return torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16)
+
+
+class TrainingLog:
+    """out/<stage>.log.jsonl (one line per logged step) and a PNG of the loss curves."""
+
+    def __init__(self, out: Path, stage: str):
+        self.path, self.png = out / f"{stage}.log.jsonl", out / f"{stage}.loss.png"
+
+    def truncate_after(self, step: int) -> None:
+        if self.path.exists():  # a resumed run rewrites what came after its checkpoint
+            rows = [r for r in self.rows() if r["step"] <= step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows()
+        if not rows:
+            return
+        keys = [k for k in rows[-1] if k.startswith("loss")]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            ax.plot([r["step"] for r in rows if key in r], [r[key] for r in rows if key in r], label=key)
+        ax.set(xlabel="step", ylabel="loss", yscale="symlog", title=self.path.stem)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.png, dpi=90)
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def corpus_sample(index: int, cfg: TrainConfig, model_cfg):
+    from avgen.data import make_sample
+
+    frames = round(cfg.clip_seconds * FPS)
+    sample = make_sample(index, split="train", seed=cfg.seed, size=model_cfg.height)
+    if len(sample.frames) < frames:  # short sentence: the same sentence over the whole window
+        sample = make_sample(index, split="train", seed=cfg.seed, seconds=cfg.clip_seconds, size=model_cfg.height)
+    return sample
+
+
+def render_pool(cfg: TrainConfig, model_cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codec training data: frames (N, H, W, 3) uint8 and audio windows (M, 640 * 50)."""
+    frames, audio, window = [], [], round(cfg.clip_seconds * FPS) * 640
+    bar = ProgressBar("render corpus")
+    for i in range(cfg.corpus_clips):
+        sample = corpus_sample(i, cfg, model_cfg)
+        frames.append(torch.from_numpy(sample.frames[:: 4]))  # every 4th frame: enough variety
+        audio.append(torch.from_numpy(sample.audio[:window]))
+        bar((i + 1) / cfg.corpus_clips, f"{i + 1} clips")
+    return torch.cat(frames), torch.stack(audio)
+
+
+@dataclass
+class LatentCache:
+    video: torch.Tensor  # (N, T, Nv, Pv)
+    audio: torch.Tensor  # (N, T, Pa)
+    phones: torch.Tensor  # (N, T)
+    reference: torch.Tensor  # (N, Nv, Pv): a closed-mouth frame of the clip's identity
+
+
+@torch.no_grad()
+def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> LatentCache:
+    if path.exists():
+        return LatentCache(**torch.load(path))
+    from avgen.data import reference_frame
+
+    mc, frames = model.cfg, round(cfg.clip_seconds * FPS)
+    video, audio, phones, reference = [], [], [], []
+    bar = ProgressBar("encode corpus")
+    for i in range(cfg.corpus_clips):
+        sample = corpus_sample(i, cfg, mc)
+        start = 0  # windows start with the clip: its leading silence included
+        clip = sample.frames[start : start + frames]
+        v = model.video_codec.encode(frames_to_tensor(torch.from_numpy(clip)))
+        video.append(patchify(v[None], mc.patch_size)[0])
+        wave = torch.from_numpy(sample.audio[start * 640 : (start + frames) * 640])[None]
+        audio.append(model.audio_codec.encode(wave)[0])
+        phones.append(sample.phone_ids[start : start + frames])
+        ref = model.video_codec.encode(frames_to_tensor(torch.from_numpy(reference_frame(sample))[None]))
+        reference.append(patchify(ref[:, None], mc.patch_size)[0, 0])
+        bar((i + 1) / cfg.corpus_clips, f"{i + 1} clips")
+    cache = LatentCache(torch.stack(video), torch.stack(audio), torch.stack(phones), torch.stack(reference))
+    torch.save(dataclasses.asdict(cache), path)
+    return cache
+
+
+def make_batch(cache: LatentCache, cfg: TrainConfig, g: torch.Generator, device) -> Batch:
+    """A random batch with random conditions: reference identity, continuation, audio-driven, CFG dropout."""
+    b = cfg.batch_size
+    index = torch.randint(0, cache.video.shape[0], (b,), generator=g)
+    video, audio, phones = cache.video[index], cache.audio[index], cache.phones[index].clone()
+    frames = video.shape[1]
+    drop = torch.rand(b, generator=g) < cfg.cfg_dropout
+    phones[drop] = PHONE_IDS[NULL_PHONE]
+    clean_video = torch.zeros(video.shape[:3], dtype=torch.bool)
+    clean_audio = torch.zeros(audio.shape[:2], dtype=torch.bool)
+    continuation = torch.rand(b, generator=g) < cfg.continuation_prob
+    given = torch.randint(1, max(2, frames // 2), (b,), generator=g)
+    for i in torch.nonzero(continuation).flatten().tolist():
+        clean_video[i, : given[i]] = True
+        clean_audio[i, : given[i]] = True
+    clean_audio[torch.rand(b, generator=g) < cfg.audio_driven_prob] = True
+    reference = None
+    if torch.rand((), generator=g) < cfg.reference_prob:  # per batch: reference tokens change the sequence length
+        reference = cache.reference[index].to(device)
+    return Batch(Latents(video.to(device), audio.to(device)), phones.to(device),
+                 CleanMask(clean_video.to(device), clean_audio.to(device)), reference)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# the two stages
+
+
+def _resume(state_path: Path, modules: dict, optimizer) -> int:
+    if not state_path.exists():
+        return 0
+    state = torch.load(state_path, weights_only=False)
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    optimizer.load_state_dict(state["optimizer"])
+    print(f"resuming {state_path} at step {state['step']}", file=sys.stderr)
+    return state["step"]
+
+
+def _save_state(state_path: Path, modules: dict, optimizer, step: int, cfg: TrainConfig) -> None:
+    state = {name: m.state_dict() for name, m in modules.items()}
+    state.update(optimizer=optimizer.state_dict(), step=step, config=dataclasses.asdict(cfg))
+    tmp = state_path.with_name(state_path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(state_path)
+
+
+def train_codecs(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = AVGenModel(preset(cfg.preset))
+    codecs = {"video_codec": model.video_codec, "audio_codec": model.audio_codec}
+    params = [p for m in codecs.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    state_path, log = out / "codecs.state.pt", TrainingLog(out, "codecs")
+    start = _resume(state_path, codecs, optimizer)
+    log.truncate_after(start)
+    frames, audio = render_pool(cfg, model.cfg)
+    with torch.no_grad():
+        mels = model.audio_codec.log_mel(audio)
+    bar = ProgressBar("train codecs")
+    began = time.monotonic()
+    for step in range(start, cfg.steps):
+        g = step_generator(cfg.seed, step)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        x = frames_to_tensor(frames[torch.randint(0, len(frames), (cfg.batch_size * 4,), generator=g)])
+        mel = mels[torch.randint(0, len(mels), (cfg.batch_size,), generator=g)]
+        with autocast(cfg):
+            recon = model.video_codec.decoder(model.video_codec.encoder(x))
+            mel_recon = model.audio_codec.decoder(model.audio_codec.encoder(mel))
+        loss_video = F.l1_loss(recon.float(), x) + F.mse_loss(recon.float(), x)
+        loss_audio = F.l1_loss(mel_recon.float(), mel)
+        loss = loss_video + loss_audio
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            log.append({"step": done, "loss": loss.item(), "loss_video": loss_video.item(),
+                        "loss_audio": loss_audio.item(), "seconds": round(time.monotonic() - began, 1)})  # fmt: skip
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            _save_state(state_path, codecs, optimizer, done, cfg)
+        bar((done - start) / max(1, cfg.steps - start), f"step {done}/{cfg.steps} loss {loss.item():.4f}")
+
+    with torch.no_grad():  # latent statistics, so the transformer sees unit-scale latents
+        vz = torch.cat([model.video_codec.encoder(frames_to_tensor(frames[i : i + 256])) for i in range(0, len(frames), 256)])
+        model.video_codec.latent_mean.copy_(vz.mean(dim=(0, 2, 3)))
+        model.video_codec.latent_std.copy_(vz.std(dim=(0, 2, 3)).clamp_min(1e-3))
+        az = model.audio_codec.encoder(mels)
+        model.audio_codec.latent_mean.copy_(az.mean(dim=(0, 2)))
+        model.audio_codec.latent_std.copy_(az.std(dim=(0, 2)).clamp_min(1e-3))
+    path = out / "codecs.safetensors"
+    save_checkpoint(model, path, metadata={"stage": "codecs", "steps": str(cfg.steps), "train_config": json.dumps(dataclasses.asdict(cfg))})
+    log.plot()
+    return path
+
+
+def train_model(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    codecs_path = Path(cfg.codecs or out / "codecs.safetensors")
+    model = load_checkpoint(codecs_path, cfg.device)  # codecs trained, frozen
+    model.requires_grad_(False)
+    cache = build_latent_cache(cfg, model, out / f"latents-{cfg.corpus_clips}-{cfg.clip_seconds:g}s.pt")
+    transformer = model.transformer.train().requires_grad_(True)
+    torch.manual_seed(cfg.seed)
+    for p in transformer.parameters():  # a fresh transformer for this seed (the codecs file holds an untrained one)
+        if p.dim() > 1:
+            torch.nn.init.xavier_uniform_(p)
+    for final in (transformer.video_out.linear, transformer.audio_out.linear, transformer.modulation[1]):
+        torch.nn.init.zeros_(final.weight)
+        torch.nn.init.zeros_(final.bias)
+    head = ProjectionHead(model.cfg.hidden).to(cfg.device)
+    ema = EMA(transformer, cfg.ema_decay)
+    trainable = list(transformer.parameters()) + (list(head.parameters()) if cfg.objective == "selfflow" else [])
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    state_path, log = out / f"model-{cfg.objective}.state.pt", TrainingLog(out, f"model-{cfg.objective}")
+    start = _resume(state_path, {"transformer": transformer, "ema": ema.module, "head": head}, optimizer)
+    log.truncate_after(start)
+    settings = SelfFlowSettings(cfg.gamma, cfg.mask_ratio_video, cfg.mask_ratio_audio)
+    bar = ProgressBar(f"train {cfg.objective}")
+    began = time.monotonic()
+    for step in range(start, cfg.steps):
+        g = step_generator(cfg.seed, step)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        batch = make_batch(cache, cfg, g, cfg.device)
+        with autocast(cfg):
+            if cfg.objective == "selfflow":
+                loss, logs = self_flow_loss(transformer, ema.module, head, batch, g, settings)
+            else:
+                loss, logs = baseline_loss(transformer, batch, g)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        optimizer.step()
+        ema.update(transformer, step)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            log.append({"step": done, **{k: round(v.item(), 5) for k, v in logs.items()},
+                        "seconds": round(time.monotonic() - began, 1)})  # fmt: skip
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            _save_state(state_path, {"transformer": transformer, "ema": ema.module, "head": head}, optimizer, done, cfg)
+            export_generation_checkpoint(model, ema, out / f"model-{cfg.objective}.safetensors", cfg, done)
+            log.plot()
+        bar((done - start) / max(1, cfg.steps - start), f"step {done}/{cfg.steps} loss {loss.item():.4f}")
+    return out / f"model-{cfg.objective}.safetensors"
+
+
+def export_generation_checkpoint(model: AVGenModel, ema: EMA, path: Path, cfg: TrainConfig, step: int) -> None:
+    """The codecs plus the EMA transformer: what `avgen generate --checkpoint` loads."""
+    live = {k: v.clone() for k, v in model.transformer.state_dict().items()}
+    model.transformer.load_state_dict(ema.module.state_dict())
+    save_checkpoint(model, path, metadata={"stage": "model", "objective": cfg.objective, "steps": str(step),
+                                           "train_config": json.dumps(dataclasses.asdict(cfg))})  # fmt: skip
+    model.transformer.load_state_dict(live)

@@ -1,0 +1,102 @@
+"""Training: both stages end to end at toy sizes, exact resume, the two objectives, EMA, Self-Flow."""
+
+import json
+
+import pytest
+import torch
+
+from avgen.checkpoint import load_checkpoint, read_metadata
+from avgen.config import Config
+from avgen.model import AVTransformer
+from avgen.objectives import EMA, Batch, ProjectionHead, SelfFlowSettings, self_flow_loss
+from avgen.sampling import CleanMask, Latents
+from avgen.train import TrainConfig, learning_rate, load_config, train_codecs, train_model
+
+TOY = ["corpus_clips=3", "clip_seconds=0.6", "batch_size=2", "log_every=1", "checkpoint_every=2", "warmup_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def codecs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    path = train_codecs(load_config(None, TOY + ["steps=3", f"out={out}"], "codecs"))
+    return out, path
+
+
+def test_codec_stage_writes_a_checkpoint_with_latent_statistics_and_a_loss_log(codecs):
+    out, path = codecs
+    model = load_checkpoint(path)
+    assert read_metadata(path)["stage"] == "codecs"
+    assert not torch.equal(model.video_codec.latent_std, torch.ones_like(model.video_codec.latent_std))
+    rows = [json.loads(line) for line in (out / "codecs.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all("loss_video" in r for r in rows)
+    assert (out / "codecs.loss.png").stat().st_size > 1000
+
+
+def _model_state(path):
+    return load_checkpoint(path).transformer.state_dict()
+
+
+@pytest.mark.parametrize("objective", ["selfflow", "flow"])
+def test_an_interrupted_run_resumes_to_exactly_the_same_weights(codecs, tmp_path, objective):
+    out, codecs_path = codecs
+    common = TOY + [f"codecs={codecs_path}", f"objective={objective}"]
+    straight = train_model(load_config(None, common + ["steps=4", f"out={tmp_path / 'a'}"], "model"))
+    train_model(load_config(None, common + ["steps=2", f"out={tmp_path / 'b'}"], "model"))
+    resumed = train_model(load_config(None, common + ["steps=4", f"out={tmp_path / 'b'}"], "model"))
+    a, b = _model_state(straight), _model_state(resumed)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = [json.loads(line) for line in (tmp_path / "b" / f"model-{objective}.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert ("loss_rep" in rows[-1]) == (objective == "selfflow")
+    assert read_metadata(resumed)["objective"] == objective
+
+
+def test_config_files_and_overrides_are_typed_and_checked(tmp_path):
+    file = tmp_path / "c.toml"
+    file.write_text('[train]\nsteps = 50\nobjective = "flow"\nbf16 = false\n')
+    cfg = load_config(str(file), ["lr=0.001", "bf16=true"], "model")
+    assert (cfg.steps, cfg.objective, cfg.lr, cfg.bf16) == (50, "flow", 0.001, True)
+    with pytest.raises(ValueError, match="known key"):
+        load_config(None, ["nonsense=1"], "model")
+    with pytest.raises(ValueError, match="objective"):
+        load_config(None, ["objective=repa"], "model")
+
+
+def test_learning_rate_warms_up_then_decays():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3)
+    rates = [learning_rate(cfg, s) for s in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert rates[-1] < rates[50] < rates[10] and rates[-1] >= 1e-4
+
+
+def test_ema_warm_up_follows_early_steps_and_then_the_set_decay():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.999)
+    assert ema.current_decay(0) == pytest.approx(0.1)
+    assert ema.current_decay(10**6) == 0.999
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, step=0)  # decay 0.1: the EMA moves 90% of the way
+    assert torch.allclose(ema.module.weight, model.weight - 0.1, atol=1e-6)
+
+
+def test_self_flow_uses_layers_at_three_and_seven_tenths_of_the_depth():
+    assert SelfFlowSettings().layers(10) == (2, 6)
+    assert SelfFlowSettings().layers(6) == (1, 3)
+    student, teacher = SelfFlowSettings().layers(2)
+    assert 0 <= student < teacher <= 1
+
+
+def test_self_flow_loss_combines_generation_and_negative_cosine_with_gamma():
+    torch.manual_seed(0)
+    cfg = Config(hidden=64, depth=4, heads=2)
+    model, head = AVTransformer(cfg), ProjectionHead(64)
+    teacher = EMA(model, 0.99).module
+    x = Latents(torch.randn(2, 3, 16, cfg.video_token_dim), torch.randn(2, 3, cfg.audio_latent_channels))
+    batch = Batch(x, torch.randint(0, 40, (2, 3)), CleanMask(torch.zeros(2, 3, 16, dtype=torch.bool), torch.zeros(2, 3, dtype=torch.bool)))
+    loss, logs = self_flow_loss(model, teacher, head, batch, torch.Generator().manual_seed(1), SelfFlowSettings(gamma=0.8))
+    assert loss.item() == pytest.approx(logs["loss_gen"].item() + 0.8 * logs["loss_rep"].item(), rel=1e-5)
+    assert -1.0 <= logs["loss_rep"].item() <= 1.0
+    loss.backward()
+    assert head.net[0].weight.grad is not None and all(p.grad is None for p in teacher.parameters())
