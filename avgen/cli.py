@@ -150,16 +150,43 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _add_corpus(sub) -> None:
+    p = sub.add_parser("corpus", help="write synthetic talking-head clips (MP4 + JSON) to look at or score",
+                       description="Write clips of the synthetic training corpus: drawn faces saying generated "
+                       "sentences with synthesised speech, lip-synced by construction. Each clip is DIR/NNNN.mp4 "
+                       "(H.264 + AAC) with DIR/NNNN.json (transcript, phone timeline, identity, sentence, split, seed).")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--clips", type=int, required=True, help="number of clips")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed: same seed, same clips (default 0)")
+    p.add_argument("--split", choices=("train", "heldout"), default="train",
+                   help="heldout: identities and sentences that no train clip has (default train)")
+    p.add_argument("--seconds", type=float, help="clip length (default: each sentence's natural length)")
+    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels, even (default 64)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_corpus(args) -> int:
+    from avgen.data.corpus import corpus_main
+    from avgen.progress import ProgressBar
+
+    started = time.monotonic()
+    paths = corpus_main(args.out, args.clips, args.seed, args.split, args.seconds, size=args.size,
+                        progress=None if args.quiet else ProgressBar("corpus"))
+    print(f"wrote {len(paths)} clips (MP4 + JSON) to {args.out} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="avgen", description="Joint audio-video generation: talking heads from text.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_generate(sub)
     _add_eval(sub)
     _add_train(sub)
+    _add_corpus(sub)
     return parser
 
 
-COMMANDS = {"generate": cmd_generate, "eval": cmd_eval, "train": cmd_train}
+COMMANDS = {"generate": cmd_generate, "eval": cmd_eval, "train": cmd_train, "corpus": cmd_corpus}
 
 
 def main(argv: list[str] | None = None) -> int:
