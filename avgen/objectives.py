@@ -108,7 +108,7 @@ def self_flow_loss(model, teacher, head: ProjectionHead, batch: Batch, generator
     video_t = torch.where(mask_video, _broadcast(s, mask_video), _broadcast(t, mask_video))
     audio_t = torch.where(mask_audio, _broadcast(s, mask_audio), _broadcast(t, mask_audio))
 
-    student_layer, teacher_layer = settings.layers(len(model.blocks))
+    student_layer, teacher_layer = settings.layers(len(teacher.blocks))  # model may be DDP-wrapped
     gen_loss, out, logs = flow_loss(model, batch, video_t, audio_t, noise, features_at=(student_layer,))
     with torch.no_grad():  # the teacher sees every token at the less noisy min(t, s)
         m = torch.minimum(t, s)

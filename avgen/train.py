@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 import tomllib
@@ -68,6 +69,9 @@ class TrainConfig:
     reference_prob: float = 0.5  # a frame of the clip given as the identity reference
     continuation_prob: float = 0.25  # the first frames given clean (chunked long clips)
     audio_driven_prob: float = 0.15  # all audio given clean (audio-driven video)
+    # distributed (Ray Train): 0 = this process, or one worker per GPU when RAY_ADDRESS is set
+    workers: int = 0
+    cpus_per_worker: float = 1.0
 
     def __post_init__(self):
         if self.stage not in ("codecs", "model"):
@@ -217,9 +221,9 @@ def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> Laten
     return cache
 
 
-def make_batch(cache: LatentCache, cfg: TrainConfig, g: torch.Generator, device) -> Batch:
+def make_batch(cache: LatentCache, cfg: TrainConfig, g: torch.Generator, device, batch_size: int | None = None) -> Batch:
     """A random batch with random conditions: reference identity, continuation, audio-driven, CFG dropout."""
-    b = cfg.batch_size
+    b = batch_size or cfg.batch_size
     index = torch.randint(0, cache.video.shape[0], (b,), generator=g)
     video, audio, phones = cache.video[index], cache.audio[index], cache.phones[index].clone()
     frames = video.shape[1]
@@ -317,12 +321,35 @@ def train_codecs(cfg: TrainConfig) -> Path:
 
 
 def train_model(cfg: TrainConfig) -> Path:
+    """The model stage: in this process, or with Ray Train across the workers of a Ray cluster."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    codecs_path = Path(cfg.codecs or out / "codecs.safetensors")
-    model = load_checkpoint(codecs_path, cfg.device)  # codecs trained, frozen
+    model = load_checkpoint(_codecs_path(cfg), "cpu")
+    build_latent_cache(cfg, model, _cache_path(cfg))  # once, before any worker starts
+    workers = ray_workers(cfg)
+    if workers:
+        train_with_ray(cfg, workers)
+    else:
+        model_training_loop(cfg)
+    return out / f"model-{cfg.objective}.safetensors"
+
+
+def _codecs_path(cfg: TrainConfig) -> Path:
+    return Path(cfg.codecs or Path(cfg.out) / "codecs.safetensors")
+
+
+def _cache_path(cfg: TrainConfig) -> Path:
+    return Path(cfg.out) / f"latents-{cfg.corpus_clips}-{cfg.clip_seconds:g}s.pt"
+
+
+def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, prepare=None, report=None) -> None:
+    """One worker's loop. With several workers each takes batch_size / world_size samples a step
+    and `prepare` wraps the trained modules for gradient averaging (DDP); rank 0 writes the
+    log and checkpoints."""
+    out, lead = Path(cfg.out), rank == 0
+    model = load_checkpoint(_codecs_path(cfg), cfg.device)  # codecs trained, frozen
     model.requires_grad_(False)
-    cache = build_latent_cache(cfg, model, out / f"latents-{cfg.corpus_clips}-{cfg.clip_seconds:g}s.pt")
+    cache = build_latent_cache(cfg, model, _cache_path(cfg))
     transformer = model.transformer.train().requires_grad_(True)
     torch.manual_seed(cfg.seed)
     for p in transformer.parameters():  # a fresh transformer for this seed (the codecs file holds an untrained one)
@@ -336,36 +363,90 @@ def train_model(cfg: TrainConfig) -> Path:
     trainable = list(transformer.parameters()) + (list(head.parameters()) if cfg.objective == "selfflow" else [])
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
     state_path, log = out / f"model-{cfg.objective}.state.pt", TrainingLog(out, f"model-{cfg.objective}")
-    start = _resume(state_path, {"transformer": transformer, "ema": ema.module, "head": head}, optimizer)
-    log.truncate_after(start)
+    modules = {"transformer": transformer, "ema": ema.module, "head": head}
+    start = _resume(state_path, modules, optimizer)
+    student, student_head = (prepare(transformer), prepare(head)) if prepare else (transformer, head)
+    if lead:
+        log.truncate_after(start)
     settings = SelfFlowSettings(cfg.gamma, cfg.mask_ratio_video, cfg.mask_ratio_audio)
-    bar = ProgressBar(f"train {cfg.objective}")
+    per_rank = max(1, cfg.batch_size // world_size)
+    bar = ProgressBar(f"train {cfg.objective}") if lead else (lambda fraction, message: None)
     began = time.monotonic()
     for step in range(start, cfg.steps):
-        g = step_generator(cfg.seed, step)
+        g = step_generator(cfg.seed, step, f"rank{rank}" if world_size > 1 else "")
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        batch = make_batch(cache, cfg, g, cfg.device)
+        batch = make_batch(cache, cfg, g, cfg.device, per_rank)
         with autocast(cfg):
             if cfg.objective == "selfflow":
-                loss, logs = self_flow_loss(transformer, ema.module, head, batch, g, settings)
+                loss, logs = self_flow_loss(student, ema.module, student_head, batch, g, settings)
             else:
-                loss, logs = baseline_loss(transformer, batch, g)
+                loss, logs = baseline_loss(student, batch, g)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         optimizer.step()
         ema.update(transformer, step)
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            log.append({"step": done, **{k: round(v.item(), 5) for k, v in logs.items()},
-                        "seconds": round(time.monotonic() - began, 1)})  # fmt: skip
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            _save_state(state_path, {"transformer": transformer, "ema": ema.module, "head": head}, optimizer, done, cfg)
+        row = {"step": done, **{k: round(v.item(), 5) for k, v in logs.items()}, "seconds": round(time.monotonic() - began, 1)}
+        if lead and (done % cfg.log_every == 0 or done == cfg.steps):
+            log.append(row)
+        if lead and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            _save_state(state_path, modules, optimizer, done, cfg)
             export_generation_checkpoint(model, ema, out / f"model-{cfg.objective}.safetensors", cfg, done)
             log.plot()
+        if report is not None:
+            report(row)
         bar((done - start) / max(1, cfg.steps - start), f"step {done}/{cfg.steps} loss {loss.item():.4f}")
-    return out / f"model-{cfg.objective}.safetensors"
+
+
+def ray_workers(cfg: TrainConfig) -> int:
+    """0 = train in this process. Pointed at a cluster (RAY_ADDRESS), one worker per GPU there
+    (or `workers`); `workers` > 0 also uses Ray Train on a local Ray."""
+    if cfg.workers > 0:
+        return cfg.workers
+    if os.environ.get("RAY_ADDRESS"):
+        import ray
+
+        ray.init(address=os.environ["RAY_ADDRESS"], ignore_reinit_error=True)
+        return max(1, int(ray.cluster_resources().get("GPU", 0)))
+    return 0
+
+
+def _ray_worker_loop(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig(**config)
+    cfg = dataclasses.replace(cfg, device=str(ray.train.torch.get_device()))
+    torch.set_num_threads(max(1, cfg.threads))
+    context = ray.train.get_context()
+    model_training_loop(
+        cfg, rank=context.get_world_rank(), world_size=context.get_world_size(),
+        prepare=lambda m: ray.train.torch.prepare_model(m, parallel_strategy_kwargs={"find_unused_parameters": True}),
+        report=ray.train.report,
+    )  # fmt: skip
+
+
+def train_with_ray(cfg: TrainConfig, workers: int) -> None:
+    """Data-parallel training with Ray Train's TorchTrainer. `out` must be storage every worker
+    sees (a shared volume on a multi-node cluster): rank 0 writes the checkpoints there."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+    use_gpu = cfg.device.startswith("cuda")
+    scaling = ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if use_gpu else {})})  # fmt: skip
+    trainer = TorchTrainer(
+        _ray_worker_loop,
+        train_loop_config=dataclasses.asdict(cfg),
+        scaling_config=scaling,
+        run_config=RunConfig(name=f"avgen-{cfg.objective}", storage_path=str(Path(cfg.out).resolve() / "ray")),
+    )
+    trainer.fit()
 
 
 def export_generation_checkpoint(model: AVGenModel, ema: EMA, path: Path, cfg: TrainConfig, step: int) -> None:
