@@ -70,9 +70,12 @@ class SyncScorer:
             self.net = syncnet.load_syncnet(settings.syncnet_weights)  # a bad file stops the run: every row would fail
             self.weights_hash = syncnet.weights_hash(settings.syncnet_weights)
         elif settings.backend == "learned":
-            from eval.learned import unavailable_reason
+            from eval import learned
 
-            self.unavailable = unavailable_reason()
+            self.unavailable = learned.unavailable_reason()  # no weights / a bad file: each row says why
+            if self.unavailable is None:
+                self.net = learned.load_learned()
+                self.weights_hash = learned.weights_hash()
 
     def score(self, frames: np.ndarray, audio: np.ndarray) -> tuple[SyncResult, str]:
         backend = self.settings.backend
@@ -82,6 +85,10 @@ class SyncScorer:
             from eval.landmarks import score_landmarks
 
             return score_landmarks(frames, audio)
+        if backend == "learned":
+            from eval.learned import score_learned
+
+            return score_learned(frames, audio, self.net)
         from eval.syncnet import score_syncnet
 
         return score_syncnet(frames, audio, self.net, face_crop_mode=self.settings.face_crop)

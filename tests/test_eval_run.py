@@ -111,7 +111,8 @@ def test_a_rerun_skips_clips_already_scored_and_rescores_changed_files(clips, tm
     assert not evaluate([str(copy)], out, EvalSettings())[0].get("skipped")
 
 
-def test_the_learned_backend_without_weights_says_so_in_each_row(clips, tmp_path):
+def test_the_learned_backend_without_weights_says_so_in_each_row(clips, tmp_path, monkeypatch):
+    monkeypatch.setattr("eval.learned.WEIGHTS", tmp_path / "missing.safetensors")
     rows = evaluate([str(clips / "synced.mp4")], tmp_path / "out", EvalSettings(backend="learned"))
     assert "no trained weights" in rows[0]["error"] and rows[0]["temporal_flickering"] is not None
 

@@ -100,3 +100,18 @@ def test_self_flow_loss_combines_generation_and_negative_cosine_with_gamma():
     assert -1.0 <= logs["loss_rep"].item() <= 1.0
     loss.backward()
     assert head.net[0].weight.grad is not None and all(p.grad is None for p in teacher.parameters())
+
+
+def test_ray_train_runs_the_model_stage_on_two_local_workers(codecs, tmp_path):
+    import ray
+
+    out, codecs_path = codecs
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        path = train_model(load_config(None, TOY + [f"codecs={codecs_path}", "steps=2", "workers=2",
+                                                    "cpus_per_worker=0.5", f"out={tmp_path}"], "model"))  # fmt: skip
+    finally:
+        ray.shutdown()
+    assert read_metadata(path)["steps"] == "2"
+    rows = [json.loads(line) for line in (tmp_path / "model-selfflow.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] == r["loss"] for r in rows)
