@@ -190,7 +190,13 @@ COMMANDS = {"generate": cmd_generate, "eval": cmd_eval, "train": cmd_train, "cor
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `avgen train model --config F key=value ...`: overrides after the options
+        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -41,9 +41,9 @@ def qkv(n, batch=2, heads=3, dim=16, dtype=torch.float32, seed=0, requires_grad=
 
 
 def brute_force_mask(frame_index, is_global, window):
-    n = len(frame_index)
-    return torch.tensor([[bool(is_global[k]) or (not is_global[q] and abs(int(frame_index[q]) - int(frame_index[k])) <= window)
-                          for k in range(n)] for q in range(n)])
+    f, g = frame_index.tolist(), is_global.tolist()
+    return torch.tensor([[g[k] or (not g[q] and abs(f[q] - f[k]) <= window) for k in range(len(f))]
+                         for q in range(len(f))])
 
 
 @pytest.mark.parametrize("window", [0, 2])
@@ -134,6 +134,17 @@ def test_chunked_is_sliding_key_ranges_are_bounded_on_a_long_sequence():
     scores = (q[..., rows, :] @ k.transpose(-1, -2)) / 4.0
     expected = scores.masked_fill(~row_mask, float("-inf")).softmax(-1) @ v
     assert (out[..., rows, :] - expected).abs().max() <= 1e-5
+
+
+def test_one_mask_serves_every_layer_and_batch_shape():
+    mask = SlidingWindowMask(*frames_layout(irregular_counts(40), n_global=2), 3)
+    n = len(mask.frame_index)
+    for batch, heads in [(1, 1), (3, 2)]:
+        q, k, v = qkv(n, batch=batch, heads=heads)
+        out = sliding_window_attention(q, k, v, mask, backend="chunked")
+        assert out.shape == q.shape
+        assert (out - sliding_window_attention(q, k, v, mask, backend="dense")).abs().max() <= 1e-5
+    assert mask.chunks() is mask.chunks() and mask.dense() is mask.dense()
 
 
 def test_chunked_rejects_globals_that_are_not_a_prefix_and_unsorted_frames():
