@@ -6,6 +6,7 @@ A checkpoint alone rebuilds its model: the config travels in the safetensors met
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -36,8 +37,9 @@ class AVGenModel(nn.Module):
 
 
 def default_checkpoint(preset: str = "tiny") -> Path | None:
-    """The shipped weights for a preset, if this install has them."""
-    path = WEIGHTS_DIR / f"{preset}.safetensors"
+    """The weights for a preset in AVGEN_WEIGHTS_DIR if set, else those shipped in the package."""
+    folder = Path(os.environ.get("AVGEN_WEIGHTS_DIR") or WEIGHTS_DIR)
+    path = folder / f"{preset}.safetensors"
     return path if path.is_file() else None
 
 

@@ -1,6 +1,7 @@
 """`avgen generate` as a user runs it: a real process, a real MP4, one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,9 +14,9 @@ from avgen.media import read_mp4, write_mp4
 from avgen.timeline import SAMPLE_RATE
 
 
-def avgen(*args, cwd=None):
+def avgen(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "avgen", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)  # fmt: skip
+                          timeout=300, env=None if env is None else {**os.environ, **env})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +95,9 @@ def test_reference_image_is_accepted(small_checkpoint, tmp_path):
     assert len(read_mp4(out).frames) == 10
 
 
-def test_the_untrained_default_model_warns_on_stderr(tmp_path):
-    run = avgen("generate", "--text", "Hi", "--seconds", 0.2, "--steps", 1, "--out", tmp_path / "u.mp4", "--quiet")
+def test_without_weights_the_untrained_default_model_warns_on_stderr(tmp_path):
+    run = avgen("generate", "--text", "Hi", "--seconds", 0.2, "--steps", 1, "--out", tmp_path / "u.mp4", "--quiet",
+                env={"AVGEN_WEIGHTS_DIR": str(tmp_path)})  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "UNTRAINED" in run.stderr
 
@@ -138,8 +140,6 @@ def test_unwritable_output_fails_fast_with_one_line(where, tmp_path):
         folder.mkdir()
         folder.chmod(0o500)
         target = folder / "o.mp4"
-        import os
-
         if os.access(folder, os.W_OK):  # root ignores permission bits: use a path under /proc instead
             target = "/proc/avgen-cannot-write-here.mp4"
     run = avgen("generate", "--text", "hi", "--out", target)

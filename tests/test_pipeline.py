@@ -104,7 +104,8 @@ def test_bad_requests_raise_generation_errors(request_, message):
         resolve(request_, SMALL_CONFIG)
 
 
-def test_untrained_default_model_says_so(capsys):
+def test_without_weights_the_default_model_is_untrained_and_says_so(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("AVGEN_WEIGHTS_DIR", str(tmp_path))  # a folder without weights
     generator = Generator.load(checkpoint=None, seed=5, warn=print)
     assert not generator.trained and "untrained" in generator.checkpoint_id
     assert "UNTRAINED" in capsys.readouterr().out
