@@ -46,6 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from machine import contention, cpu_snapshot, git_state, load_avg  # noqa: E402  (benchmarks/ is on sys.path)
 
 THREADS = 2
 TARGET_RTF = 0.5
@@ -89,49 +90,6 @@ def matmul_gflops(n: int = 1024, calls: int = 10, repeats: int = 3) -> dict:
             a @ b
         rates.append(2 * n**3 * calls / (time.perf_counter() - t0) / 1e9)
     return {"n": n, "gflops_raw": [round(r, 1) for r in rates], "gflops_median": round(median(rates), 1)}
-
-
-def cpu_snapshot() -> dict:
-    """System-wide busy and steal CPU seconds (/proc/stat) and this process's own CPU seconds."""
-    snap = {"own": time.process_time(), "busy": None, "steal": None}
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        tick = os.sysconf("SC_CLK_TCK")
-        user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-        snap["busy"] = (user + nice + system + irq + softirq) / tick
-        snap["steal"] = steal / tick
-    except (OSError, ValueError):
-        pass
-    return snap
-
-
-def contention(before: dict, after: dict) -> dict:
-    """CPU seconds this process used, other processes used, and the hypervisor stole, in between."""
-    own = after["own"] - before["own"]
-    out = {"own_cpu_s": round(own, 3)}
-    if before["busy"] is not None and after["busy"] is not None:
-        out["others_cpu_s"] = round(max(0.0, after["busy"] - before["busy"] - own), 3)
-        out["steal_s"] = round(after["steal"] - before["steal"], 3)
-    return out
-
-
-def git_state() -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    dirty = git("status", "--porcelain", "--", "avgen")
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "avgen_uncommitted_changes": dirty.splitlines() if dirty else []}
-
-
-def load_avg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 def time_calls(fn, repeats: int, warmup: int = 1) -> list[float]:

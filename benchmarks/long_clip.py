@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from machine import contention, cpu_snapshot, git_state, load_avg  # noqa: E402  (benchmarks/ is on sys.path)
 
 THREADS = 2
 RSS_FACTOR = 1.5  # peak RSS(longest) <= this x peak RSS(shortest)
@@ -110,49 +111,6 @@ def run_child(seconds: float, seed: int, out_dir: str) -> dict:
     if record["others_cpu_s"] is not None:
         record["others_cpu_s"] = round(max(0.0, record["others_cpu_s"] - record["cpu_s"]), 3)
     return record
-
-
-def cpu_snapshot() -> dict:
-    """System-wide busy and steal CPU seconds (/proc/stat) and this process's own CPU seconds."""
-    snap = {"own": time.process_time(), "busy": None, "steal": None}
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        tick = os.sysconf("SC_CLK_TCK")
-        user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-        snap["busy"] = (user + nice + system + irq + softirq) / tick
-        snap["steal"] = steal / tick
-    except (OSError, ValueError):
-        pass
-    return snap
-
-
-def contention(before: dict, after: dict) -> dict:
-    """CPU seconds this process used, other processes used, and the hypervisor stole, in between."""
-    own = after["own"] - before["own"]
-    out = {"own_cpu_s": round(own, 3)}
-    if before["busy"] is not None and after["busy"] is not None:
-        out["others_cpu_s"] = round(max(0.0, after["busy"] - before["busy"] - own), 3)
-        out["steal_s"] = round(after["steal"] - before["steal"], 3)
-    return out
-
-
-def git_state() -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    dirty = git("status", "--porcelain", "--", "avgen")
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "avgen_uncommitted_changes": dirty.splitlines() if dirty else []}
-
-
-def load_avg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 def main() -> int:

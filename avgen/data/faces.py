@@ -23,6 +23,7 @@ import numpy as np
 
 from avgen.phones import SILENCE, PhoneSpan
 from avgen.timeline import FPS
+from avgen.data.smoothing import gaussian_kernel, smooth
 
 _SHIFT = 4  # cv2 fixed-point drawing: 1/16 px positions and axes
 _ONE = 1 << _SHIFT
@@ -198,21 +199,6 @@ ANTICIPATION = 0.0  # s: shift of the mouth targets ahead of the phones
 BLEND_SIGMA = 0.025  # s: Gaussian coarticulation window
 
 
-def _gaussian(sigma_steps: float) -> np.ndarray:
-    r = max(1, int(math.ceil(3 * sigma_steps)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma_steps) ** 2)
-    return k / k.sum()
-
-
-def _smooth(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Convolve along axis 0 with edge padding (so clip edges are not pulled toward zero)."""
-    r = len(kernel) // 2
-    padded = np.pad(x, [(r, r)] + [(0, 0)] * (x.ndim - 1), mode="edge")
-    if x.ndim == 1:
-        return np.convolve(padded, kernel, mode="valid")
-    return np.stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(x.shape[1])], axis=1)
-
-
 def _span_index(timeline: list[PhoneSpan], times: np.ndarray) -> np.ndarray:
     ends = np.array([s.end for s in timeline])
     return np.minimum(np.searchsorted(ends, times, side="right"), len(timeline) - 1)
@@ -247,12 +233,12 @@ def mouth_track(timeline: list[PhoneSpan], n_frames: int, emphasis=None) -> np.n
         targets[sel] = first + glide * (last - first)
         targets[sel, 0] *= 1 + EMPHASIS_OPEN * (emphasis[i] - 0.5)
         weight[sel] = shapes[0].dominance
-    kernel = _gaussian(BLEND_SIGMA * CONTROL_RATE)
-    blended = _smooth(targets * weight[:, None], kernel) / _smooth(weight, kernel)[:, None]
+    kernel = gaussian_kernel(BLEND_SIGMA * CONTROL_RATE)
+    blended = smooth(targets * weight[:, None], kernel) / smooth(weight, kernel)[:, None]
     # bilabial closure over the phone's own span (not anticipated), softened by 5 ms
     bilabial = np.array([span.phone in BILABIALS for span in timeline], dtype=float)
     closed = bilabial[_span_index(timeline, t)]
-    closed = np.clip(_smooth(closed, _gaussian(0.005 * CONTROL_RATE)) * 2.0, 0, 1)
+    closed = np.clip(smooth(closed, gaussian_kernel(0.005 * CONTROL_RATE)) * 2.0, 0, 1)
     blended[:, 0] = np.clip(blended[:, 0] * (1 - closed), 0, 1)
     centres = (np.arange(n_frames) + 0.5) / FPS
     idx = centres * CONTROL_RATE

@@ -22,13 +22,13 @@ silent), so the lip-sync ground truth is exact by construction.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from avgen.phones import SILENCE, PhoneSpan
 from avgen.timeline import SAMPLE_RATE
+from avgen.data.smoothing import gaussian_kernel, smooth
 
 VOICE_SALT = 0x5EED_5AFE
 HOP = 80  # 5 ms control grid
@@ -187,17 +187,6 @@ def _targets(timeline: list[PhoneSpan], n: int, emphasis) -> _Tracks:
     return tr
 
 
-def _gaussian(sigma_steps: float) -> np.ndarray:
-    r = max(1, int(math.ceil(3 * sigma_steps)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma_steps) ** 2)
-    return k / k.sum()
-
-
-def _smooth(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    r = len(kernel) // 2
-    return np.convolve(np.pad(x, r, mode="edge"), kernel, mode="valid")
-
-
 def _formant_gain(freqs: np.ndarray, formants: np.ndarray, scale: float) -> np.ndarray:
     """|H(f)| of a cascade of five two-pole resonators (F1-F3 per frame, F4-F5 fixed), unit gain at DC.
 
@@ -218,10 +207,10 @@ def _pitch(n: int, timeline: list[PhoneSpan], voice: Voice, accent: np.ndarray, 
     start, end = (speech[0].start, speech[-1].end) if speech else (0.0, t[-1] + 1e-3)
     x = np.clip((t - start) / max(end - start, 1e-3), 0, 1)
     contour = 1.08 - 0.18 * x  # declination
-    contour *= 1 + voice.accent * _smooth(accent, _gaussian(0.04 * SAMPLE_RATE / HOP))
+    contour *= 1 + voice.accent * smooth(accent, gaussian_kernel(0.04 * SAMPLE_RATE / HOP))
     tail = np.clip((t - (end - 0.35)) / 0.35, 0, 1)
     contour *= 1 + (0.3 if question else -0.08) * tail
-    wobble = _smooth(rng.standard_normal(n), _gaussian(2.0))
+    wobble = smooth(rng.standard_normal(n), gaussian_kernel(2.0))
     wobble /= max(wobble.std(), 1e-9)
     return voice.f0 * contour * (1 + voice.jitter * wobble)
 
@@ -303,14 +292,14 @@ def synthesize(timeline: list[PhoneSpan], n_samples: int, voice: Voice, rng: np.
     n = n_samples // HOP + 2
     tr = _targets(timeline, n, np.zeros(len(timeline)) if emphasis is None else np.asarray(emphasis, float))
     formants = np.stack([
-        _smooth(tr.formants[:, j] * tr.dominance, _gaussian(4.0)) / _smooth(tr.dominance, _gaussian(4.0))
+        smooth(tr.formants[:, j] * tr.dominance, gaussian_kernel(4.0)) / smooth(tr.dominance, gaussian_kernel(4.0))
         for j in range(3)], axis=1)
-    ramp = _gaussian(1.0)
-    voicing = _smooth(tr.voicing, ramp)
-    shimmer = _smooth(rng.standard_normal(n), _gaussian(1.5))
+    ramp = gaussian_kernel(1.0)
+    voicing = smooth(tr.voicing, ramp)
+    shimmer = smooth(rng.standard_normal(n), gaussian_kernel(1.5))
     voicing *= 1 + 0.06 * shimmer / max(shimmer.std(), 1e-9)
-    frication, aspiration = _smooth(tr.frication, ramp), _smooth(tr.aspiration, ramp)
-    cutoff = np.exp(_smooth(np.log(np.minimum(tr.cutoff, 1e5)), ramp))
+    frication, aspiration = smooth(tr.frication, ramp), smooth(tr.aspiration, ramp)
+    cutoff = np.exp(smooth(np.log(np.minimum(tr.cutoff, 1e5)), ramp))
     f0 = _pitch(n, timeline, voice, tr.accent, question, rng)
 
     voiced = _voiced(f0, np.maximum(voicing, 0), formants, cutoff, voice, n_samples)
