@@ -38,6 +38,10 @@ class AVTransformer(nn.Module):
         self.video_in = nn.Linear(cfg.video_token_dim, d)
         self.audio_in = nn.Linear(cfg.audio_latent_channels, d)
         self.modality = nn.Parameter(torch.randn(3, d) * 0.02)
+        # Where a patch sits in its frame. Rotary positions are relative only, and a 4x4 patch grid
+        # gives a patch little else to learn its place from: without this every patch of an early
+        # model drew the same blob (seen at 800 training steps).
+        self.patch_position = nn.Parameter(torch.randn(cfg.video_tokens_per_frame, d) * 0.02)
         self.phone_embedding = nn.Embedding(len(PHONES), d)
         self.time_in = MLPEmbedder(256, d)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
@@ -94,13 +98,13 @@ class AVTransformer(nn.Module):
     ) -> Velocity:
         b, frames, nv, _ = video.shape
         phone = self.phone_embedding(phones)[:, :, None]
-        video_x = self.video_in(video) + self.modality[VIDEO] + phone
+        video_x = self.video_in(video) + self.patch_position + self.modality[VIDEO] + phone
         audio_x = self.audio_in(audio)[:, :, None] + self.modality[AUDIO] + phone
         x = rearrange(torch.cat([video_x, audio_x], dim=2), "b t n d -> b (t n) d")
         t = rearrange(torch.cat([video_t, audio_t[:, :, None]], dim=2), "b t n -> b (t n)")
         n_ref = 0 if reference is None else reference.shape[1]
         if n_ref:
-            x = torch.cat([self.video_in(reference) + self.modality[REFERENCE], x], dim=1)
+            x = torch.cat([self.video_in(reference) + self.patch_position + self.modality[REFERENCE], x], dim=1)
             t = torch.cat([t.new_zeros(b, n_ref), t], dim=1)
 
         rope, mask = self.rope_and_mask(frames, n_ref, video.device)

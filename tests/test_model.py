@@ -146,3 +146,16 @@ def test_rotary_scores_depend_only_on_the_time_difference():
     assert torch.allclose(score(3.0, 1.0), score(12.0, 10.0), atol=1e-4)
     assert not torch.allclose(score(3.0, 1.0), score(3.0, 2.0), atol=1e-3)
     assert torch.allclose(score(0.0, 0.0), (q * k).sum(), atol=1e-5)  # no rotation at position 0
+
+
+def test_each_patch_carries_a_learned_absolute_position():
+    # Rotary positions are relative; a small patch grid needs an absolute code per patch, or
+    # every patch of an early model draws the same thing. Patch 3's code must reach the output.
+    model = randomised_model(SMALL)
+    x = inputs(SMALL, frames=2)
+    with torch.no_grad():
+        before = model(**x).video
+        model.patch_position[3] += 1.0
+        after = model(**x).video
+    change = (after - before).abs().amax(dim=(0, 1, 3))
+    assert change[3] > 1e-3
