@@ -74,7 +74,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> AVGenModel:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", only: tuple[str, ...] = ()) -> AVGenModel:
+    """The model a checkpoint describes. `only` loads just those parts (e.g. the codecs, for
+    training a transformer on them) and leaves the rest as initialised."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -86,8 +88,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> AVG
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+    if only:
+        state = {k: v for k, v in state.items() if k.startswith(tuple(f"{part}." for part in only))}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k in _persistent_state(model)]
+    missing = [k for k in missing if k in _persistent_state(model) and (not only or k.startswith(only))]
     if missing or unexpected:
         raise CheckpointError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.to(device).eval()

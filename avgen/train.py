@@ -319,11 +319,14 @@ def train_codecs(cfg: TrainConfig) -> Path:
     return path
 
 
+CODECS = ("video_codec", "audio_codec")
+
+
 def train_model(cfg: TrainConfig) -> Path:
     """The model stage: in this process, or with Ray Train across the workers of a Ray cluster."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_checkpoint(_codecs_path(cfg), "cpu")
+    model = load_checkpoint(_codecs_path(cfg), "cpu", only=CODECS)
     build_latent_cache(cfg, model, _cache_path(cfg))  # once, before any worker starts
     workers = ray_workers(cfg)
     if workers:
@@ -346,7 +349,7 @@ def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, pr
     and `prepare` wraps the trained modules for gradient averaging (DDP); rank 0 writes the
     log and checkpoints."""
     out, lead = Path(cfg.out), rank == 0
-    model = load_checkpoint(_codecs_path(cfg), cfg.device)  # codecs trained, frozen
+    model = load_checkpoint(_codecs_path(cfg), cfg.device, only=CODECS)  # codecs trained, frozen
     model.requires_grad_(False)
     cache = build_latent_cache(cfg, model, _cache_path(cfg))
     transformer = model.transformer.train().requires_grad_(True)

@@ -45,3 +45,21 @@ def test_truncated_checkpoint_is_an_error_not_a_crash(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
+
+
+def test_loading_only_the_codecs_ignores_the_rest_of_the_file(tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    cfg = Config(hidden=64, depth=1, heads=2)
+    model = AVGenModel(cfg)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(model, path)
+    state = load_file(str(path))
+    del state["transformer.patch_position"]  # e.g. codecs trained by an older transformer layout
+    older = tmp_path / "older.safetensors"
+    save_file(state, str(older), metadata=read_metadata(path))
+    with pytest.raises(CheckpointError, match="patch_position"):
+        load_checkpoint(older)
+    codecs_only = load_checkpoint(older, only=("video_codec", "audio_codec"))
+    assert torch.equal(codecs_only.video_codec.encoder[0][0].weight, model.video_codec.encoder[0][0].weight)
