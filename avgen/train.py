@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from avgen.checkpoint import AVGenModel, load_checkpoint, save_checkpoint
 from avgen.config import preset
-from avgen.model import patchify
+from avgen.model import AVTransformer, patchify
 from avgen.objectives import EMA, Batch, ProjectionHead, SelfFlowSettings, baseline_loss, self_flow_loss
 from avgen.phones import NULL_PHONE, PHONE_IDS
 from avgen.progress import ProgressBar
@@ -352,8 +352,9 @@ def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, pr
     model = load_checkpoint(_codecs_path(cfg), cfg.device, only=CODECS)  # codecs trained, frozen
     model.requires_grad_(False)
     cache = build_latent_cache(cfg, model, _cache_path(cfg))
+    torch.manual_seed(cfg.seed)  # a fresh transformer from the seed alone (every parameter, biases too)
+    model.transformer = AVTransformer(model.cfg).to(cfg.device)
     transformer = model.transformer.train().requires_grad_(True)
-    torch.manual_seed(cfg.seed)
     for p in transformer.parameters():  # a fresh transformer for this seed (the codecs file holds an untrained one)
         if p.dim() > 1:
             torch.nn.init.xavier_uniform_(p)
