@@ -326,13 +326,13 @@ def train_model(cfg: TrainConfig) -> Path:
     """The model stage: in this process, or with Ray Train across the workers of a Ray cluster."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_checkpoint(_codecs_path(cfg), "cpu", only=CODECS)
-    build_latent_cache(cfg, model, _cache_path(cfg))  # once, before any worker starts
+    model = load_checkpoint(_codecs_path(cfg), cfg.device, only=CODECS)
+    cache = build_latent_cache(cfg, model, _cache_path(cfg))  # once, before any worker starts
     workers = ray_workers(cfg)
     if workers:
         train_with_ray(cfg, workers)
     else:
-        model_training_loop(cfg)
+        model_training_loop(cfg, model=model, cache=cache)
     return out / f"model-{cfg.objective}.safetensors"
 
 
@@ -344,14 +344,16 @@ def _cache_path(cfg: TrainConfig) -> Path:
     return Path(cfg.out) / f"latents-{cfg.corpus_clips}-{cfg.clip_seconds:g}s.pt"
 
 
-def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, prepare=None, report=None) -> None:
+def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, prepare=None, report=None,
+                        model: AVGenModel | None = None, cache: LatentCache | None = None) -> None:
     """One worker's loop. With several workers each takes batch_size / world_size samples a step
     and `prepare` wraps the trained modules for gradient averaging (DDP); rank 0 writes the
     log and checkpoints."""
     out, lead = Path(cfg.out), rank == 0
-    model = load_checkpoint(_codecs_path(cfg), cfg.device, only=CODECS)  # codecs trained, frozen
-    model.requires_grad_(False)
-    cache = build_latent_cache(cfg, model, _cache_path(cfg))
+    if model is None:  # a Ray worker: load what the driver prepared
+        model = load_checkpoint(_codecs_path(cfg), cfg.device, only=CODECS)
+        cache = build_latent_cache(cfg, model, _cache_path(cfg))
+    model.requires_grad_(False)  # the codecs are trained and frozen
     torch.manual_seed(cfg.seed)  # a fresh transformer from the seed alone (every parameter, biases too)
     model.transformer = AVTransformer(model.cfg).to(cfg.device)
     transformer = model.transformer.train().requires_grad_(True)
