@@ -112,8 +112,11 @@ def write_mp4(path, frames, audio, *, fps=FPS, sample_rate=SAMPLE_RATE, metadata
         with av.open(str(tmp), "w", format="mp4",
                      container_options={"movflags": "use_metadata_tags"}) as out:
             out.metadata.update(tags)
+            # mbtree=0: with macroblock-tree rate control, x264's output varied between runs of
+            # the same frames once the process heap had been used (decoding, torch); the same
+            # seed must give the same file.
             vs = out.add_stream("libx264", rate=rate, width=w, height=h, pix_fmt="yuv420p",
-                                time_base=1 / rate, options={"crf": str(crf)})
+                                time_base=1 / rate, options={"crf": str(crf), "x264-params": "mbtree=0"})
             aud = out.add_stream("aac", rate=MP4_AUDIO_RATE, layout="mono")
             aud.time_base = Fraction(1, MP4_AUDIO_RATE)
             a_edges = [round(i * MP4_AUDIO_RATE / rate) for i in range(t + 1)]

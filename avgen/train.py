@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import tomllib
@@ -54,6 +55,7 @@ class TrainConfig:
     device: str = "cpu"
     log_every: int = 10
     checkpoint_every: int = 100
+    keep_every: int = 0  # also keep model-<objective>-<step>.safetensors at multiples of this (0 = never)
     # data
     corpus_clips: int = 512  # clips rendered once (codecs) or cached as latents (model)
     clip_seconds: float = 2.0  # training window
@@ -398,7 +400,10 @@ def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, pr
             log.append(row)
         if lead and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
             _save_state(state_path, modules, optimizer, done, cfg)
-            export_generation_checkpoint(model, ema, out / f"model-{cfg.objective}.safetensors", cfg, done)
+            export = out / f"model-{cfg.objective}.safetensors"
+            export_generation_checkpoint(model, ema, export, cfg, done)
+            if cfg.keep_every and done % cfg.keep_every == 0:
+                shutil.copyfile(export, out / f"model-{cfg.objective}-{done}.safetensors")
             log.plot()
         if report is not None:
             report(row)

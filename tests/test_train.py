@@ -40,7 +40,7 @@ def _model_state(path):
 def test_an_interrupted_run_resumes_to_exactly_the_same_weights(codecs, tmp_path, objective):
     out, codecs_path = codecs
     common = TOY + [f"codecs={codecs_path}", f"objective={objective}"]
-    straight = train_model(load_config(None, common + ["steps=4", f"out={tmp_path / 'a'}"], "model"))
+    straight = train_model(load_config(None, common + ["steps=4", "keep_every=4", f"out={tmp_path / 'a'}"], "model"))
     train_model(load_config(None, common + ["steps=2", f"out={tmp_path / 'b'}"], "model"))
     resumed = train_model(load_config(None, common + ["steps=4", f"out={tmp_path / 'b'}"], "model"))
     a, b = _model_state(straight), _model_state(resumed)
@@ -50,6 +50,9 @@ def test_an_interrupted_run_resumes_to_exactly_the_same_weights(codecs, tmp_path
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert ("loss_rep" in rows[-1]) == (objective == "selfflow")
     assert read_metadata(resumed)["objective"] == objective
+    kept = sorted(p.name for p in (tmp_path / "a").glob(f"model-{objective}-*.safetensors"))
+    assert kept == [f"model-{objective}-4.safetensors"]  # keep_every: a numbered copy, for equal-step comparisons
+    assert (tmp_path / "a" / kept[0]).read_bytes() == straight.read_bytes()
 
 
 def test_config_files_and_overrides_are_typed_and_checked(tmp_path):
