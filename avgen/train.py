@@ -57,7 +57,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_every: int = 0  # also keep model-<objective>-<step>.safetensors at multiples of this (0 = never)
     # data
-    corpus_clips: int = 512  # clips rendered once (codecs) or cached as latents (model)
+    data: str = ""  # "" = the synthetic corpus; or a folder of MP4 talking-head clips (avgen.data.RealClips)
+    corpus_clips: int = 512  # training windows rendered once (codecs) or cached as latents (model)
     clip_seconds: float = 2.0  # training window
     # model stage
     codecs: str = ""  # the codecs checkpoint; default out/codecs.safetensors
@@ -176,12 +177,35 @@ def corpus_sample(index: int, cfg: TrainConfig, model_cfg):
     return sample
 
 
+def training_windows(cfg: TrainConfig, model_cfg):
+    """(Sample, reference frame) for each of the first `corpus_clips` training windows: drawn faces
+    from the synthetic corpus, or, with `data` set to a folder of MP4 clips, windows of those clips
+    (face-cropped; train split only; spread evenly over the clips when there are more windows)."""
+    if not cfg.data:
+        from avgen.data import reference_frame
+
+        for i in range(cfg.corpus_clips):
+            sample = corpus_sample(i, cfg, model_cfg)
+            yield sample, reference_frame(sample)
+        return
+    from avgen.data import RealClips
+
+    bar = ProgressBar("prepare clips")
+    clips = RealClips(cfg.data, split="train", seconds=cfg.clip_seconds, size=model_cfg.height, progress=bar)
+    if len(clips) == 0:
+        reasons = "; ".join(f"{p.name}: {why}" for p, why in clips.skipped[:3]) or "no MP4 clips in the train split"
+        raise ValueError(f"no training windows of {cfg.clip_seconds:g} s under {cfg.data} ({reasons})")
+    count = min(cfg.corpus_clips, len(clips))
+    for k in range(count):
+        i = k * len(clips) // count
+        yield clips.sample(i), clips.reference_frame(i)
+
+
 def render_pool(cfg: TrainConfig, model_cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """Codec training data: frames (N, H, W, 3) uint8 and audio windows (M, 640 * 50)."""
     frames, audio, window = [], [], round(cfg.clip_seconds * FPS) * 640
     bar = ProgressBar("render corpus")
-    for i in range(cfg.corpus_clips):
-        sample = corpus_sample(i, cfg, model_cfg)
+    for i, (sample, _) in enumerate(training_windows(cfg, model_cfg)):
         frames.append(torch.from_numpy(sample.frames[:: 4]))  # every 4th frame: enough variety
         audio.append(torch.from_numpy(sample.audio[:window]))
         bar((i + 1) / cfg.corpus_clips, f"{i + 1} clips")
@@ -200,13 +224,10 @@ class LatentCache:
 def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> LatentCache:
     if path.exists():
         return LatentCache(**torch.load(path))
-    from avgen.data import reference_frame
-
     mc, frames = model.cfg, round(cfg.clip_seconds * FPS)
     video, audio, phones, reference = [], [], [], []
     bar = ProgressBar("encode corpus")
-    for i in range(cfg.corpus_clips):
-        sample = corpus_sample(i, cfg, mc)
+    for i, (sample, reference_image) in enumerate(training_windows(cfg, mc)):
         start = 0  # windows start with the clip: its leading silence included
         clip = sample.frames[start : start + frames]
         v = model.video_codec.encode(frames_to_tensor(torch.from_numpy(clip)))
@@ -214,7 +235,7 @@ def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> Laten
         wave = torch.from_numpy(sample.audio[start * 640 : (start + frames) * 640])[None]
         audio.append(model.audio_codec.encode(wave)[0])
         phones.append(sample.phone_ids[start : start + frames])
-        ref = model.video_codec.encode(frames_to_tensor(torch.from_numpy(reference_frame(sample))[None]))
+        ref = model.video_codec.encode(frames_to_tensor(torch.from_numpy(reference_image)[None]))
         reference.append(patchify(ref[:, None], mc.patch_size)[0, 0])
         bar((i + 1) / cfg.corpus_clips, f"{i + 1} clips")
     cache = LatentCache(torch.stack(video), torch.stack(audio), torch.stack(phones), torch.stack(reference))
@@ -343,7 +364,10 @@ def _codecs_path(cfg: TrainConfig) -> Path:
 
 
 def _cache_path(cfg: TrainConfig) -> Path:
-    return Path(cfg.out) / f"latents-{cfg.corpus_clips}-{cfg.clip_seconds:g}s.pt"
+    name = f"latents-{cfg.corpus_clips}-{cfg.clip_seconds:g}s"
+    if cfg.data:  # one cache per clip folder
+        name += "-" + hashlib.sha256(str(Path(cfg.data).resolve()).encode()).hexdigest()[:8]
+    return Path(cfg.out) / f"{name}.pt"
 
 
 def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, prepare=None, report=None,

@@ -245,3 +245,36 @@ def test_bad_arguments_are_refused(folder, tmp_path):
     with pytest.raises(ValueError, match="size"):
         RealClips(folder, size=63)
     assert len(RealClips(tmp_path)) == 0  # an empty folder is an empty dataset
+
+
+def test_the_training_command_trains_both_stages_on_a_clip_folder(folder, tmp_path):
+    from avgen.checkpoint import load_checkpoint
+    from avgen.train import load_config, train_codecs, train_model
+
+    out = tmp_path / "run"
+    common = ["data=" + str(folder), "corpus_clips=4", "clip_seconds=1.0", "batch_size=2", "steps=1", f"out={out}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the bad clips of the folder are skipped with a warning
+        codecs = train_codecs(load_config(None, common, "codecs"))
+        model = train_model(load_config(None, common + [f"codecs={codecs}"], "model"))
+    windows = RealClips(folder, split="train", seconds=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert len(windows) > 4
+    cache = torch.load(next(out.glob("latents-4-1s-*.pt")))  # named after the folder
+    assert cache["video"].shape[:2] == (4, 25)
+    phones = cache["phones"]
+    assert (phones != PHONE_IDS[NULL_PHONE]).any()  # transcripts became phones
+    assert load_checkpoint(model).cfg.height == 64
+
+
+def test_the_training_command_says_when_a_folder_has_no_usable_clips(tmp_path):
+    from avgen.train import load_config, train_codecs
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "garbage.mp4").write_bytes(b"not a video")
+    cfg = load_config(None, [f"data={tmp_path / 'clips'}", f"out={tmp_path / 'run'}", "steps=1"], "codecs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="no training windows"):
+            train_codecs(cfg)
