@@ -14,7 +14,7 @@ What it does
   trip before it is scored.
 - Each model generates the same transcript with the same number of frames (seconds = T / 25), the
   identity's reference frame (`reference_frame(sample)`) as `reference_image`, generation seed
-  `--seed + i` (the same for both models), the checkpoint's default steps/cfg unless --steps/--cfg.
+  `--seed + i` (the same for both models), the checkpoint's default steps/cfg/shift unless --steps/--cfg/--shift.
   Each checkpoint is copied into the work folder before it is read, so a training run that
   rewrites it meanwhile cannot mix two versions.
 - Scores (eval.run.score_clip, both sync backends "learned" and "landmarks"): AV offset, sync
@@ -295,11 +295,12 @@ def produce_clips(systems: dict[str, System], samples, args, work: Path) -> None
             generator = Generator.load(system.metadata["_copy"])
             cfg = generator.cfg
             system.sampler = {"steps": args.steps or cfg.steps, "cfg": cfg.cfg if args.cfg is None else args.cfg,
-                              "sampler": cfg.sampler, "shift": cfg.shift}  # fmt: skip
+                              "sampler": cfg.sampler, "shift": cfg.shift if args.shift is None else args.shift}  # fmt: skip
             for i, sample in enumerate(samples):
                 began = time.monotonic()
                 request = GenerationRequest(text=sample.text, seconds=len(sample.frames) / FPS, seed=args.seed + i,
-                                            reference_image=reference_frame(sample), steps=args.steps, cfg=args.cfg)  # fmt: skip
+                                            reference_image=reference_frame(sample), steps=args.steps, cfg=args.cfg,
+                                            shift=args.shift)  # fmt: skip
                 result = generator.generate(request)
                 path = folder / f"clip{i:03d}.mp4"
                 write_result(result, path)
@@ -923,6 +924,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default="docs", help="writes OUT/results.md and OUT/results/*.png")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance (default: the checkpoint's)")
+    p.add_argument("--shift", type=float, default=None, help="timestep shift (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="generation seed of clip i is SEED + i")
     p.add_argument("--corpus-seed", type=int, default=0, help="seed of the held-out corpus")
     p.add_argument("--contact-clips", type=int, default=2, help="clips shown on the contact sheet")
