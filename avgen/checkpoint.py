@@ -88,10 +88,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", only: 
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
-    if only:
-        state = {k: v for k, v in state.items() if k.startswith(tuple(f"{part}." for part in only))}
+    parts = tuple(f"{part}." for part in only)
+    if parts:
+        state = {k: v for k, v in state.items() if k.startswith(parts)}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k in _persistent_state(model) and (not only or k.startswith(only))]
+    missing = [k for k in missing if k in _persistent_state(model) and (not parts or k.startswith(parts))]
     if missing or unexpected:
         raise CheckpointError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.to(device).eval()

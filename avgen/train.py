@@ -22,8 +22,10 @@ import shutil
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,11 @@ from avgen.progress import ProgressBar
 from avgen.sampling import CleanMask, Latents
 from avgen.timeline import FPS
 from avgen.video_codec import frames_to_tensor
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from avgen.data import Sample
 
 
 @dataclass(frozen=True)
@@ -177,38 +184,36 @@ def corpus_sample(index: int, cfg: TrainConfig, model_cfg):
     return sample
 
 
-def training_windows(cfg: TrainConfig, model_cfg):
-    """(Sample, reference frame) for each of the first `corpus_clips` training windows: drawn faces
-    from the synthetic corpus, or, with `data` set to a folder of MP4 clips, windows of those clips
-    (face-cropped; train split only; spread evenly over the clips when there are more windows)."""
+def training_windows(cfg: TrainConfig, model_cfg) -> tuple[int, Iterator[tuple[Sample, np.ndarray]]]:
+    """How many training windows there are, and (Sample, reference frame) for each: the first
+    `corpus_clips` of the synthetic corpus, or, with `data` set to a folder of MP4 clips, up to
+    `corpus_clips` windows of those clips (face-cropped; train split only; spread evenly over them)."""
     if not cfg.data:
         from avgen.data import reference_frame
 
-        for i in range(cfg.corpus_clips):
-            sample = corpus_sample(i, cfg, model_cfg)
-            yield sample, reference_frame(sample)
-        return
+        samples = (corpus_sample(i, cfg, model_cfg) for i in range(cfg.corpus_clips))
+        return cfg.corpus_clips, ((sample, reference_frame(sample)) for sample in samples)
     from avgen.data import RealClips
 
-    bar = ProgressBar("prepare clips")
-    clips = RealClips(cfg.data, split="train", seconds=cfg.clip_seconds, size=model_cfg.height, progress=bar)
+    clips = RealClips(cfg.data, split="train", seconds=cfg.clip_seconds, size=model_cfg.height,
+                      progress=ProgressBar("prepare clips"))  # fmt: skip
     if len(clips) == 0:
         reasons = "; ".join(f"{p.name}: {why}" for p, why in clips.skipped[:3]) or "no MP4 clips in the train split"
         raise ValueError(f"no training windows of {cfg.clip_seconds:g} s under {cfg.data} ({reasons})")
     count = min(cfg.corpus_clips, len(clips))
-    for k in range(count):
-        i = k * len(clips) // count
-        yield clips.sample(i), clips.reference_frame(i)
+    chosen = (k * len(clips) // count for k in range(count))
+    return count, ((clips.sample(i), clips.reference_frame(i)) for i in chosen)
 
 
 def render_pool(cfg: TrainConfig, model_cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """Codec training data: frames (N, H, W, 3) uint8 and audio windows (M, 640 * 50)."""
     frames, audio, window = [], [], round(cfg.clip_seconds * FPS) * 640
+    count, windows = training_windows(cfg, model_cfg)
     bar = ProgressBar("render corpus")
-    for i, (sample, _) in enumerate(training_windows(cfg, model_cfg)):
+    for i, (sample, _) in enumerate(windows):
         frames.append(torch.from_numpy(sample.frames[:: 4]))  # every 4th frame: enough variety
         audio.append(torch.from_numpy(sample.audio[:window]))
-        bar((i + 1) / cfg.corpus_clips, f"{i + 1} clips")
+        bar((i + 1) / count, f"{i + 1} clips")
     return torch.cat(frames), torch.stack(audio)
 
 
@@ -226,8 +231,9 @@ def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> Laten
         return LatentCache(**torch.load(path))
     mc, frames = model.cfg, round(cfg.clip_seconds * FPS)
     video, audio, phones, reference = [], [], [], []
+    count, windows = training_windows(cfg, mc)
     bar = ProgressBar("encode corpus")
-    for i, (sample, reference_image) in enumerate(training_windows(cfg, mc)):
+    for i, (sample, reference_image) in enumerate(windows):
         start = 0  # windows start with the clip: its leading silence included
         clip = sample.frames[start : start + frames]
         v = model.video_codec.encode(frames_to_tensor(torch.from_numpy(clip)))
@@ -237,7 +243,7 @@ def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> Laten
         phones.append(sample.phone_ids[start : start + frames])
         ref = model.video_codec.encode(frames_to_tensor(torch.from_numpy(reference_image)[None]))
         reference.append(patchify(ref[:, None], mc.patch_size)[0, 0])
-        bar((i + 1) / cfg.corpus_clips, f"{i + 1} clips")
+        bar((i + 1) / count, f"{i + 1} clips")
     cache = LatentCache(torch.stack(video), torch.stack(audio), torch.stack(phones), torch.stack(reference))
     torch.save(dataclasses.asdict(cache), path)
     return cache
@@ -383,7 +389,7 @@ def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, pr
     torch.manual_seed(cfg.seed)  # a fresh transformer from the seed alone (every parameter, biases too)
     model.transformer = AVTransformer(model.cfg).to(cfg.device)
     transformer = model.transformer.train().requires_grad_(True)
-    for p in transformer.parameters():  # a fresh transformer for this seed (the codecs file holds an untrained one)
+    for p in transformer.parameters():
         if p.dim() > 1:
             torch.nn.init.xavier_uniform_(p)
     for final in (transformer.video_out.linear, transformer.audio_out.linear, transformer.modulation[1]):

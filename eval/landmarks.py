@@ -114,19 +114,25 @@ def _median3(values: np.ndarray) -> np.ndarray:
     return np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
 
 
+def keyframe_face_boxes(frames: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """Face boxes (x, y, w, h) at the frames `keys`, cleaned: a keyframe without a detection takes
+    its nearest detection in time, then a 3-tap median over keyframes removes one-off false hits.
+    Returns the (K, 4) boxes (None when no keyframe has a face) and the fraction of keyframes with one."""
+    found = [_detect_face(frames[i]) for i in keys]
+    hits = np.array([f is not None for f in found])
+    if not hits.any():
+        return None, 0.0
+    hit_keys, hit_boxes = keys[hits], np.stack([f for f in found if f is not None])
+    nearest = np.abs(keys[:, None] - hit_keys[None, :]).argmin(axis=1)
+    return np.stack([_median3(hit_boxes[nearest, c]) for c in range(4)], axis=1), float(hits.mean())
+
+
 def _regions(frames: np.ndarray, detect_face: bool) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-frame mouth and reference regions, each (T, 4) integer (x0, y0, x1, y1), and the face description."""
     t, h, w = frames.shape[:3]
     keys = np.arange(0, t, DETECT_EVERY)
-    found = [_detect_face(frames[i]) for i in keys] if detect_face else [None] * len(keys)
-    hits = np.array([f is not None for f in found])
-    fraction = float(hits.mean())
-    if hits.any() and fraction >= MIN_FACE_FRACTION:
-        hit_keys = keys[hits]
-        hit_boxes = np.stack([f for f in found if f is not None])
-        # each keyframe takes the nearest detection in time, then a 3-tap median over keyframes
-        nearest = np.abs(keys[:, None] - hit_keys[None, :]).argmin(axis=1)
-        key_boxes = np.stack([_median3(hit_boxes[nearest, c]) for c in range(4)], axis=1)
+    key_boxes, fraction = keyframe_face_boxes(frames, keys) if detect_face else (None, 0.0)
+    if key_boxes is not None and fraction >= MIN_FACE_FRACTION:
         boxes = np.stack([np.interp(np.arange(t), keys, key_boxes[:, c]) for c in range(4)], axis=1)
         x, y, bw, bh = boxes.T
         mouth = np.stack([
@@ -139,7 +145,7 @@ def _regions(frames: np.ndarray, detect_face: bool) -> tuple[np.ndarray, np.ndar
         mouth = np.tile([FALLBACK_COLS[0] * w, FALLBACK_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_ROWS[1] * h], (t, 1))
         reference = np.tile([FALLBACK_COLS[0] * w, FALLBACK_REF_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_REF_ROWS[1] * h], (t, 1))
         face = FALLBACK_FACE
-        if detect_face and hits.any():
+        if key_boxes is not None:
             face = f"none found reliably (face in {round(100 * fraction)}% of sampled frames): fixed mouth region (lower centre)"
     return _clip_regions(mouth, w, h), _clip_regions(reference, w, h), face
 

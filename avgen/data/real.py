@@ -140,18 +140,14 @@ def _moving_average(values: np.ndarray, width: int) -> np.ndarray:
 def face_track(frames: np.ndarray) -> tuple[np.ndarray, float]:
     """Smoothed face box per frame as (T, 3) float (centre x, centre y, side) in pixels, and the
     fraction of keyframes with a face. Raises BadClip when that fraction is under MIN_FACE_FRACTION."""
-    from eval.landmarks import DETECT_EVERY, _detect_face, _median3
+    from eval.landmarks import DETECT_EVERY, keyframe_face_boxes
 
     t = len(frames)
     keys = np.unique(np.r_[np.arange(0, t, DETECT_EVERY), t - 1])  # the last frame too: no hold at the end
-    found = [_detect_face(frames[i]) for i in keys]
-    hits = np.array([f is not None for f in found])
-    fraction = float(hits.mean())
-    if fraction < MIN_FACE_FRACTION:
+    key_boxes, fraction = keyframe_face_boxes(frames, keys)
+    if key_boxes is None or fraction < MIN_FACE_FRACTION:
         raise BadClip(f"no face found in most frames (a face in {fraction:.0%} of the sampled frames)")
-    hit_keys, hit_boxes = keys[hits], np.stack([f for f in found if f is not None])
-    nearest = np.abs(keys[:, None] - hit_keys[None, :]).argmin(axis=1)
-    x, y, w, h = (_median3(hit_boxes[nearest, c]) for c in range(4))
+    x, y, w, h = key_boxes.T
     width = lambda seconds: 2 * round(seconds * FPS / DETECT_EVERY / 2) + 1  # noqa: E731  odd, in keyframes
     cx = _moving_average(x + w / 2, width(CENTRE_SMOOTH_S))
     cy = _moving_average(y + h / 2, width(CENTRE_SMOOTH_S))
