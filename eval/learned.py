@@ -40,7 +40,6 @@ Scoring
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -196,11 +195,9 @@ def _path(path) -> Path:
 
 def weights_hash(path=None) -> str:
     """First 16 hex digits of the weight file's sha256 (default: the shipped weights)."""
-    digest = hashlib.sha256()
-    with open(_path(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    from eval.syncnet import weights_hash as file_weights_hash
+
+    return file_weights_hash(_path(path))
 
 
 def read_metadata(path=None) -> dict:
@@ -217,8 +214,11 @@ def save_learned(model: LearnedSync, path, steps: int, extra: dict | None = None
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": model.config.to_json(), "steps": str(int(steps)), "trained_on": TRAINED_ON}
     meta.update({k: str(v) for k, v in (extra or {}).items()})
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=meta)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")  # written whole, then renamed: never a half file
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)
 
 
 def load_learned(path=None) -> LearnedSync:
@@ -253,10 +253,6 @@ def load_learned(path=None) -> LearnedSync:
 
 def unavailable_reason(path=None) -> str | None:
     """Why the learned backend cannot score in this install, or None when its weights load."""
-    path = _path(path)
-    if not path.is_file():
-        return (f"the learned sync scorer has no trained weights in this install ({path} is missing); "
-                "use --backend landmarks")
     try:
         load_learned(path)
     except LearnedWeightsError as e:

@@ -72,10 +72,11 @@ class SyncScorer:
         elif settings.backend == "learned":
             from eval import learned
 
-            self.unavailable = learned.unavailable_reason()  # no weights / a bad file: each row says why
-            if self.unavailable is None:
+            try:
                 self.net = learned.load_learned()
                 self.weights_hash = learned.weights_hash()
+            except learned.LearnedWeightsError as e:  # no weights / a bad file: each row says why
+                self.unavailable = str(e)
 
     def score(self, frames: np.ndarray, audio: np.ndarray) -> tuple[SyncResult, str]:
         backend = self.settings.backend

@@ -282,6 +282,12 @@ def main(argv=None) -> None:
     ap.add_argument("--eval", type=int, default=50, help="held-out clips to evaluate after training (0: none)")
     ap.add_argument("--eval-only", type=int, default=0, help="only evaluate --out on this many held-out clips")
     args = ap.parse_args(argv)
+    if args.frames < 5:
+        ap.error(f"--frames must be at least 5 (one sync window), not {args.frames}")
+    if args.frames > round(args.seconds * 25):
+        ap.error(f"--frames {args.frames} is longer than a --seconds {args.seconds:g} clip ({round(args.seconds * 25)} frames)")
+    if not 1 <= args.batch <= args.clips:
+        ap.error(f"--batch must be between 1 and --clips ({args.clips}), not {args.batch}")
     if args.eval_only:
         torch.set_num_threads(args.threads)
         evaluate_heldout(load_learned(args.out), args.eval_only)

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-FPS = 25
+from avgen.timeline import FPS
 SYSTEMS = (("gt", "ground truth"), ("baseline", "baseline (flow matching)"), ("selfflow", "Self-Flow"))
 LABELS = dict(SYSTEMS)
 SHORT = {"gt": "GT", "baseline": "baseline", "selfflow": "Self-Flow"}
@@ -277,7 +277,6 @@ def produce_clips(systems: dict[str, System], samples, args, work: Path) -> None
     from avgen.timeline import SAMPLES_PER_FRAME
 
     n = len(samples)
-    media: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for key, system in systems.items():
         if not system.available:
             say(f"{system.label}: not available ({system.reason})")
@@ -315,7 +314,6 @@ def produce_clips(systems: dict[str, System], samples, args, work: Path) -> None
             path = folder / f"clip{i:03d}-audio-of-clip{(i + 1) % n:03d}.mp4"
             write_mp4(path, frames, tiled(other, len(frames) * SAMPLES_PER_FRAME), fps=FPS)
             system.clips[i].mismatch = {"path": str(path)}
-        media[key] = pairs
         say(f"{system.label}: {n} clips and {n} mismatched-audio clips written")
 
 

