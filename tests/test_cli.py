@@ -155,3 +155,19 @@ def test_an_existing_output_is_replaced_whole(hello, small_checkpoint, tmp_path)
     assert run.returncode == 0, run.stderr
     assert len(read_mp4(target).frames) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+
+
+def test_shipped_weights_say_the_transcript_with_a_mouth_in_sync(tmp_path):
+    from eval.run import EvalSettings, SyncScorer, score_clip
+
+    out = tmp_path / "hello.mp4"
+    run = avgen("generate", "--text", "Hello from the Black Forest", "--seconds", 4, "--seed", 0, "--out", out, "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["trained"] is True and "UNTRAINED" not in run.stderr
+    scorer = SyncScorer(EvalSettings(backend="learned"))
+    row = score_clip(str(out), scorer)
+    assert row["error"] is None and abs(row["av_offset_frames"]) <= 1, row
+    clip = read_mp4(out)
+    moved = tmp_path / "audio-a-second-late.mp4"  # the same video with its speech shifted by 1 s
+    write_mp4(moved, clip.frames, np.roll(clip.audio, SAMPLE_RATE))
+    assert row["sync_confidence"] > 2 * score_clip(str(moved), scorer)["sync_confidence"]
