@@ -106,7 +106,10 @@ def load_config(path: str | None, overrides: list[str], stage: str) -> TrainConf
         if not sep or key not in fields:
             raise ValueError(f"override {item!r} is not key=value with a known key ({', '.join(fields)})")
         kind = type(getattr(TrainConfig(), key))
-        values[key] = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+        try:
+            values[key] = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+        except ValueError:
+            raise ValueError(f"override {item!r}: {key} takes a {kind.__name__}, not {raw!r}") from None
     unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f"unknown config keys {sorted(unknown)}")

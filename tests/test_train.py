@@ -64,6 +64,8 @@ def test_config_files_and_overrides_are_typed_and_checked(tmp_path):
         load_config(None, ["nonsense=1"], "model")
     with pytest.raises(ValueError, match="objective"):
         load_config(None, ["objective=repa"], "model")
+    with pytest.raises(ValueError, match="keep_every takes a int, not 'abc'"):
+        load_config(None, ["keep_every=abc"], "model")
 
 
 def test_learning_rate_warms_up_then_decays():
