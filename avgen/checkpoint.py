@@ -5,7 +5,6 @@ A checkpoint alone rebuilds its model: the config travels in the safetensors met
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch import nn
 
 from avgen.audio_codec import AudioAutoencoder
 from avgen.config import Config
+from avgen.files import atomic_path, file_hash  # noqa: F401  (file_hash: checkpoint ids)
 from avgen.model import AVTransformer
 from avgen.video_codec import VideoAutoencoder
 
@@ -43,14 +43,6 @@ def default_checkpoint(preset: str = "tiny") -> Path | None:
     return path if path.is_file() else None
 
 
-def file_hash(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _persistent_state(model: AVGenModel) -> dict[str, torch.Tensor]:
     # Fixed DSP tensors (mel filter banks, STFT windows) are rebuilt from the config, not stored.
     fixed = ("audio_codec.mel.", "audio_codec.inverse_mel.", "audio_codec.griffin_lim.")
@@ -61,9 +53,8 @@ def save_checkpoint(model: AVGenModel, path: str | Path, metadata: dict[str, str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": model.cfg.to_json(), **(metadata or {})}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(_persistent_state(model), str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(_persistent_state(model), str(tmp), metadata=meta)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
