@@ -69,19 +69,104 @@ class AudioAutoencoder(nn.Module):
         return self.decoder(z.transpose(1, 2))
 
     @torch.no_grad()
-    def vocode(self, log_mel: torch.Tensor, seed: int = 0) -> torch.Tensor:
-        """(B, n_mels, 4*T) log-mel -> (B, 640*T) waveform via Griffin-Lim (seeded phase init)."""
+    def vocode(self, log_mel: torch.Tensor, seed: int = 0, known_phase: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_mels, 4*T) log-mel -> (B, 640*T) waveform via Griffin-Lim, and its final phases
+        (B, n_fft/2+1, 4*T+1). The phases start random from `seed` (a local generator: no global
+        RNG is touched, so threads never disturb each other), except the first STFT frames where
+        `known_phase` (B, n_fft/2+1, k) gives them."""
         frames = log_mel.shape[-1] // MELS_PER_FRAME
         mel = torch.exp(log_mel.float().cpu()).sub(LOG_FLOOR).clamp_min(0)
         mel = torch.cat([mel, mel[..., -1:]], dim=-1)  # the centred STFT has 4*T + 1 frames
         magnitude = self.inverse_mel.cpu()(mel)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            wave = torchaudio.functional.griffinlim(
-                magnitude, self.griffin_lim.window.cpu(), self.griffin_lim.n_fft, MEL_HOP, 400, 1.0,
-                self.griffin_lim_iters, 0.99, frames * SAMPLES_PER_FRAME, True,
-            )  # fmt: skip
-        return wave.clamp(-1, 1)
+        phase = torch.rand(magnitude.shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(seed))
+        if known_phase is not None:
+            phase[..., : known_phase.shape[-1]] = known_phase
+        window, n_fft = self.griffin_lim.window.cpu(), self.griffin_lim.n_fft
+        stft = {"n_fft": n_fft, "hop_length": MEL_HOP, "win_length": 400, "window": window}
+        previous = torch.zeros((), dtype=torch.complex64)
+        for _ in range(self.griffin_lim_iters):  # fast Griffin-Lim (momentum 0.99), as torchaudio's
+            wave = torch.istft(magnitude * phase, length=frames * SAMPLES_PER_FRAME, **stft)
+            rebuilt = torch.stft(wave, center=True, pad_mode="reflect", return_complex=True, **stft)
+            phase = rebuilt - 0.99 * previous
+            phase = phase / (phase.abs() + 1e-16)
+            previous = rebuilt
+        wave = torch.istft(magnitude * phase, length=frames * SAMPLES_PER_FRAME, **stft)
+        return wave.clamp(-1, 1), phase
 
     def decode(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
-        return self.vocode(self.decode_mel(latents), seed=seed)
+        """(B, T, C) latents -> (B, 640*T) waveform, vocoded segment by segment (`AudioStream`)."""
+        stream = AudioStream(self, latents.shape[1], seed)
+        return torch.cat([*stream.push(latents), *stream.finish()], dim=-1)
+
+
+VOCODE_FRAMES = 50  # frames vocoded at once (2 s): memory per segment, not per clip
+VOCODE_OVERLAP = 4  # frames on each side of a boundary that both segments vocode, then cross-fade
+DECODE_CONTEXT = 8  # latent frames of context each side for the mel decoder (convolutions see ~4)
+
+
+class AudioStream:
+    """Audio latents in, in pieces of any size; waveform out, one segment at a time.
+
+    A clip of T frames is cut at boundaries k * VOCODE_FRAMES (the last segment is 0.5x-1.5x as
+    long). Segment k decodes its latents with DECODE_CONTEXT frames each side (the decoder's
+    GroupNorm takes statistics over its input, as in training on 2 s windows, so a segment is
+    decoded as a window like those) and vocodes frames [boundary - OVERLAP, next boundary + OVERLAP).
+    Its Griffin-Lim starts from the phases the previous segment found for the shared frames, so
+    both agree there, and the two are cross-faded (raised cosine) over the 2 * OVERLAP frames.
+    Output is exact in length; peak memory is one segment's, whatever the clip's duration.
+    """
+
+    def __init__(self, codec: AudioAutoencoder, frames: int, seed: int = 0):
+        self.codec, self.frames, self.seed = codec, frames, seed
+        count = max(1, round(frames / VOCODE_FRAMES))
+        self.bounds = [k * VOCODE_FRAMES for k in range(count)] + [frames]
+        self.latents: torch.Tensor | None = None  # buffered latents, from frame `self.offset`
+        self.offset = 0
+        self.received = 0
+        self.segment = 0
+        self.tail: torch.Tensor | None = None  # the previous segment's samples over the next fade
+        self.tail_phase: torch.Tensor | None = None
+
+    def push(self, latents: torch.Tensor) -> list[torch.Tensor]:
+        """Add (B, n, C) latents (the next n frames); return the waveform pieces now complete."""
+        if self.received + latents.shape[1] > self.frames:
+            raise ValueError(f"more than the {self.frames} frames this stream was opened for")
+        self.latents = latents if self.latents is None else torch.cat([self.latents, latents], dim=1)
+        self.received += latents.shape[1]
+        out = []
+        while self.segment < len(self.bounds) - 1 and self.received >= min(
+                self.frames, self._span(self.segment)[1] + DECODE_CONTEXT):
+            out.append(self._vocode_next())
+        return out
+
+    def finish(self) -> list[torch.Tensor]:
+        if self.received != self.frames:
+            raise ValueError(f"the stream got {self.received} of its {self.frames} frames")
+        return self.push(self.latents[:, :0]) if self.latents is not None else []
+
+    def _span(self, k: int) -> tuple[int, int]:
+        """Frames [a, b) that segment k vocodes."""
+        return max(0, self.bounds[k] - VOCODE_OVERLAP), min(self.frames, self.bounds[k + 1] + VOCODE_OVERLAP)
+
+    def _vocode_next(self) -> torch.Tensor:
+        k, (a, b) = self.segment, self._span(self.segment)
+        lo, hi = max(0, a - DECODE_CONTEXT), min(self.frames, b + DECODE_CONTEXT)
+        log_mel = self.codec.decode_mel(self.latents[:, lo - self.offset : hi - self.offset])
+        log_mel = log_mel[..., (a - lo) * MELS_PER_FRAME : (b - lo) * MELS_PER_FRAME]
+        wave, phase = self.codec.vocode(log_mel, seed=self.seed * 1_000_003 + k, known_phase=self.tail_phase)
+        last = k == len(self.bounds) - 2
+        fade = 0 if k == 0 else 2 * VOCODE_OVERLAP * SAMPLES_PER_FRAME  # samples shared with the previous
+        if fade:
+            ramp = torch.sin(0.5 * torch.pi * (torch.arange(fade) + 0.5) / fade) ** 2
+            wave = torch.cat([self.tail * (1 - ramp) + wave[..., :fade] * ramp, wave[..., fade:]], dim=-1)
+        if not last:  # keep what the next segment also vocodes, and the phases it starts from
+            shared = b - (self.bounds[k + 1] - VOCODE_OVERLAP)
+            self.tail = wave[..., -shared * SAMPLES_PER_FRAME :]
+            wave = wave[..., : -shared * SAMPLES_PER_FRAME]
+            self.tail_phase = phase[..., -shared * MELS_PER_FRAME - 1 : -1]
+            keep_from = self._span(k + 1)[0] - DECODE_CONTEXT  # the latents the next segment needs
+            drop = max(0, keep_from - self.offset)
+            self.latents, self.offset = self.latents[:, drop:], self.offset + drop
+        self.segment += 1
+        return wave

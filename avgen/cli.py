@@ -47,7 +47,7 @@ def cmd_generate(args) -> int:
     import torch
 
     from avgen.media import check_writable, read_audio, read_image
-    from avgen.pipeline import GenerationRequest, Generator, write_result
+    from avgen.pipeline import GenerationRequest, Generator, write_stream
     from avgen.progress import ProgressBar
 
     if args.threads < 1:
@@ -72,16 +72,16 @@ def cmd_generate(args) -> int:
     for notice in notices:
         print(notice, file=sys.stderr)
     progress = None if args.quiet else ProgressBar("generate")
-    result = generator.generate(request, progress)
-    write_result(result, args.out)
+    result = generator.open(request, progress)
+    write_stream(result, args.out)  # frames and audio go to the MP4 as chunks finish
     elapsed = time.monotonic() - started
     summary = {
         "out": os.path.abspath(args.out),
-        "frames": len(result.frames),
+        "frames": result.frames,
         "seconds": result.seconds,
         "fps": FPS,
-        "height": int(result.frames.shape[1]),
-        "width": int(result.frames.shape[2]),
+        "height": result.height,
+        "width": result.width,
         "elapsed_s": round(elapsed, 3),
         "real_time_factor": round(result.seconds / elapsed, 3),
         "trained": generator.trained,

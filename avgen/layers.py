@@ -11,13 +11,18 @@ from torch import nn
 from avgen.attention import SlidingWindowMask, sliding_window_attention
 
 
+def time_pairs(head_dim: int) -> int:
+    """How many rotary pairs encode time: the first half of them."""
+    return head_dim // 4
+
+
 def rope_frequencies(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
     """Rotary phases for 3-axis positions (L, 3) = (time, y, x) as unit complex numbers (L, head_dim/2).
 
-    Half the rotary pairs encode time, a quarter each y and x.
+    Half the rotary pairs encode time (`time_pairs`, first), a quarter each y and x.
     """
     pairs = head_dim // 2
-    axis_pairs = (pairs // 2, pairs // 4, pairs - pairs // 2 - pairs // 4)
+    axis_pairs = (time_pairs(head_dim), pairs // 4, pairs - time_pairs(head_dim) - pairs // 4)
     angles = []
     for axis, n in enumerate(axis_pairs):
         inv_freq = theta ** (-torch.arange(n, dtype=torch.float64, device=positions.device) / n)

@@ -7,11 +7,13 @@ Anything wrong with a user's file or output path surfaces as a one-line MediaErr
 from __future__ import annotations
 
 import os
-import secrets
+import sys
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Self
 
 import av
 import numpy as np
@@ -19,6 +21,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from avgen.files import atomic_path
 from avgen.timeline import FPS, MP4_AUDIO_RATE, SAMPLE_RATE
 
 
@@ -92,51 +95,128 @@ def write_mp4(path, frames, audio, *, fps=FPS, sample_rate=SAMPLE_RATE, metadata
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"audio must be mono with shape (N,), got {audio.shape}")
-    tags = {str(k): str(v) for k, v in (metadata or {}).items()}
-    check_writable(path)
-    t, h, w, _ = frames.shape
-    rate = Fraction(fps).limit_denominator(1001 * 1000)
+    _, h, w, _ = frames.shape
+    with Mp4Writer(path, w, h, fps=fps, sample_rate=sample_rate, metadata=metadata, crf=crf) as out:
+        out.add_video(frames)
+        out.add_audio(audio)
 
-    # Make audio exactly as long as the video, then resample to the AAC rate. Samples are
-    # counted at 48 kHz so every video frame gets a whole number of them (1920 at 25 fps).
-    n_out = round(t * MP4_AUDIO_RATE / rate)
-    n_in = round(t * sample_rate / rate)
-    audio = np.pad(audio[:n_in], (0, max(0, n_in - audio.size)))
-    audio = np.clip(_resample(audio, sample_rate, MP4_AUDIO_RATE), -1.0, 1.0)
-    audio = np.pad(audio[:n_out], (0, max(0, n_out - audio.size))).astype(np.float32)
 
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp.mp4")
-    try:
+RESAMPLE_CONTEXT = 64  # input samples each side: more than the sinc resampler's reach (7 at 16 -> 48 kHz)
+
+
+class Mp4Writer:
+    """An MP4 (H.264 yuv420p + AAC 48 kHz mono) written piece by piece, renamed into place on a
+    clean exit and removed on any error, so memory stays flat however long the clip is.
+
+        with Mp4Writer(path, width, height, metadata=tags) as out:
+            for frames, audio in pieces:  # either may be empty; audio may lag the video
+                out.add_video(frames)
+                out.add_audio(audio)
+
+    On close the audio is padded with silence or trimmed to exactly the video's duration. Audio
+    is resampled to 48 kHz in pieces with RESAMPLE_CONTEXT samples of context on each side, which
+    gives the same samples as resampling it whole.
+    """
+
+    def __init__(self, path, width: int, height: int, *, fps=FPS, sample_rate=SAMPLE_RATE, metadata=None, crf=18):
+        if width <= 0 or height <= 0 or width % 2 or height % 2:
+            # libx264 with yuv420p subsamples chroma 2x2 and rejects odd sizes.
+            raise ValueError(f"frame height and width must be even and positive for H.264/yuv420p, got {height}x{width}")
+        check_writable(path)
+        self.size, self.sample_rate = (height, width), int(sample_rate)
+        self.rate = Fraction(fps).limit_denominator(1001 * 1000)
+        self.frames = 0
+        self.pending = np.zeros(0, np.float32)  # input audio not yet resampled (and its left context)
+        self.consumed = 0  # input samples resampled so far (excluding context)
+        self.held = np.zeros(0, np.float32)  # 48 kHz audio waiting for the video to reach it
+        self.encoded = 0  # 48 kHz samples handed to the encoder
+        self._stack = ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(path, ".tmp.mp4"))
         # use_metadata_tags: without it the mov muxer silently drops non-iTunes keys.
-        with av.open(str(tmp), "w", format="mp4",
-                     container_options={"movflags": "use_metadata_tags"}) as out:
-            out.metadata.update(tags)
-            # mbtree=0: with macroblock-tree rate control, x264's output varied between runs of
-            # the same frames once the process heap had been used (decoding, torch); the same
-            # seed must give the same file.
-            vs = out.add_stream("libx264", rate=rate, width=w, height=h, pix_fmt="yuv420p",
-                                time_base=1 / rate, options={"crf": str(crf), "x264-params": "mbtree=0"})
-            aud = out.add_stream("aac", rate=MP4_AUDIO_RATE, layout="mono")
-            aud.time_base = Fraction(1, MP4_AUDIO_RATE)
-            a_edges = [round(i * MP4_AUDIO_RATE / rate) for i in range(t + 1)]
-            for i in range(t):
-                vf = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
-                vf.pts, vf.time_base = i, 1 / rate
-                out.mux(vs.encode(vf))
-                # Hand the encoder one video frame's worth of audio; its internal resampler
-                # re-chunks into AAC's 1024-sample frames and converts flt -> fltp.
-                chunk = audio[a_edges[i]:a_edges[i + 1]]
-                af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
-                af.sample_rate, af.pts = MP4_AUDIO_RATE, a_edges[i]
-                af.time_base = Fraction(1, MP4_AUDIO_RATE)
-                out.mux(aud.encode(af))
-            out.mux(vs.encode(None))
-            out.mux(aud.encode(None))
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        self._out = av.open(str(self._tmp), "w", format="mp4", container_options={"movflags": "use_metadata_tags"})
+        self._out.metadata.update({str(k): str(v) for k, v in (metadata or {}).items()})
+        # mbtree=0: with macroblock-tree rate control, x264's output varied between runs of the
+        # same frames once the process heap had been used (decoding, torch); the same seed must
+        # give the same file.
+        self._video = self._out.add_stream("libx264", rate=self.rate, width=width, height=height, pix_fmt="yuv420p",
+                                           time_base=1 / self.rate, options={"crf": str(crf), "x264-params": "mbtree=0"})
+        self._audio = self._out.add_stream("aac", rate=MP4_AUDIO_RATE, layout="mono")
+        self._audio.time_base = Fraction(1, MP4_AUDIO_RATE)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if kind is None:
+                self._finish()
+        finally:
+            self._out.close()
+            self._stack.__exit__(*(sys.exc_info() if kind is None else (kind, error, trace)))
+
+    def add_video(self, frames) -> None:
+        frames = np.asarray(frames)
+        if frames.size == 0:
+            return
+        frames = _validate_frames(frames)
+        if frames.shape[1:3] != self.size:
+            raise ValueError(f"frames are {frames.shape[1]}x{frames.shape[2]}, the video {self.size[0]}x{self.size[1]}")
+        for frame in frames:
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = self.frames, 1 / self.rate
+            self._out.mux(self._video.encode(vf))
+            self.frames += 1
+        self._encode_held()
+
+    def add_audio(self, audio) -> None:
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"audio must be mono with shape (N,), got {audio.shape}")
+        self.pending = np.concatenate([self.pending, audio])
+        self._resample(final=False)
+
+    def _resample(self, final: bool) -> None:
+        """Resample and encode the pending audio that has its right context (all of it if final)."""
+        left = min(self.consumed, RESAMPLE_CONTEXT)  # context samples at the start of `pending`
+        ready = len(self.pending) - left - (0 if final else RESAMPLE_CONTEXT)
+        if ready <= 0:
+            return
+        out = _resample(self.pending, self.sample_rate, MP4_AUDIO_RATE)
+        start = round(self.consumed * MP4_AUDIO_RATE / self.sample_rate) - round(
+            (self.consumed - left) * MP4_AUDIO_RATE / self.sample_rate)
+        stop = round((self.consumed + ready) * MP4_AUDIO_RATE / self.sample_rate) - round(
+            (self.consumed - left) * MP4_AUDIO_RATE / self.sample_rate)
+        self.held = np.concatenate([self.held, out[start:stop]])
+        self._encode_held()
+        self.consumed += ready
+        self.pending = self.pending[max(0, left + ready - RESAMPLE_CONTEXT):]
+
+    def _target(self) -> int:
+        """48 kHz samples in the video so far: a whole number per frame (1920 at 25 fps)."""
+        return round(self.frames * MP4_AUDIO_RATE / self.rate)
+
+    def _encode_held(self) -> None:
+        """Encode held 48 kHz audio up to the video's duration so far; audio beyond it waits."""
+        n = max(0, min(len(self.held), self._target() - self.encoded))
+        self._encode_audio(self.held[:n])
+        self.held = self.held[n:]
+
+    def _encode_audio(self, samples: np.ndarray) -> None:
+        for i in range(0, len(samples), 1920):
+            chunk = np.clip(samples[i : i + 1920], -1.0, 1.0).astype(np.float32)
+            # The encoder's own resampler re-chunks into AAC's 1024-sample frames (flt -> fltp).
+            af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
+            af.sample_rate, af.pts, af.time_base = MP4_AUDIO_RATE, self.encoded, Fraction(1, MP4_AUDIO_RATE)
+            self._out.mux(self._audio.encode(af))
+            self.encoded += len(chunk)
+
+    def _finish(self) -> None:
+        if self.frames == 0:
+            raise ValueError("no video frames were written")
+        self._resample(final=True)  # then pad with silence; audio past the video's end is dropped
+        self._encode_audio(np.zeros(max(0, self._target() - self.encoded), np.float32))
+        self._out.mux(self._video.encode(None))
+        self._out.mux(self._audio.encode(None))
 
 
 def _open(path, what: str):

@@ -16,7 +16,7 @@ from torch import nn
 
 from avgen.attention import SlidingWindowMask
 from avgen.config import Config
-from avgen.layers import Block, FinalLayer, MLPEmbedder, rope_frequencies, timestep_embedding
+from avgen.layers import Block, FinalLayer, MLPEmbedder, rope_frequencies, time_pairs, timestep_embedding
 from avgen.phones import PHONES
 from avgen.timeline import FPS
 
@@ -53,7 +53,10 @@ class AVTransformer(nn.Module):
         self._layout_cache: dict[tuple, tuple[torch.Tensor, SlidingWindowMask]] = {}
 
     def token_layout(self, frames: int, reference_tokens: int, device) -> tuple[torch.Tensor, SlidingWindowMask]:
-        """Positions (L, 3) = (time in rotary units, y, x) and the attention mask of a chunk."""
+        """Positions (L, 3) = (time in rotary units, y, x) and the attention mask of a chunk.
+
+        Reference tokens get time 0 here, but `rope_and_mask` removes their time axis entirely.
+        """
         cfg = self.cfg
         gh, gw = cfg.latent_height // cfg.patch_size, cfg.latent_width // cfg.patch_size
         ys = torch.arange(gh, device=device, dtype=torch.float32) - (gh - 1) / 2
@@ -68,22 +71,31 @@ class AVTransformer(nn.Module):
         frame_index = repeat(torch.arange(frames, device=device), "t -> (t n)", n=per_frame)
         is_global = torch.zeros(frames * per_frame, dtype=torch.bool, device=device)
         if reference_tokens:
-            centre = times.mean() if frames else times.new_zeros(())
-            ref_positions = torch.cat([centre.expand(reference_tokens, 1), grid], dim=1)
+            ref_positions = torch.cat([grid.new_zeros(reference_tokens, 1), grid], dim=1)
             positions = torch.cat([ref_positions, positions])
             frame_index = torch.cat([frame_index.new_zeros(reference_tokens), frame_index])
             is_global = torch.cat([is_global.new_ones(reference_tokens), is_global])
         return positions, SlidingWindowMask(frame_index, is_global, cfg.window_frames)
 
     def rope_and_mask(self, frames: int, reference_tokens: int, device) -> tuple[torch.Tensor, SlidingWindowMask]:
-        """Rotary phases and attention mask for a chunk shape, cached: every sampler step reuses them."""
+        """Rotary phases and attention mask for a chunk shape, cached: every sampler step reuses them.
+
+        Reference tokens have no place in time: their time-axis rotary pairs are zero (not rotated,
+        removed), so a frame's attention to the reference is the same at any time in any chunk
+        length; training windows and generation chunks of different lengths see the same thing.
+        Safe to call from several threads at once: a cached entry is read once into a local.
+        """
         key = (frames, reference_tokens, str(device))
-        if key not in self._layout_cache:
+        entry = self._layout_cache.get(key)
+        if entry is None:
+            positions, mask = self.token_layout(frames, reference_tokens, device)
+            rope = rope_frequencies(positions, self.cfg.head_dim, self.cfg.rope_theta)
+            rope[:reference_tokens, : time_pairs(self.cfg.head_dim)] = 0
+            entry = (rope, mask)
             if len(self._layout_cache) >= 8:
                 self._layout_cache.clear()
-            positions, mask = self.token_layout(frames, reference_tokens, device)
-            self._layout_cache[key] = (rope_frequencies(positions, self.cfg.head_dim, self.cfg.rope_theta), mask)
-        return self._layout_cache[key]
+            self._layout_cache[key] = entry
+        return entry
 
     def forward(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from avgen import __version__
 from avgen.checkpoint import AVGenModel, default_checkpoint, file_hash, load_checkpoint
 from avgen.config import Config, preset
-from avgen.media import write_mp4
+from avgen.audio_codec import AudioStream
+from avgen.media import Mp4Writer, write_mp4
 from avgen.model import patchify, unpatchify
 from avgen.phones import NULL_PHONE, PHONE_IDS, frame_phone_ids, phone_timeline, timeline_seconds
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
@@ -59,6 +60,24 @@ class GenerationResult:
     @property
     def seconds(self) -> float:
         return len(self.frames) / FPS
+
+
+Piece = tuple[np.ndarray, np.ndarray]  # (frames (n, H, W, 3) uint8, waveform (m,) float32 at 16 kHz)
+
+
+@dataclass
+class GenerationStream:
+    """A validated request whose output is generated as `pieces` is iterated."""
+
+    frames: int
+    height: int
+    width: int
+    metadata: dict[str, str]
+    pieces: Iterator[Piece]
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / FPS
 
 
 @dataclass(frozen=True)
@@ -196,23 +215,50 @@ class Generator:
         """Raise GenerationError if this model cannot generate `request` as asked."""
         resolve(request, self.cfg)
 
-    @torch.inference_mode()
+    def open(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationStream:
+        """Validate `request` now; the returned stream generates it chunk by chunk as it is read."""
+        s = resolve(request, self.cfg)
+        metadata = {
+            "comment": "AI-generated video and audio (avgen)",
+            "avgen_ai_generated": "true",
+            "avgen_version": __version__,
+            "avgen_seed": str(request.seed),
+            "avgen_steps": str(s.steps),
+            "avgen_cfg": f"{s.cfg:g}",
+            "avgen_sampler": s.sampler,
+            "avgen_shift": f"{s.shift:g}",
+            "avgen_checkpoint": self.checkpoint_id,
+            "avgen_audio": "given" if s.audio is not None else "generated",
+            "avgen_evaluations_per_chunk": str(s.steps * (2 if s.sampler == "heun" else 1)),
+        }
+        return GenerationStream(s.frames, self.cfg.height, self.cfg.width, metadata,
+                                self._pieces(request, s, progress or (lambda fraction, message: None)))  # fmt: skip
+
     def generate(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationResult:
+        """The whole clip in memory (frames and waveform); `open` + `write_stream` keep memory flat."""
+        stream = self.open(request, progress)
+        frames, audio = [], []
+        for video_piece, audio_piece in stream.pieces:
+            frames.append(video_piece)
+            audio.append(audio_piece)
+        return GenerationResult(np.concatenate(frames), np.concatenate(audio), stream.metadata)
+
+    @torch.inference_mode()
+    def _pieces(self, request: GenerationRequest, s: Settings, report: Progress) -> Iterator[Piece]:
+        """(frames, waveform) pieces in order as chunks finish; the waveform lags by up to a
+        vocoder segment (avgen.audio_codec.AudioStream). Holds one chunk, whatever the duration."""
         cfg, model, device = self.cfg, self.model, self.device
-        s = resolve(request, cfg)
-        report = progress or (lambda fraction, message: None)
         reference = None if request.reference_image is None else self._encode_reference(request.reference_image)
         given_audio = None
         if s.audio is not None:
             given_audio = model.audio_codec.encode(torch.from_numpy(s.audio)[None].to(device))  # (1, T, Pa)
+        vocoder = AudioStream(model.audio_codec, s.frames, seed=request.seed)
+        no_audio = np.zeros(0, np.float32)
 
         spans = chunk_spans(s.frames, cfg.chunk_frames, cfg.overlap_frames)
-        evaluations = s.steps * (2 if s.sampler == "heun" else 1)
         schedule = get_schedule(s.steps, s.shift)
         noise_rng = torch.Generator().manual_seed(request.seed)
         nv, pv, pa = cfg.video_tokens_per_frame, cfg.video_token_dim, cfg.audio_latent_channels
-        frames_out: list[np.ndarray] = []
-        audio_latents: list[torch.Tensor] = []
         previous: Latents | None = None
         previous_start = 0
         for index, (start, end, context) in enumerate(spans):
@@ -237,34 +283,24 @@ class Generator:
 
             def on_step(step: int, index=index) -> None:
                 done = (index * s.steps + step) / (len(spans) * s.steps)
-                report(0.95 * done, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
+                report(0.99 * done, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
 
             x = denoise(self._velocity_fn(phones, reference, s.cfg), noise, condition, clean, schedule,
                         s.sampler, on_step)  # fmt: skip
-            frames_out.append(self._decode_video(x.video[:, context:]))
-            audio_latents.append(x.audio[0, context:])
+            frames = self._decode_video(x.video[:, context:])
+            if s.audio is not None:
+                audio = s.audio[(start + context) * SAMPLES_PER_FRAME : end * SAMPLES_PER_FRAME]
+            else:
+                waves = vocoder.push(x.audio[:, context:].cpu())
+                audio = torch.cat(waves, dim=-1)[0].numpy() if waves else no_audio
+            yield frames, audio
             previous, previous_start = x, start
-
-        report(0.96, "decoding audio")
-        if s.audio is not None:
-            audio = s.audio
-        else:
-            audio = model.audio_codec.decode(torch.cat(audio_latents)[None], seed=request.seed)[0].numpy()
+        if s.audio is None:
+            report(0.995, "vocoding the last audio")
+            waves = vocoder.finish()
+            if waves:
+                yield np.zeros((0, cfg.height, cfg.width, 3), np.uint8), torch.cat(waves, dim=-1)[0].numpy()
         report(1.0, "done")
-        metadata = {
-            "comment": "AI-generated video and audio (avgen)",
-            "avgen_ai_generated": "true",
-            "avgen_version": __version__,
-            "avgen_seed": str(request.seed),
-            "avgen_steps": str(s.steps),
-            "avgen_cfg": f"{s.cfg:g}",
-            "avgen_sampler": s.sampler,
-            "avgen_shift": f"{s.shift:g}",
-            "avgen_checkpoint": self.checkpoint_id,
-            "avgen_audio": "given" if s.audio is not None else "generated",
-            "avgen_evaluations_per_chunk": str(evaluations),
-        }
-        return GenerationResult(np.concatenate(frames_out), audio.astype(np.float32), metadata)
 
     def _decode_video(self, video_tokens: torch.Tensor, batch: int = 32) -> np.ndarray:
         cfg = self.cfg
@@ -276,3 +312,12 @@ class Generator:
 
 def write_result(result: GenerationResult, path: str | Path) -> None:
     write_mp4(path, result.frames, result.audio, fps=FPS, sample_rate=SAMPLE_RATE, metadata=result.metadata)
+
+
+def write_stream(stream: GenerationStream, path: str | Path) -> None:
+    """Generate `stream` into an MP4 at `path`, each piece encoded as it comes (flat memory)."""
+    size = (stream.width, stream.height)
+    with Mp4Writer(path, *size, fps=FPS, sample_rate=SAMPLE_RATE, metadata=stream.metadata) as out:
+        for frames, audio in stream.pieces:
+            out.add_video(frames)
+            out.add_audio(audio)

@@ -69,6 +69,7 @@ class TrainConfig:
     clip_seconds: float = 2.0  # training window
     # model stage
     codecs: str = ""  # the codecs checkpoint; default out/codecs.safetensors
+    init: str = ""  # fine-tune: start the transformer (and its EMA) from this generation checkpoint
     objective: str = "selfflow"  # selfflow | flow (the baseline)
     ema_decay: float = 0.999
     gamma: float = 0.8
@@ -398,6 +399,9 @@ def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, pr
     for final in (transformer.video_out.linear, transformer.audio_out.linear, transformer.modulation[1]):
         torch.nn.init.zeros_(final.weight)
         torch.nn.init.zeros_(final.bias)
+    if cfg.init:  # fine-tuning: the same architecture, trained weights (the optimizer starts afresh)
+        trained = load_checkpoint(cfg.init, cfg.device, only=("transformer",)).transformer
+        transformer.load_state_dict(trained.state_dict())
     head = ProjectionHead(model.cfg.hidden).to(cfg.device)
     ema = EMA(transformer, cfg.ema_decay)
     trainable = list(transformer.parameters()) + (list(head.parameters()) if cfg.objective == "selfflow" else [])
