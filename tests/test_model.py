@@ -159,3 +159,25 @@ def test_each_patch_carries_a_learned_absolute_position():
         after = model(**x).video
     change = (after - before).abs().amax(dim=(0, 1, 3))
     assert change[3] > 1e-3
+
+
+def test_a_frame_sees_the_reference_the_same_at_any_time_in_any_chunk_length():
+    # Identical frames everywhere: away from the chunk's edges (beyond the window) every frame
+    # sees the same neighbourhood, so with a time-free reference every frame's output is the
+    # same, in a 12-frame chunk and in a 24-frame one. A reference placed in time (e.g. at the
+    # chunk's mean time, as training on 2 s windows and generating in 4 s chunks once did)
+    # gives frames at different times different offsets to it.
+    model = randomised_model(SMALL)
+    one = inputs(SMALL, frames=1)
+    ref = torch.randn(1, SMALL.video_tokens_per_frame, SMALL.video_token_dim)
+
+    def interior(frames: int) -> torch.Tensor:
+        x = {k: v.expand(-1, frames, *v.shape[2:]) if v.dim() > 2 else v.expand(-1, frames) for k, v in one.items()}
+        with torch.no_grad():
+            out = model(**x, reference=ref).video[0]
+        window = SMALL.window_frames
+        return out[window + 1 : frames - window - 1]
+
+    short, long = interior(12), interior(24)
+    assert (short - short[:1]).abs().max() < 1e-5
+    assert (long - short[:1]).abs().max() < 1e-5
