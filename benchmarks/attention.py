@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from avgen.files import write_text_atomic
 
 PER_FRAME, WINDOW, HEADS, DIM, THREADS = 17, 12, 4, 64, 2
 BASE_FRAMES = 60  # 1020 tokens
@@ -193,7 +194,7 @@ def main():
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
 
     print(f"\n{'tokens':>6} | {'chunked s':>9} | {'chunked MB':>10} | {'dense s':>9} | {'dense MB':>10}")
     for r in results:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from avgen.files import write_text_atomic
 from avgen.media import write_mp4
 from eval.drawn_face import drawn_talking_head
 from eval.run import EvalSettings, SyncScorer, score_clip
@@ -74,7 +75,7 @@ def main() -> None:
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_text_atomic(args.out, json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from machine import contention, cpu_snapshot, git_state, load_avg  # noqa: E402  (benchmarks/ is on sys.path)
 
+from avgen.files import write_text_atomic
+
 THREADS = 2
 TARGET_RTF = 0.5
 AIM_RTF = 1.0
@@ -418,7 +420,7 @@ def main() -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["headline"], indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from machine import contention, cpu_snapshot, git_state, load_avg  # noqa: E402  (benchmarks/ is on sys.path)
 
+from avgen.files import write_text_atomic
+
 THREADS = 2
 RSS_FACTOR = 1.5  # peak RSS(longest) <= this x peak RSS(shortest)
 LINEAR_TOLERANCE = 1.5  # time(longest)/time(shortest) <= this x the ideal duration ratio
@@ -206,7 +208,7 @@ def main() -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     print(json.dumps({"comparison": report["comparison"], "meets_target": report["meets_target"]}, indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0

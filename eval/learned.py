@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avgen.files import atomic_path, file_hash
 from eval.landmarks import mouth_patches
 from eval.protocol import VSHIFT, SyncResult, sync_offset
 
@@ -194,10 +195,8 @@ def _path(path) -> Path:
 
 
 def weights_hash(path=None) -> str:
-    """First 16 hex digits of the weight file's sha256 (default: the shipped weights)."""
-    from eval.syncnet import weights_hash as file_weights_hash
-
-    return file_weights_hash(_path(path))
+    """avgen.files.file_hash of the weight file (default: the shipped weights)."""
+    return file_hash(_path(path))
 
 
 def read_metadata(path=None) -> dict:
@@ -216,9 +215,8 @@ def save_learned(model: LearnedSync, path, steps: int, extra: dict | None = None
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # written whole, then renamed: never a half file
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # never a half-written weight file
+        save_file(state, str(tmp), metadata=meta)
 
 
 def load_learned(path=None) -> LearnedSync:

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from avgen.files import atomic_path, file_hash, write_text_atomic
 from eval.protocol import SyncResult
 from eval.speech import NEARLY_SILENT, speech_fraction
 
@@ -68,7 +69,7 @@ class SyncScorer:
             from eval import syncnet
 
             self.net = syncnet.load_syncnet(settings.syncnet_weights)  # a bad file stops the run: every row would fail
-            self.weights_hash = syncnet.weights_hash(settings.syncnet_weights)
+            self.weights_hash = file_hash(settings.syncnet_weights)
         elif settings.backend == "learned":
             from eval import learned
 
@@ -236,23 +237,15 @@ def evaluate(paths: list[str], out_dir: str | Path, settings: EvalSettings, prog
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_results(rows: list[dict], out_dir: Path) -> None:
     stored = [{k: v for k, v in row.items() if k != "skipped"} for row in rows]
-    _atomic_write(out_dir / "results.json", json.dumps(stored, indent=1, allow_nan=False))
-    tmp = out_dir / ".results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    write_text_atomic(out_dir / "results.json", json.dumps(stored, indent=1, allow_nan=False))
+    with atomic_path(out_dir / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow(["" if row.get(c) is None else json.dumps(row[c], sort_keys=True) if c == "settings" else row[c]
                              for c in COLUMNS])  # fmt: skip
-    tmp.replace(out_dir / "results.csv")
 
 
 def plot_name(index: int, path: str) -> str:

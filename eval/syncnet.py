@@ -19,7 +19,6 @@ found the crop is a centred square, and the returned `face` string says so.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import warnings
 from pathlib import Path
@@ -94,15 +93,6 @@ class SyncNet(nn.Module):
     def forward_lip(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, 5, 224, 224) BGR 0-255 face windows -> (B, 1024)."""
         return self.netfclip(self.netcnnlip(x).flatten(1))
-
-
-def weights_hash(path) -> str:
-    """First 16 hex digits of the file's sha256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def _read_state(path: Path, allow_pickle: bool) -> dict:

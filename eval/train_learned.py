@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avgen.files import atomic_path, write_text_atomic
 from eval.landmarks import mouth_patches
 from eval.learned import (
     SAMPLES_PER_FRAME, WEIGHTS, LearnedConfig, LearnedSync, audio_windows, load_learned,
@@ -81,9 +82,8 @@ def build_cache(work: Path, clips: int, seconds: float, seed: int = 0, log=print
                 p, _, _ = mouth_patches(frames)
                 p_chunk.append(p.astype(np.float16))
                 a_chunk.append(sample.audio.astype(np.float32))
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, patches=np.stack(p_chunk), audio=np.stack(a_chunk))
-            tmp.rename(path)
+            with atomic_path(path, suffix=".npz") as tmp:  # np.savez adds .npz to any other name
+                np.savez(tmp, patches=np.stack(p_chunk), audio=np.stack(a_chunk))
             log(f"cache {path.name}: {len(p_chunk)} clips in {time.time() - t0:.0f} s")
         with np.load(path) as data:
             patches.append(data["patches"])
@@ -250,9 +250,9 @@ def train(args) -> LearnedSync:
                 f"lr {lr_at(step - 1):.2e} {time.time() - t0 + elapsed0:.0f} s")
             losses, accs = [], []
         if step % 50 == 0 or step == args.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "elapsed": time.time() - t0 + elapsed0}, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").rename(ckpt)
+            with atomic_path(ckpt) as tmp:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                            "elapsed": time.time() - t0 + elapsed0}, tmp)
     train_seconds = time.time() - t0 + elapsed0
     model.eval()
     save_learned(model, args.out, step, extra={
@@ -262,7 +262,7 @@ def train(args) -> LearnedSync:
     log(f"wrote {args.out} after {step} steps ({train_seconds:.0f} s of training)")
     if args.eval:
         report = evaluate_heldout(load_learned(args.out), args.eval, log=log)
-        (work / "heldout.json").write_text(json.dumps(report, indent=1))
+        write_text_atomic(work / "heldout.json", json.dumps(report, indent=1))
     return model
 
 

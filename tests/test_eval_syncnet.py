@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from eval.mfcc import mfcc
-from eval.syncnet import ScorerWeightsError, SyncNet, face_crop, load_syncnet, score_syncnet, weights_hash
+from eval.syncnet import ScorerWeightsError, SyncNet, face_crop, load_syncnet, score_syncnet
 
 psf = pytest.importorskip("python_speech_features")
 signal = pytest.importorskip("scipy.signal")
@@ -41,7 +41,6 @@ def test_random_weights_in_the_published_key_layout_load_strictly(random_net, we
     net = load_syncnet(weights_file)
     for key, value in net.state_dict().items():
         assert torch.equal(value, state[key]), key
-    assert len(weights_hash(weights_file)) == 16
     assert net.forward_aud(torch.zeros(2, 1, 13, 20)).shape == (2, 1024)
 
 
