@@ -287,15 +287,15 @@ def write_plots(rows: list[dict], out_dir: Path) -> None:
         plt.close(fig)
 
 
-# two-sided 95% Student t quantiles for small samples (df 1..30); normal beyond
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]  # fmt: skip
 SUMMARY_METRICS = ("av_offset_frames", "sync_confidence", "sync_distance", "temporal_flickering", "warping_error",
                    "audio_flicker", "speech_fraction")  # fmt: skip
 
 
-def mean_ci95(values: list[float]) -> tuple[float | None, float | None, int]:
-    """Mean and the half-width of its 95% confidence interval (Student t), and n."""
+def mean_ci95(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean and the half-width of its 95% confidence interval (Student t, scipy.stats.t.interval), and n.
+    None values are left out; one value has no interval."""
+    from scipy import stats
+
     values = [v for v in values if v is not None]
     n = len(values)
     if n == 0:
@@ -303,8 +303,8 @@ def mean_ci95(values: list[float]) -> tuple[float | None, float | None, int]:
     mean = float(np.mean(values))
     if n == 1:
         return mean, None, 1
-    t = _T95[n - 2] if n - 1 <= len(_T95) else 1.96
-    return mean, t * float(np.std(values, ddof=1)) / math.sqrt(n), n
+    low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=stats.sem(values))
+    return mean, float(high - low) / 2, n
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -313,6 +313,6 @@ def summary_table(rows: list[dict]) -> str:
              f"{'metric':<22}{'mean':>12}{'95% CI +-':>12}{'n':>6}"]  # fmt: skip
     for metric in SUMMARY_METRICS:
         mean, half, n = mean_ci95([row.get(metric) for row in rows])
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"
         lines.append(f"{metric:<22}{fmt(mean):>12}{fmt(half):>12}{n:>6}")
     return "\n".join(lines)

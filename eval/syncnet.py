@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.signal import medfilt
 from torch import nn
 
 from eval.mfcc import mfcc
@@ -106,7 +107,7 @@ def _read_state(path: Path, allow_pickle: bool) -> dict:
             ) from None
         warnings.warn(f"loading {path} with full unpickling (weights_only=False): only do this for trusted files")
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (torch.load fails in many ways on a bad file; each becomes one line)
         message = f"cannot read SyncNet weights {path}: {type(e).__name__}: {e}".splitlines()[0]
         raise ScorerWeightsError(message) from None
     if isinstance(state, nn.Module):
@@ -147,11 +148,12 @@ def load_syncnet(path, allow_pickle: bool = False) -> SyncNet:
 # ---------------------------------------------------------------- face crop
 
 
-def _medfilt(x: np.ndarray, kernel: int = SMOOTH) -> np.ndarray:
-    """scipy.signal.medfilt (zero-padded ends), as run_pipeline.py smooths the box track."""
-    half = kernel // 2
-    padded = np.concatenate([np.zeros(half), x, np.zeros(half)])
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, kernel), axis=1)
+def _smooth(track: np.ndarray) -> np.ndarray:
+    """run_pipeline.py's smoothing of the box track: scipy.signal.medfilt over 13 frames, zero-padded
+    ends (a clip shorter than the kernel is zero-padded too, as the reference does: no warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "kernel_size exceeds volume extent")
+        return medfilt(track, SMOOTH)
 
 
 def detect_face_boxes(frames: np.ndarray, every: int = DETECT_EVERY) -> tuple[np.ndarray | None, str]:
@@ -217,9 +219,9 @@ def face_crop(
         top, left = (h - side) // 2, (w - side) // 2
         return np.stack([_resize(f[top : top + side, left : left + side]) for f in frames]), face
 
-    s = _medfilt(np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2)
-    cy = _medfilt((boxes[:, 1] + boxes[:, 3]) / 2)
-    cx = _medfilt((boxes[:, 0] + boxes[:, 2]) / 2)
+    s = _smooth(np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2)
+    cy = _smooth((boxes[:, 1] + boxes[:, 3]) / 2)
+    cx = _smooth((boxes[:, 0] + boxes[:, 2]) / 2)
     cs = CROP_SCALE
     crops = []
     for frame, bs, y, x in zip(frames, s, cy, cx):

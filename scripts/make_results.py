@@ -144,7 +144,10 @@ def mean_ci(values) -> tuple[float | None, float | None, int]:
 
 def ratio_of_means(numerator, denominator, seed: int = 0) -> tuple[float | None, float | None, float | None, int]:
     """mean(numerator) / mean(denominator) over the clips where both exist, and a paired
-    percentile-bootstrap 95 % interval (clips resampled, fixed seed)."""
+    percentile-bootstrap 95 % interval (scipy.stats.bootstrap: clips resampled, fixed seed).
+    No interval when a resample's denominator mean is not positive (the ratio is then undefined)."""
+    from scipy import stats
+
     pairs = [(a, b) for a, b in zip(numerator, denominator) if finite(a) is not None and finite(b) is not None]
     if not pairs:
         return None, None, None, 0
@@ -154,26 +157,27 @@ def ratio_of_means(numerator, denominator, seed: int = 0) -> tuple[float | None,
     ratio = float(a.mean() / b.mean())
     if len(pairs) < 2:
         return ratio, None, None, 1
-    idx = np.random.default_rng(seed).integers(0, len(pairs), size=(BOOTSTRAP, len(pairs)))
-    den = b[idx].mean(axis=1)
-    ok = den > 0
-    boot = a[idx].mean(axis=1)[ok] / den[ok]
-    if boot.size < BOOTSTRAP // 2:
-        return ratio, None, None, len(pairs)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return ratio, float(lo), float(hi), len(pairs)
+
+    def statistic(x, y, axis=-1):
+        den = y.mean(axis=axis)
+        return np.where(den > 0, x.mean(axis=axis) / np.where(den > 0, den, 1.0), np.nan)
+
+    ci = stats.bootstrap((a, b), statistic, paired=True, vectorized=True, n_resamples=BOOTSTRAP,
+                         method="percentile", rng=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+    lo, hi = finite(ci.low), finite(ci.high)
+    return (ratio, None, None, len(pairs)) if lo is None or hi is None else (ratio, lo, hi, len(pairs))
 
 
 def wilson(values) -> tuple[float | None, float | None, float | None, int]:
-    """A fraction of 0/1 values and its 95 % Wilson score interval."""
+    """A fraction of 0/1 values and its 95 % Wilson score interval (scipy.stats.binomtest)."""
+    from scipy import stats
+
     values = [v for v in (finite(v) for v in values) if v is not None]
     n = len(values)
     if n == 0:
         return None, None, None, 0
-    p, z = float(np.mean(values)), 1.96
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, max(0.0, centre - half), min(1.0, centre + half), n
+    ci = stats.binomtest(round(sum(values)), n).proportion_ci(0.95, method="wilson")
+    return float(np.mean(values)), float(ci.low), float(ci.high), n
 
 
 # ------------------------------------------------------------------------------------ training

@@ -3,6 +3,7 @@ reference's own computations (python_speech_features, syncnet_python's evaluate 
 run_pipeline.py's crop) written out here independently of eval/."""
 
 import math
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -139,7 +140,7 @@ def test_reference_crop_follows_run_pipeline_crop_video():
     x1 = 40 + 3 * np.sin(np.arange(20))
     y1 = 20 + np.arange(20) * 0.5
     boxes = np.stack([x1, y1, x1 + 50 + np.arange(20) % 3, y1 + 60], axis=1)
-    crops, face = face_crop(frames, boxes, "reference")
+    crops, _ = face_crop(frames, boxes, "reference")
 
     import cv2
 
@@ -154,6 +155,11 @@ def test_reference_crop_follows_run_pipeline_crop_video():
         my, mx = y[i] + bsi, x[i] + bsi
         ref = frame[int(my - bs) : int(my + bs * (1 + 2 * cs)), int(mx - bs * (1 + cs)) : int(mx + bs * (1 + cs))]
         np.testing.assert_array_equal(crops[i], cv2.resize(ref, (224, 224)))
+    # shorter than the 13-frame filter: zero-padded like the reference, quietly
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        short, _ = face_crop(frames[:8], boxes[:8], "reference")
+    assert short.shape == (8, 224, 224, 3)
 
 
 def test_no_face_found_falls_back_to_a_centred_crop_and_says_so():
