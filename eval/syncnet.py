@@ -2,8 +2,9 @@
 
 - Network: syncnet_python's SyncNetModel.S layer for layer, so the published `syncnet_v2.model`
   (a plain state dict with keys netcnnaud.*, netfcaud.*, netcnnlip.*, netfclip.*) loads strictly.
-- Audio: python_speech_features MFCCs (eval.mfcc) of the 16 kHz track at int16 scale (the reference
-  reads a pcm_s16le wav), one 1x13x20 window per video frame i at MFCC columns 4i..4i+20.
+- Audio: python_speech_features.mfcc (its defaults: 13 cepstra of 25 ms frames every 10 ms) of the
+  16 kHz track at int16 scale (the reference reads a pcm_s16le wav; the scale changes c0 only), one
+  1x13x20 window per video frame i at MFCC columns 4i..4i+20 (column k covers samples 160k..160k+400).
 - Video: 224x224 face crops, 5 consecutive frames per window as a 3x5x224x224 tensor, BGR, raw
   0-255 floats (the reference stacks cv2.imread frames).
 - Windows: i in 0..min(frames, samples // 640) - 6, the reference's `lastframe = min_length - 5`.
@@ -25,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from python_speech_features import mfcc
 from scipy.signal import medfilt
 from torch import nn
 
-from eval.mfcc import mfcc
 from eval.protocol import VSHIFT, SyncResult, sync_offset
 
 SAMPLE_RATE = 16_000
@@ -243,6 +244,12 @@ def audio_to_int16_scale(audio: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(audio, dtype=np.float64) * 32768), -32768, 32767)
 
 
+def audio_features(audio: np.ndarray) -> np.ndarray:
+    """(samples,) float 16 kHz audio -> (13, M) MFCCs as the reference computes them from its wav:
+    M = 4 * frames - 1 for whole 40 ms frames, so every window's 20 columns exist."""
+    return mfcc(audio_to_int16_scale(audio), SAMPLE_RATE).T
+
+
 def window_count(frames: int, samples: int) -> int:
     """syncnet_python's number of windows: lastframe = min(frames, samples // 640) - 5."""
     return min(frames, samples // SAMPLES_PER_FRAME) - WINDOW
@@ -288,6 +295,6 @@ def score_syncnet(
         )
     used = count + WINDOW - 1
     crops, face = face_crop(frames[:used], None if boxes is None else np.asarray(boxes)[:used], face_crop_mode)
-    cepstra = mfcc(audio_to_int16_scale(audio), SAMPLE_RATE).T  # (13, M)
+    cepstra = audio_features(audio)
     video, aud = embed(net, crops, cepstra, count, batch_size)
     return sync_offset(video, aud, vshift), face
