@@ -15,11 +15,11 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from avgen.files import atomic_path, file_hash, write_text_atomic
+from avgen.progress import Progress
 from eval.protocol import SyncResult
 from eval.speech import NEARLY_SILENT, speech_fraction
 
@@ -36,8 +36,6 @@ COLUMNS = (
     "warping_error", "audio_flicker", "speech_fraction", "face", "error", "note", "frames", "seconds",
     "source_fps", "weights_hash", "settings",
 )  # fmt: skip
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
