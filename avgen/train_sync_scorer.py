@@ -1,10 +1,10 @@
 """Train the `learned` lip-sync scorer (eval.learned) on avgen's synthetic talking-head corpus.
 
-    python -m eval.train_learned --steps 1500 --out eval/weights/learned_sync.safetensors
-    python -m eval.train_learned --eval-only 50 --out eval/weights/learned_sync.safetensors
+    python -m avgen.train_sync_scorer --steps 1500 --out eval/weights/learned_sync.safetensors
+    python -m avgen.train_sync_scorer --eval-only 50 --out eval/weights/learned_sync.safetensors
 
-A training tool, not part of the scoring path: it imports the corpus (avgen.data), which eval's
-scorers never do. Steps:
+The training side of the scorer: it imports the corpus (avgen.data), which eval/ never does; eval.learned
+holds the network and its inference, and reads what this writes. Steps:
 
 1. Cache (`--work DIR`/cache_*.npz, built once, in chunks, resumable): `--clips` train-split samples
    make_sample(i, "train", seconds=--seconds). Half of them first get frame-level damage (pixel noise,
@@ -38,8 +38,17 @@ from torch import nn
 from avgen.files import atomic_path, write_text_atomic
 from eval.landmarks import mouth_patches
 from eval.learned import (
-    SAMPLES_PER_FRAME, WEIGHTS, LearnedConfig, LearnedSync, audio_windows, load_learned,
-    log_mel, save_learned, score_learned, video_windows,
+    FORMAT,
+    SAMPLES_PER_FRAME,
+    TRAINED_ON,
+    WEIGHTS,
+    LearnedConfig,
+    LearnedSync,
+    audio_windows,
+    load_learned,
+    log_mel,
+    score_learned,
+    video_windows,
 )
 
 CHUNK = 50  # clips per cache file
@@ -194,6 +203,20 @@ def evaluate_heldout(model: LearnedSync, clips: int = 50, seconds: float = 6.0,
 
 
 # ------------------------------------------------------------------ main
+
+
+def save_learned(model: LearnedSync, path, steps: int, extra: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": model.config.to_json(), "steps": str(int(steps)), "trained_on": TRAINED_ON}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:  # never a half-written weight file
+        save_file(state, str(tmp), metadata=meta)
+
+
 
 
 def train(args) -> LearnedSync:
