@@ -301,7 +301,10 @@ def mean_ci95(values: list[float | None]) -> tuple[float | None, float | None, i
     mean = float(np.mean(values))
     if n == 1:
         return mean, None, 1
-    low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=stats.sem(values))
+    sem = float(stats.sem(values))
+    if sem == 0:  # equal values: scipy wants a positive scale
+        return mean, 0.0, n
+    low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=sem)
     return mean, float(high - low) / 2, n
 
 

@@ -129,6 +129,7 @@ def test_confidence_interval_uses_student_t():
     values = [float(v) for v in range(40)]
     assert mean_ci95(values)[1] == pytest.approx(2.023 * np.std(values, ddof=1) / np.sqrt(40), rel=1e-3)
     assert mean_ci95([5.0]) == (5.0, None, 1) and mean_ci95([None]) == (None, None, 0)
+    assert mean_ci95([2.0, 2.0, 2.0]) == (2.0, 0.0, 3)
 
 
 def test_avgen_eval_command_prints_a_summary_and_writes_results(clips, tmp_path):
