@@ -51,9 +51,9 @@ def worker(backend: str, n_frames: int, repeats: int, block_tokens: int | None) 
     torch.set_num_threads(THREADS)
     q, k, v, mask = make_inputs(n_frames)
     if block_tokens is None:
-        run = lambda: sliding_window_attention(q, k, v, mask, backend=backend)  # noqa: E731
+        run = lambda: sliding_window_attention(q, k, v, mask, backend=backend)
     else:
-        run = lambda: chunked_attention(q, k, v, mask, block_tokens=block_tokens)  # noqa: E731
+        run = lambda: chunked_attention(q, k, v, mask, block_tokens=block_tokens)
     baseline = rss_peak_bytes()
     load_before = os.getloadavg()[0]
     try:
@@ -93,7 +93,7 @@ def measure(backend: str, n_frames: int, repeats: int, block_tokens: int | None 
             timeout: float = 900) -> dict:
     cmd = [sys.executable, __file__, "--worker", backend, str(n_frames), str(repeats), str(block_tokens or 0)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"status": f"timeout after {timeout:.0f} s"}
     if proc.returncode != 0:  # e.g. SIGKILL from the OOM killer
@@ -104,9 +104,10 @@ def measure(backend: str, n_frames: int, repeats: int, block_tokens: int | None 
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor()
