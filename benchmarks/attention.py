@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from avgen.files import write_text_atomic
 
 PER_FRAME, WINDOW, HEADS, DIM, THREADS = 17, 12, 4, 64, 2
 BASE_FRAMES = 60  # 1020 tokens
@@ -50,9 +51,9 @@ def worker(backend: str, n_frames: int, repeats: int, block_tokens: int | None) 
     torch.set_num_threads(THREADS)
     q, k, v, mask = make_inputs(n_frames)
     if block_tokens is None:
-        run = lambda: sliding_window_attention(q, k, v, mask, backend=backend)  # noqa: E731
+        run = lambda: sliding_window_attention(q, k, v, mask, backend=backend)
     else:
-        run = lambda: chunked_attention(q, k, v, mask, block_tokens=block_tokens)  # noqa: E731
+        run = lambda: chunked_attention(q, k, v, mask, block_tokens=block_tokens)
     baseline = rss_peak_bytes()
     load_before = os.getloadavg()[0]
     try:
@@ -92,7 +93,7 @@ def measure(backend: str, n_frames: int, repeats: int, block_tokens: int | None 
             timeout: float = 900) -> dict:
     cmd = [sys.executable, __file__, "--worker", backend, str(n_frames), str(repeats), str(block_tokens or 0)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"status": f"timeout after {timeout:.0f} s"}
     if proc.returncode != 0:  # e.g. SIGKILL from the OOM killer
@@ -103,9 +104,10 @@ def measure(backend: str, n_frames: int, repeats: int, block_tokens: int | None 
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor()
@@ -193,7 +195,7 @@ def main():
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
 
     print(f"\n{'tokens':>6} | {'chunked s':>9} | {'chunked MB':>10} | {'dense s':>9} | {'dense MB':>10}")
     for r in results:

@@ -46,7 +46,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from machine import contention, cpu_snapshot, git_state, load_avg  # noqa: E402  (benchmarks/ is on sys.path)
+from machine import contention, cpu_snapshot, git_state, load_avg  # benchmarks/ is on sys.path (this folder)
+
+from avgen.files import write_text_atomic
 
 THREADS = 2
 TARGET_RTF = 0.5
@@ -181,7 +183,7 @@ def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         snap = cpu_snapshot()
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False)
         wall = time.perf_counter() - t0
         busy = contention(snap, cpu_snapshot())
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -215,7 +217,7 @@ def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
 def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: int) -> dict:
     import torch
 
-    from avgen.pipeline import chunk_spans, resolve, GenerationRequest
+    from avgen.pipeline import GenerationRequest, chunk_spans, resolve
     from avgen.video_codec import tensor_to_frames
 
     cfg, model = generator.cfg, generator.model
@@ -249,7 +251,7 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
         # Share of Python-level pieces inside one forward: wrap the functions Block.forward looks
         # up in avgen.layers' namespace (run time only; restored afterwards). The attention share
         # includes building the mask's chunk ranges (first layer of each forward).
-        import avgen.layers as layers
+        from avgen import layers
 
         names = ["sliding_window_attention", "apply_rope", "modulate"]
         spent = {n: 0.0 for n in names}
@@ -299,15 +301,15 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
             transformer_s = sum(forward_by_length[end - start] for start, end, _ in spans) * settings.steps * evals_per_step
             latents = torch.randn(frames, cfg.video_latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
 
-            def decode_video():
+            def decode_video(frames=frames, latents=latents):
                 for i in range(0, frames, 32):
                     tensor_to_frames(model.video_codec.decode(latents[i:i + 32])).cpu().numpy()
 
             audio_latents = torch.randn(1, frames, pa, generator=g)
             mel = model.audio_codec.decode_mel(audio_latents)
             vdec = time_calls(decode_video, repeats)
-            adec_net = time_calls(lambda: model.audio_codec.decode_mel(audio_latents), repeats)
-            vocode = time_calls(lambda: model.audio_codec.vocode(mel, seed=0), repeats)
+            adec_net = time_calls(lambda latents=audio_latents: model.audio_codec.decode_mel(latents), repeats)
+            vocode = time_calls(lambda mel=mel: model.audio_codec.vocode(mel, seed=0), repeats)
             stages = {
                 "transformer_s": transformer_s,
                 "video_decode_s": median(vdec),
@@ -361,14 +363,14 @@ def main() -> int:
     torch.set_num_threads(THREADS)
     started = time.perf_counter()
     t0 = time.perf_counter()
-    from avgen.pipeline import Generator  # noqa: F401  (import cost, in-process)
+    from avgen.pipeline import Generator
 
     import_s = time.perf_counter() - t0
     from avgen.config import preset
 
     report = {
         "benchmark": "generation",
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "code": git_state(),
         "load_avg_before": load_avg(),
@@ -418,7 +420,7 @@ def main() -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["headline"], indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0

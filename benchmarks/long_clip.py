@@ -35,7 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from machine import contention, cpu_snapshot, git_state, load_avg  # noqa: E402  (benchmarks/ is on sys.path)
+from machine import contention, cpu_snapshot, git_state, load_avg  # benchmarks/ is on sys.path (this folder)
+
+from avgen.files import write_text_atomic
 
 THREADS = 2
 RSS_FACTOR = 1.5  # peak RSS(longest) <= this x peak RSS(shortest)
@@ -99,7 +101,7 @@ def run_child(seconds: float, seed: int, out_dir: str) -> dict:
            "--tmp", out_dir]
     snap = cpu_snapshot()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     wall = time.perf_counter() - t0
     busy = contention(snap, cpu_snapshot())
     if proc.returncode != 0:
@@ -138,7 +140,7 @@ def main() -> int:
 
     report = {
         "benchmark": "long_clip",
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -206,7 +208,7 @@ def main() -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     print(json.dumps({"comparison": report["comparison"], "meets_target": report["meets_target"]}, indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -23,7 +23,7 @@ Network (about 0.75 M parameters, 3 MB float32)
     Two conv towers (3x3 conv + BatchNorm + ReLU, channels 32-64-96-128, three stride-2 stages) each
     followed by a linear layer to a 128-d embedding, L2-normalised. Video in 5x16x32, audio in 1x40x20.
 
-Training (eval/train_learned.py; retrain with `python -m eval.train_learned --steps N --out PATH`)
+Training (avgen/train_sync_scorer.py; retrain with `python -m avgen.train_sync_scorer --steps N --out PATH`)
     Contrastive, the SyncNet idea with an InfoNCE loss: each video window's positive is its aligned
     audio window; its negatives are every other audio window of the batch: the same clip's audio
     shifted by any number of frames (hard negatives) and other clips' audio (easy ones); symmetric
@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avgen.files import file_hash
 from eval.landmarks import mouth_patches
 from eval.protocol import VSHIFT, SyncResult, sync_offset
 
@@ -81,7 +82,7 @@ class LearnedConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "LearnedConfig":
+    def from_json(cls, text: str) -> LearnedConfig:
         data = json.loads(text)
         data["channels"] = tuple(data["channels"])
         return cls(**data)
@@ -194,10 +195,8 @@ def _path(path) -> Path:
 
 
 def weights_hash(path=None) -> str:
-    """First 16 hex digits of the weight file's sha256 (default: the shipped weights)."""
-    from eval.syncnet import weights_hash as file_weights_hash
-
-    return file_weights_hash(_path(path))
+    """avgen.files.file_hash of the weight file (default: the shipped weights)."""
+    return file_hash(_path(path))
 
 
 def read_metadata(path=None) -> dict:
@@ -208,21 +207,8 @@ def read_metadata(path=None) -> dict:
         return dict(f.metadata() or {})
 
 
-def save_learned(model: LearnedSync, path, steps: int, extra: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": model.config.to_json(), "steps": str(int(steps)), "trained_on": TRAINED_ON}
-    meta.update({k: str(v) for k, v in (extra or {}).items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # written whole, then renamed: never a half file
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-
-
 def load_learned(path=None) -> LearnedSync:
-    """The learned sync network from a safetensors file written by eval.train_learned (default: the
+    """The learned sync network from a safetensors file written by avgen.train_sync_scorer (default: the
     shipped eval/weights/learned_sync.safetensors), in eval mode. Raises LearnedWeightsError with the
     reason when the file is missing, not a safetensors file, or not this network's weights."""
     from safetensors import SafetensorError
@@ -232,7 +218,7 @@ def load_learned(path=None) -> LearnedSync:
     if not path.is_file():
         raise LearnedWeightsError(
             f"the learned sync scorer has no trained weights at {path}; retrain with "
-            "`python -m eval.train_learned` or use --backend landmarks")
+            "`python -m avgen.train_sync_scorer` or use --backend landmarks")
     try:
         meta = read_metadata(path)
         state = load_file(str(path))

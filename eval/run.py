@@ -15,10 +15,11 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from avgen.files import atomic_path, file_hash, write_text_atomic
+from avgen.progress import Progress
 from eval.protocol import SyncResult
 from eval.speech import NEARLY_SILENT, speech_fraction
 
@@ -35,8 +36,6 @@ COLUMNS = (
     "warping_error", "audio_flicker", "speech_fraction", "face", "error", "note", "frames", "seconds",
     "source_fps", "weights_hash", "settings",
 )  # fmt: skip
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class SyncScorer:
             from eval import syncnet
 
             self.net = syncnet.load_syncnet(settings.syncnet_weights)  # a bad file stops the run: every row would fail
-            self.weights_hash = syncnet.weights_hash(settings.syncnet_weights)
+            self.weights_hash = file_hash(settings.syncnet_weights)
         elif settings.backend == "learned":
             from eval import learned
 
@@ -236,23 +235,15 @@ def evaluate(paths: list[str], out_dir: str | Path, settings: EvalSettings, prog
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_results(rows: list[dict], out_dir: Path) -> None:
     stored = [{k: v for k, v in row.items() if k != "skipped"} for row in rows]
-    _atomic_write(out_dir / "results.json", json.dumps(stored, indent=1, allow_nan=False))
-    tmp = out_dir / ".results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    write_text_atomic(out_dir / "results.json", json.dumps(stored, indent=1, allow_nan=False))
+    with atomic_path(out_dir / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow(["" if row.get(c) is None else json.dumps(row[c], sort_keys=True) if c == "settings" else row[c]
                              for c in COLUMNS])  # fmt: skip
-    tmp.replace(out_dir / "results.csv")
 
 
 def plot_name(index: int, path: str) -> str:
@@ -294,15 +285,15 @@ def write_plots(rows: list[dict], out_dir: Path) -> None:
         plt.close(fig)
 
 
-# two-sided 95% Student t quantiles for small samples (df 1..30); normal beyond
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]  # fmt: skip
 SUMMARY_METRICS = ("av_offset_frames", "sync_confidence", "sync_distance", "temporal_flickering", "warping_error",
                    "audio_flicker", "speech_fraction")  # fmt: skip
 
 
-def mean_ci95(values: list[float]) -> tuple[float | None, float | None, int]:
-    """Mean and the half-width of its 95% confidence interval (Student t), and n."""
+def mean_ci95(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean and the half-width of its 95% confidence interval (Student t, scipy.stats.t.interval), and n.
+    None values are left out; one value has no interval."""
+    from scipy import stats
+
     values = [v for v in values if v is not None]
     n = len(values)
     if n == 0:
@@ -310,8 +301,11 @@ def mean_ci95(values: list[float]) -> tuple[float | None, float | None, int]:
     mean = float(np.mean(values))
     if n == 1:
         return mean, None, 1
-    t = _T95[n - 2] if n - 1 <= len(_T95) else 1.96
-    return mean, t * float(np.std(values, ddof=1)) / math.sqrt(n), n
+    sem = float(stats.sem(values))
+    if sem == 0:  # equal values: scipy wants a positive scale
+        return mean, 0.0, n
+    low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=sem)
+    return mean, float(high - low) / 2, n
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -320,6 +314,6 @@ def summary_table(rows: list[dict]) -> str:
              f"{'metric':<22}{'mean':>12}{'95% CI +-':>12}{'n':>6}"]  # fmt: skip
     for metric in SUMMARY_METRICS:
         mean, half, n = mean_ci95([row.get(metric) for row in rows])
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"
         lines.append(f"{metric:<22}{fmt(mean):>12}{fmt(half):>12}{n:>6}")
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 - Network: syncnet_python's SyncNetModel.S layer for layer, so the published `syncnet_v2.model`
   (a plain state dict with keys netcnnaud.*, netfcaud.*, netcnnlip.*, netfclip.*) loads strictly.
-- Audio: python_speech_features MFCCs (eval.mfcc) of the 16 kHz track at int16 scale (the reference
-  reads a pcm_s16le wav), one 1x13x20 window per video frame i at MFCC columns 4i..4i+20.
+- Audio: python_speech_features.mfcc (its defaults: 13 cepstra of 25 ms frames every 10 ms) of the
+  16 kHz track at int16 scale (the reference reads a pcm_s16le wav; the scale changes c0 only), one
+  1x13x20 window per video frame i at MFCC columns 4i..4i+20 (column k covers samples 160k..160k+400).
 - Video: 224x224 face crops, 5 consecutive frames per window as a 3x5x224x224 tensor, BGR, raw
   0-255 floats (the reference stacks cv2.imread frames).
 - Windows: i in 0..min(frames, samples // 640) - 6, the reference's `lastframe = min_length - 5`.
@@ -19,16 +20,16 @@ found the crop is a centred square, and the returned `face` string says so.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from python_speech_features import mfcc
+from scipy.signal import medfilt
 from torch import nn
 
-from eval.mfcc import mfcc
 from eval.protocol import VSHIFT, SyncResult, sync_offset
 
 SAMPLE_RATE = 16_000
@@ -96,15 +97,6 @@ class SyncNet(nn.Module):
         return self.netfclip(self.netcnnlip(x).flatten(1))
 
 
-def weights_hash(path) -> str:
-    """First 16 hex digits of the file's sha256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _read_state(path: Path, allow_pickle: bool) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -116,7 +108,7 @@ def _read_state(path: Path, allow_pickle: bool) -> dict:
             ) from None
         warnings.warn(f"loading {path} with full unpickling (weights_only=False): only do this for trusted files")
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (torch.load fails in many ways on a bad file; each becomes one line)
         message = f"cannot read SyncNet weights {path}: {type(e).__name__}: {e}".splitlines()[0]
         raise ScorerWeightsError(message) from None
     if isinstance(state, nn.Module):
@@ -157,11 +149,12 @@ def load_syncnet(path, allow_pickle: bool = False) -> SyncNet:
 # ---------------------------------------------------------------- face crop
 
 
-def _medfilt(x: np.ndarray, kernel: int = SMOOTH) -> np.ndarray:
-    """scipy.signal.medfilt (zero-padded ends), as run_pipeline.py smooths the box track."""
-    half = kernel // 2
-    padded = np.concatenate([np.zeros(half), x, np.zeros(half)])
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, kernel), axis=1)
+def _smooth(track: np.ndarray) -> np.ndarray:
+    """run_pipeline.py's smoothing of the box track: scipy.signal.medfilt over 13 frames, zero-padded
+    ends (a clip shorter than the kernel is zero-padded too, as the reference does: no warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "kernel_size exceeds volume extent")
+        return medfilt(track, SMOOTH)
 
 
 def detect_face_boxes(frames: np.ndarray, every: int = DETECT_EVERY) -> tuple[np.ndarray | None, str]:
@@ -227,9 +220,9 @@ def face_crop(
         top, left = (h - side) // 2, (w - side) // 2
         return np.stack([_resize(f[top : top + side, left : left + side]) for f in frames]), face
 
-    s = _medfilt(np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2)
-    cy = _medfilt((boxes[:, 1] + boxes[:, 3]) / 2)
-    cx = _medfilt((boxes[:, 0] + boxes[:, 2]) / 2)
+    s = _smooth(np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2)
+    cy = _smooth((boxes[:, 1] + boxes[:, 3]) / 2)
+    cx = _smooth((boxes[:, 0] + boxes[:, 2]) / 2)
     cs = CROP_SCALE
     crops = []
     for frame, bs, y, x in zip(frames, s, cy, cx):
@@ -249,6 +242,12 @@ def face_crop(
 def audio_to_int16_scale(audio: np.ndarray) -> np.ndarray:
     """Float [-1, 1] samples -> the int16 values the reference reads from its pcm_s16le wav (as float64)."""
     return np.clip(np.round(np.asarray(audio, dtype=np.float64) * 32768), -32768, 32767)
+
+
+def audio_features(audio: np.ndarray) -> np.ndarray:
+    """(samples,) float 16 kHz audio -> (13, M) MFCCs as the reference computes them from its wav:
+    M = 4 * frames - 1 for whole 40 ms frames, so every window's 20 columns exist."""
+    return mfcc(audio_to_int16_scale(audio), SAMPLE_RATE).T
 
 
 def window_count(frames: int, samples: int) -> int:
@@ -296,6 +295,6 @@ def score_syncnet(
         )
     used = count + WINDOW - 1
     crops, face = face_crop(frames[:used], None if boxes is None else np.asarray(boxes)[:used], face_crop_mode)
-    cepstra = mfcc(audio_to_int16_scale(audio), SAMPLE_RATE).T  # (13, M)
+    cepstra = audio_features(audio)
     video, aud = embed(net, crops, cepstra, count, batch_size)
     return sync_offset(video, aud, vshift), face

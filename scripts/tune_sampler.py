@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from avgen.timeline import FPS  # noqa: E402
+from avgen.files import write_text_atomic
 
 
 def parse_grid(text: str) -> list[dict]:
@@ -53,10 +53,11 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
+    from results.clips import generation_request  # scripts/ is on sys.path: this script's folder
+
     from avgen.data import make_sample
-    from avgen.data.corpus import reference_frame
     from avgen.media import write_mp4
-    from avgen.pipeline import GenerationRequest, Generator, write_result
+    from avgen.pipeline import Generator, write_result
     from eval.run import EvalSettings, SyncScorer, score_clip
 
     scorer = SyncScorer(EvalSettings(backend="learned"))
@@ -83,8 +84,7 @@ def main() -> None:
         for setting in parse_grid(args.grid):
             rows, began = [], time.monotonic()
             for i, sample in enumerate(samples):
-                request = GenerationRequest(text=sample.text, seconds=len(sample.frames) / FPS, seed=i,
-                                            reference_image=reference_frame(sample), **setting)  # fmt: skip
+                request = generation_request(sample, i, **setting)
                 path = Path(work) / f"gen{i}.mp4"
                 write_result(generator.generate(request), path)
                 rows.append(score_clip(str(path), scorer))
@@ -94,7 +94,7 @@ def main() -> None:
             print(result, flush=True)
             results.append(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "clips": args.clips,
+    write_text_atomic(args.out, json.dumps({"checkpoint": args.checkpoint, "clips": args.clips,
                                           "corpus_seed": args.corpus_seed, "ground_truth": ground_truth,
                                           "results": results}, indent=1) + "\n")  # fmt: skip
 

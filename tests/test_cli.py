@@ -16,7 +16,7 @@ from avgen.timeline import SAMPLE_RATE
 
 def avgen(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "avgen", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300, env=None if env is None else {**os.environ, **env})  # fmt: skip
+                          timeout=300, check=False, env=None if env is None else {**os.environ, **env})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def hello(tmp_path_factory, small_checkpoint):
 
 
 def test_generate_writes_an_h264_aac_mp4_of_the_asked_length(hello):
-    out, run = hello
+    out, _ = hello
     clip = read_mp4(out)
     assert clip.frames.shape == (100, 64, 64, 3)
     assert clip.sample_rate == SAMPLE_RATE and abs(len(clip.audio) - 100 * 640) <= 640
@@ -50,7 +50,7 @@ def test_json_summary_and_mp4_tags_say_it_is_ai_generated_with_its_settings(hell
     from avgen.checkpoint import file_hash
 
     assert tags["avgen_checkpoint"] == file_hash(small_checkpoint)
-    assert "generate [" in run.stderr  # the progress bar
+    assert "generate: 100%|" in run.stderr  # the progress bar (a log line each 10%: stderr is not a terminal)
 
 
 def test_same_seed_and_settings_give_identical_decoded_frames_and_samples(hello, small_checkpoint, tmp_path):
@@ -171,3 +171,22 @@ def test_shipped_weights_say_the_transcript_with_a_mouth_in_sync(tmp_path):
     moved = tmp_path / "audio-a-second-late.mp4"  # the same video with its speech shifted by 1 s
     write_mp4(moved, clip.frames, np.roll(clip.audio, SAMPLE_RATE))
     assert row["sync_confidence"] > 2 * score_clip(str(moved), scorer)["sync_confidence"]
+
+
+def test_progress_bar_writes_whole_lines_to_a_log_and_redraws_on_a_terminal():
+    import io
+
+    from avgen.progress import ProgressBar
+
+    for tty in (False, True):
+        stream = io.StringIO()
+        stream.isatty = lambda tty=tty: tty
+        bar = ProgressBar("work", stream)
+        for i in range(101):
+            bar(i / 100, f"item {i}")
+        text = stream.getvalue()
+        assert "work: 100%|" in text and "item 100" in text
+        if tty:
+            assert text.count("\r") > 11
+        else:
+            assert "\r" not in text and len(text.splitlines()) == 11  # 0%, 10%, ..., 100%

@@ -129,6 +129,11 @@ def test_training_log_wall_clock_and_ratio_statistics(make_results, tmp_path):
     ratio, lo, hi, n = make_results.ratio_of_means([2.0, 4.0, 3.0], [4.0, 8.0, 6.0])
     assert ratio == pytest.approx(0.5) and lo == pytest.approx(0.5) and hi == pytest.approx(0.5) and n == 3
     assert make_results.ratio_of_means([1.0, None], [None, 2.0])[0] is None
+    spread = make_results.ratio_of_means([1.0, 2.0, 3.0, 5.0], [2.0, 2.0, 2.0, 2.0])
+    assert spread[0] == pytest.approx(1.375) and spread[1] < 1.375 < spread[2]
+    assert spread == make_results.ratio_of_means([1.0, 2.0, 3.0, 5.0], [2.0] * 4)  # seeded: the same interval each run
+    p, lo, hi, n = make_results.wilson([1.0] * 3 + [0.0] * 7 + [None])
+    assert (p, n) == (0.3, 10) and lo == pytest.approx(0.1078, abs=1e-4) and hi == pytest.approx(0.6032, abs=1e-4)
     assert make_results.fmt(float("nan")) == "n/a" and make_results.fmt(None) == "n/a"
     assert make_results.tiled(np.arange(3, dtype=np.float32), 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
     assert math.isfinite(make_results.mean_ci([1.0, 2.0, None])[1])

@@ -1,10 +1,10 @@
 """Train the `learned` lip-sync scorer (eval.learned) on avgen's synthetic talking-head corpus.
 
-    python -m eval.train_learned --steps 1500 --out eval/weights/learned_sync.safetensors
-    python -m eval.train_learned --eval-only 50 --out eval/weights/learned_sync.safetensors
+    python -m avgen.train_sync_scorer --steps 1500 --out eval/weights/learned_sync.safetensors
+    python -m avgen.train_sync_scorer --eval-only 50 --out eval/weights/learned_sync.safetensors
 
-A training tool, not part of the scoring path: it imports the corpus (avgen.data), which eval's
-scorers never do. Steps:
+The training side of the scorer: it imports the corpus (avgen.data), which eval/ never does; eval.learned
+holds the network and its inference, and reads what this writes. Steps:
 
 1. Cache (`--work DIR`/cache_*.npz, built once, in chunks, resumable): `--clips` train-split samples
    make_sample(i, "train", seconds=--seconds). Half of them first get frame-level damage (pixel noise,
@@ -35,10 +35,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from avgen.files import atomic_path, write_text_atomic
 from eval.landmarks import mouth_patches
 from eval.learned import (
-    SAMPLES_PER_FRAME, WEIGHTS, LearnedConfig, LearnedSync, audio_windows, load_learned,
-    log_mel, save_learned, score_learned, video_windows,
+    FORMAT,
+    SAMPLES_PER_FRAME,
+    TRAINED_ON,
+    WEIGHTS,
+    LearnedConfig,
+    LearnedSync,
+    audio_windows,
+    load_learned,
+    log_mel,
+    score_learned,
+    video_windows,
 )
 
 CHUNK = 50  # clips per cache file
@@ -81,9 +91,8 @@ def build_cache(work: Path, clips: int, seconds: float, seed: int = 0, log=print
                 p, _, _ = mouth_patches(frames)
                 p_chunk.append(p.astype(np.float16))
                 a_chunk.append(sample.audio.astype(np.float32))
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, patches=np.stack(p_chunk), audio=np.stack(a_chunk))
-            tmp.rename(path)
+            with atomic_path(path, suffix=".npz") as tmp:  # np.savez adds .npz to any other name
+                np.savez(tmp, patches=np.stack(p_chunk), audio=np.stack(a_chunk))
             log(f"cache {path.name}: {len(p_chunk)} clips in {time.time() - t0:.0f} s")
         with np.load(path) as data:
             patches.append(data["patches"])
@@ -196,6 +205,20 @@ def evaluate_heldout(model: LearnedSync, clips: int = 50, seconds: float = 6.0,
 # ------------------------------------------------------------------ main
 
 
+def save_learned(model: LearnedSync, path, steps: int, extra: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": model.config.to_json(), "steps": str(int(steps)), "trained_on": TRAINED_ON}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:  # never a half-written weight file
+        save_file(state, str(tmp), metadata=meta)
+
+
+
+
 def train(args) -> LearnedSync:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -250,9 +273,9 @@ def train(args) -> LearnedSync:
                 f"lr {lr_at(step - 1):.2e} {time.time() - t0 + elapsed0:.0f} s")
             losses, accs = [], []
         if step % 50 == 0 or step == args.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "elapsed": time.time() - t0 + elapsed0}, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").rename(ckpt)
+            with atomic_path(ckpt) as tmp:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                            "elapsed": time.time() - t0 + elapsed0}, tmp)
     train_seconds = time.time() - t0 + elapsed0
     model.eval()
     save_learned(model, args.out, step, extra={
@@ -262,7 +285,7 @@ def train(args) -> LearnedSync:
     log(f"wrote {args.out} after {step} steps ({train_seconds:.0f} s of training)")
     if args.eval:
         report = evaluate_heldout(load_learned(args.out), args.eval, log=log)
-        (work / "heldout.json").write_text(json.dumps(report, indent=1))
+        write_text_atomic(work / "heldout.json", json.dumps(report, indent=1))
     return model
 
 

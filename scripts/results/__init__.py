@@ -1,0 +1,1 @@
+"""scripts/make_results.py in parts (common, stats, training_log, clips, metrics, acceptance, plots, report, main)."""
