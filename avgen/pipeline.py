@@ -22,6 +22,7 @@ from avgen.config import Config, preset
 from avgen.audio_codec import AudioStream
 from avgen.media import Mp4Writer, write_mp4
 from avgen.model import patchify, unpatchify
+from avgen.progress import Progress
 from avgen.phones import NULL_PHONE, PHONE_IDS, frame_phone_ids, phone_timeline, timeline_seconds
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_seconds
@@ -31,7 +32,6 @@ MAX_SECONDS = 600.0
 MAX_STEPS = 1000
 MAX_TEXT_CHARS = 20_000
 
-Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
 
 
 class GenerationError(ValueError):

@@ -1,9 +1,11 @@
 """One loaded Generator serving several threads at once, as the service's workers do."""
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 
 from avgen.pipeline import GenerationRequest, Generator
 
@@ -14,14 +16,40 @@ def generator(small_checkpoint):
 
 
 def test_four_threads_get_byte_identical_clips_to_one_at_a_time(generator):
-    # Lengths from 0.2 s to 2.5 s (1 to 3 chunks of the small model, many chunk shapes, so the
+    # Lengths from 0.12 s to 1.26 s (1 or 2 chunks of the small model, many chunk shapes, so the
     # layout cache fills and is cleared while other threads read it), half with a reference face.
     face = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
-    requests = [GenerationRequest(text="Hello from the Black Forest", seconds=0.2 + 0.12 * i, seed=i,
+    requests = [GenerationRequest(text="Hello from the Black Forest", seconds=0.12 + 0.06 * i, seed=i,
                                   reference_image=face if i % 2 else None) for i in range(20)]  # fmt: skip
     alone = [generator.generate(r) for r in requests]
-    with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(generator.generate, requests))
+    together = in_four_threads([lambda r=r: generator.generate(r) for r in requests])
     for i, (a, b) in enumerate(zip(alone, together, strict=True)):
         assert a.frames.tobytes() == b.frames.tobytes(), f"request {i}: frames differ"
         assert a.audio.tobytes() == b.audio.tobytes(), f"request {i}: audio differs"
+
+
+def in_four_threads(calls: list, switch_interval: float = 1e-6) -> list:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(switch_interval)  # threads switch as often as they can: races show, not hide
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(lambda call: call(), calls))
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def test_the_vocoder_gives_each_thread_its_own_seeds_phases(generator):
+    codec = generator.model.audio_codec
+    latents = torch.randn(1, 3, generator.cfg.audio_latent_channels, generator=torch.Generator().manual_seed(0))
+    calls = [lambda seed=seed: codec.decode(latents, seed=seed) for seed in range(400)]
+    alone = [call() for call in calls]
+    together = in_four_threads(calls)
+    differ = [seed for seed, (a, b) in enumerate(zip(alone, together, strict=True)) if not torch.equal(a, b)]
+    assert not differ, f"{len(differ)} of {len(calls)} vocodings differ in threads"
+
+
+def test_the_layout_cache_serves_threads_while_it_is_cleared(generator):
+    transformer = generator.model.transformer
+    shapes = [(frames, refs) for frames in range(1, 7) for refs in (0, 16)]  # more than the cache holds
+    calls = [lambda shape=shape: transformer.rope_and_mask(*shape, "cpu")[0].shape for shape in shapes * 200]
+    assert in_four_threads(calls) == [call() for call in calls]
