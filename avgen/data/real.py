@@ -21,10 +21,10 @@ Per clip, in order:
 4. Decode with avgen.media.read_mp4 at 25 fps (constant rate, by presentation time) and 16 kHz
    mono (any source rate is resampled), downscaled while decoding to a long side of
    max(320, 8 * size) pixels, which leaves the face crop larger than `size`.
-5. Face: eval.landmarks' Haar detector (`_detect_face`: the largest face, found on a copy at most
+5. Face: avgen.face_landmarks' Haar detector (`haar_face`: the largest face, found on a copy at most
    160 px on the long side, so a face under about a fifth of a 16:9 frame's height is missed) on
    every 5th frame and the last. A missed keyframe takes its nearest detection in time and a 3-tap
-   median removes one-off false hits, as eval.landmarks tracks a face; then, so the crop doesn't
+   median removes one-off false hits (`keyframe_face_boxes`); then, so the crop doesn't
    jitter, the box centre is averaged over 1 s of keyframes and its size over 2 s, and the result
    is interpolated to every frame.
 6. Crop: a square of (1 + 2 * margin) times the face box (margin 0.15 by default: the drawn faces
@@ -72,6 +72,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avgen.data.corpus import HELDOUT_MODULUS, SPLITS, Sample, _check_split
+from avgen.face_landmarks import DETECT_EVERY, keyframe_face_boxes
 from avgen.media import MediaError, read_mp4
 from avgen.phones import (LONG_PAUSE, NULL_PHONE, PHONE_IDS, SHORT_PAUSE, PhoneSpan, frame_phone_ids, phone_timeline,
                           pronounce, words)
@@ -140,8 +141,6 @@ def _moving_average(values: np.ndarray, width: int) -> np.ndarray:
 def face_track(frames: np.ndarray) -> tuple[np.ndarray, float]:
     """Smoothed face box per frame as (T, 3) float (centre x, centre y, side) in pixels, and the
     fraction of keyframes with a face. Raises BadClip when that fraction is under MIN_FACE_FRACTION."""
-    from eval.landmarks import DETECT_EVERY, keyframe_face_boxes
-
     t = len(frames)
     keys = np.unique(np.r_[np.arange(0, t, DETECT_EVERY), t - 1])  # the last frame too: no hold at the end
     key_boxes, fraction = keyframe_face_boxes(frames, keys)
