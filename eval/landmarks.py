@@ -189,14 +189,18 @@ def windows(signal: np.ndarray, size: int = WINDOW) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(signal, size).copy()
 
 
+def score_mouth_signal(video_signal: np.ndarray, audio: np.ndarray) -> SyncResult:
+    """The SyncNet protocol on a `mouth_signal` (T,) against float32 16 kHz mono audio (any length:
+    zero-padded or cut to the T frames)."""
+    audio_sig = audio_signal(audio, len(video_signal))
+    return sync_offset(windows(_zscore(video_signal)), windows(_zscore(audio_sig)), vshift=VSHIFT)
+
+
 def score_landmarks(frames: np.ndarray, audio: np.ndarray, detect_face: bool = True) -> tuple[SyncResult, str]:
     """Lip-sync of RGB frames (T, H, W, 3) uint8 at 25 fps against float32 16 kHz mono audio.
 
     Returns (SyncResult on the SyncNet protocol with offsets -15..+15, face description).
     Raises ValueError for fewer than 5 frames or frames that are not (T, H, W, 3).
     """
-    frames = _check_frames(frames)
     video_sig, face = mouth_signal(frames, detect_face)
-    audio_sig = audio_signal(audio, len(frames))
-    result = sync_offset(windows(_zscore(video_sig)), windows(_zscore(audio_sig)), vshift=VSHIFT)
-    return result, face
+    return score_mouth_signal(video_sig, audio), face
