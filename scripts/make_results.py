@@ -20,8 +20,8 @@ What it does
 - Scores (eval.run.score_clip, both sync backends "learned" and "landmarks"): AV offset, sync
   confidence, temporal flickering, warping error, audio flicker (the flicker scores do not depend
   on the backend; they are taken from the learned row).
-- Mouth-region motion: the mean absolute frame-to-frame change of eval.landmarks.mouth_signal
-  (the high-passed darkness of the mouth region relative to the face, ~log units) of the decoded
+- Mouth motion: the mean absolute frame-to-frame change of eval.landmarks.mouth_signal (the
+  face-mesh lip opening, inner-lip gap over the eye-corner distance, high-passed) of the decoded
   MP4. A frozen face scores 0.
 - Mismatched-audio control: the same video muxed with the audio of clip (i + 1) mod N of the same
   system (repeated if shorter, cut if longer, so it is speech all along), scored with the learned
@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from avgen.timeline import FPS
+
 SYSTEMS = (("gt", "ground truth"), ("baseline", "baseline (flow matching)"), ("selfflow", "Self-Flow"))
 LABELS = dict(SYSTEMS)
 SHORT = {"gt": "GT", "baseline": "baseline", "selfflow": "Self-Flow"}
@@ -709,7 +710,7 @@ def plot_mouth_signals(systems: dict[str, System], samples, count: int, path: Pa
         t = np.arange(len(sample.frames)) / FPS
         loud_ax = ax.twinx()
         loud_ax.fill_between(t, audio_signal(sample.audio, len(sample.frames)), color="#bbbbbb", alpha=0.45)
-        loud_ax.set_ylabel("GT speech loudness (dB, high-passed; grey)", fontsize=7)
+        loud_ax.set_ylabel("GT speech loudness (1-3 kHz dB, high-passed; grey)", fontsize=7)
         ax.set_zorder(loud_ax.get_zorder() + 1)
         ax.patch.set_visible(False)
         for key, _ in SYSTEMS:
@@ -845,14 +846,14 @@ def write_report(path: Path, systems, samples, summary, args, argv: list[str], t
         "",
         "How to read it:",
         ("- AV offset and sync confidence: `eval.run.score_clip` with the `learned` backend (an embedding trained on "
-        "the drawn 64×64 faces, shipped in eval/weights) and the `landmarks` backend (mouth-region darkness vs "
-        "speech loudness); each on its own scale. Offsets are in 40 ms frames."),
+        "the drawn 64×64 faces, shipped in eval/weights) and the `landmarks` backend (face-mesh lip opening vs "
+        "1-3 kHz speech loudness); each on its own scale. Offsets are in 40 ms frames."),
         ("- Confidence ratio vs ground truth: mean confidence of the system / mean confidence of ground truth over "
         "the same transcripts, with a paired percentile-bootstrap 95% CI (clips resampled)."),
         ("- Mismatched audio: each clip's video muxed with the audio of clip (i + 1) mod N of the same system "
         "(repeated if shorter, cut if longer), learned backend."),
-        ("- Mouth-region motion: mean |m[t+1] − m[t]| of `eval.landmarks.mouth_signal` (mouth-region darkness "
-        "relative to the face, high-passed) of the decoded MP4; 0 for a frozen face. Its ratio vs ground truth "
+        ("- Mouth motion: mean |m[t+1] − m[t]| of `eval.landmarks.mouth_signal` (face-mesh lip opening over "
+        "the eye-corner distance, high-passed) of the decoded MP4; 0 for a frozen face. Its ratio vs ground truth "
         "is a ratio of means with a bootstrap CI."),
         ("- Temporal flickering (VBench; 1 = no change between frames), warping error (Farneback flow, lower is "
         "steadier) and audio flicker (dB of unusual spectral jumps per 40 ms) as defined in `eval/flicker.py`."),

@@ -2,7 +2,7 @@
 clips of the synthetic corpus (in sync by construction), and real people's clips with their own
 speech (../shared/data/real-clips, evaluation only: skipped where absent). Speed: benchmarks/eval_speed.py."""
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,12 @@ SECONDS = 8
 SHIFTS = [2, -2, 5, -5, 10, -10]
 
 
-@lru_cache(maxsize=None)
+@cache
 def clip(seed=0, size=64, delay=0):
     return drawn_talking_head(SECONDS, seed=seed, size=size, audio_delay_frames=delay)
 
 
-@lru_cache(maxsize=None)
+@cache
 def offset(size, delay, detect_face=True):
     frames, _ = clip(0, size, 0)
     _, audio = clip(0, size, delay)
@@ -142,7 +142,7 @@ def test_drawn_audio_envelope_is_speech_like_not_periodic():
 # drawn ground truth: held-out corpus clips (identities and sentences never trained on), their mouths
 # drawn from the speech in the same frame, so in sync by construction; natural sentence lengths
 
-@lru_cache(maxsize=None)
+@cache
 def heldout_offsets(n=20, min_frames=50):
     offsets, index = [], 0
     while len(offsets) < n:
@@ -171,7 +171,7 @@ needs_real_clips = pytest.mark.skipif(
     not real_clip_paths(), reason=f"real talking-head clips not found in {REAL_CLIPS} (evaluation data, not shipped)")
 
 
-@lru_cache(maxsize=None)
+@cache
 def real_clips():
     from avgen.media import read_mp4
 

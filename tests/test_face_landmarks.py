@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from avgen.data import make_sample
-from avgen.face_landmarks import (DETECTOR_FILE, LOWER_INNER_LIP, MESH_FILE, UPPER_INNER_LIP, _interpreter,
-                                  blaze_face, face_mesh, lip_opening)
+from avgen.face_landmarks import (
+    DETECTOR_FILE,
+    LOWER_INNER_LIP,
+    MESH_FILE,
+    UPPER_INNER_LIP,
+    _interpreter,
+    blaze_face,
+    face_mesh,
+    lip_opening,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CLIPS = REPO.parent / "shared" / "data" / "real-clips"
@@ -56,7 +64,7 @@ def test_face_mesh_rejects_bad_frames():
 def test_lips_are_inside_blazeface_box_on_a_real_face():
     from avgen.media import read_mp4
 
-    frames = read_mp4(sorted(REAL_CLIPS.glob("*.mp4"))[0], fps=25).frames[:10]
+    frames = read_mp4(min(REAL_CLIPS.glob("*.mp4")), fps=25).frames[:10]
     face = blaze_face(_interpreter(DETECTOR_FILE), frames[0])
     points, presence, _ = face_mesh(frames)
     x, y, w, h = face.box

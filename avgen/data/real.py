@@ -62,9 +62,9 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -74,8 +74,17 @@ from torch.utils.data import Dataset
 from avgen.data.corpus import HELDOUT_MODULUS, SPLITS, Sample, _check_split
 from avgen.face_landmarks import DETECT_EVERY, keyframe_face_boxes
 from avgen.media import MediaError, read_mp4
-from avgen.phones import (LONG_PAUSE, NULL_PHONE, PHONE_IDS, SHORT_PAUSE, PhoneSpan, frame_phone_ids, phone_timeline,
-                          pronounce, words)
+from avgen.phones import (
+    LONG_PAUSE,
+    NULL_PHONE,
+    PHONE_IDS,
+    SHORT_PAUSE,
+    PhoneSpan,
+    frame_phone_ids,
+    phone_timeline,
+    pronounce,
+    words,
+)
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
@@ -147,7 +156,7 @@ def face_track(frames: np.ndarray) -> tuple[np.ndarray, float]:
     if key_boxes is None or fraction < MIN_FACE_FRACTION:
         raise BadClip(f"no face found in most frames (a face in {fraction:.0%} of the sampled frames)")
     x, y, w, h = key_boxes.T
-    width = lambda seconds: 2 * round(seconds * FPS / DETECT_EVERY / 2) + 1  # noqa: E731  odd, in keyframes
+    width = lambda seconds: 2 * round(seconds * FPS / DETECT_EVERY / 2) + 1
     cx = _moving_average(x + w / 2, width(CENTRE_SMOOTH_S))
     cy = _moving_average(y + h / 2, width(CENTRE_SMOOTH_S))
     side = _moving_average(np.maximum(w, h), width(SIZE_SMOOTH_S))
