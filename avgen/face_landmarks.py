@@ -106,18 +106,23 @@ def keyframe_face_boxes(frames: np.ndarray, keys: np.ndarray) -> tuple[np.ndarra
     return fill_and_clean(keys, [haar_face(frames[i]) for i in keys])
 
 
-def _interpreter(path: Path):
-    from ai_edge_litert.interpreter import Interpreter
+class TFLiteModel:
+    """One tflite interpreter (not thread-safe: one per call) with its tensor indices looked up once."""
 
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
+    def __init__(self, path: Path):
+        from ai_edge_litert.interpreter import Interpreter
 
+        self.interpreter = Interpreter(model_path=str(path), num_threads=1)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        # outputs largest first: (regressors, scores) for the detector, (landmarks, face flag) for the mesh
+        details = sorted(self.interpreter.get_output_details(), key=lambda d: -int(np.prod(d["shape"])))
+        self.outputs = [d["index"] for d in details]
 
-def _run(interpreter, x: np.ndarray) -> list[np.ndarray]:
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[None].astype(np.float32))
-    interpreter.invoke()
-    return [interpreter.get_tensor(d["index"])[0] for d in interpreter.get_output_details()]
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        self.interpreter.set_tensor(self.input, np.ascontiguousarray(x[None], np.float32))
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(i)[0] for i in self.outputs]
 
 
 def _blaze_anchors() -> np.ndarray:
@@ -146,16 +151,17 @@ class Face:
     score: float
 
 
-def blaze_face(detector, frame: np.ndarray) -> Face | None:
-    """The highest-scoring BlazeFace face in an RGB frame (letterboxed to a square), or None."""
+def blaze_face(frame: np.ndarray, detector: TFLiteModel | None = None) -> Face | None:
+    """The highest-scoring BlazeFace face in an RGB frame (letterboxed to a square), or None.
+    Pass `detector` (a TFLiteModel of DETECTOR_FILE) to reuse one across frames of one thread."""
+    detector = detector or TFLiteModel(DETECTOR_FILE)
     h, w = frame.shape[:2]
     side = max(h, w)
     square = np.zeros((side, side, 3), np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
     square[top:top + h, left:left + w] = frame
     x = cv2.resize(square, (BLAZE_SIZE, BLAZE_SIZE), interpolation=cv2.INTER_AREA if side > BLAZE_SIZE else cv2.INTER_LINEAR)
-    outputs = _run(detector, x.astype(np.float32) / 127.5 - 1.0)
-    regressors, scores = sorted(outputs, key=lambda o: o.shape[-1], reverse=True)
+    regressors, scores = detector(x.astype(np.float32) / 127.5 - 1.0)
     logits = np.clip(scores[:, 0], -100, 100)
     best = int(np.argmax(logits))
     score = float(1 / (1 + np.exp(-logits[best])))
@@ -199,11 +205,11 @@ def face_mesh(frames: np.ndarray, detect: bool = True) -> tuple[np.ndarray, np.n
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
     t = len(frames)
-    detector, mesh = _interpreter(DETECTOR_FILE), _interpreter(MESH_FILE)
+    detector, mesh = TFLiteModel(DETECTOR_FILE), TFLiteModel(MESH_FILE)
     keys = np.unique(np.r_[np.arange(0, t, DETECT_EVERY), t - 1]) if t else np.zeros(0, np.int64)
     found = []
     for i in keys if detect else []:
-        face = blaze_face(detector, frames[i])
+        face = blaze_face(frames[i], detector)
         if face is None:
             found.append(None)
             continue
@@ -213,18 +219,19 @@ def face_mesh(frames: np.ndarray, detect: bool = True) -> tuple[np.ndarray, np.n
         found.append(np.array([x + bw / 2, y + bh / 2, MESH_SCALE * max(bw, bh), angle]))
     faces, fraction = fill_and_clean(keys[:len(found)], found)
     maps = _crop_transforms(frames, keys, faces)
-    points = np.empty((t, 468, 3))
-    presence = np.empty(t)
+    crops = np.empty((t, 468, 3))
+    flags = np.empty(t)
     for i in range(t):
         crop = cv2.warpAffine(frames[i], maps[i], (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT)
-        outputs = _run(mesh, crop.astype(np.float32) / 255.0)
-        landmarks, flag = sorted(outputs, key=lambda o: o.size, reverse=True)
-        xyz = landmarks.reshape(468, 3).astype(np.float64)
-        inverse = cv2.invertAffineTransform(maps[i])
-        points[i, :, :2] = xyz[:, :2] @ inverse[:, :2].T + inverse[:, 2]
-        points[i, :, 2] = xyz[:, 2]
-        presence[i] = 1 / (1 + np.exp(-float(flag.ravel()[0])))
+        landmarks, flag = mesh(crop.astype(np.float32) * (1 / 255))
+        crops[i] = landmarks.reshape(468, 3)
+        flags[i] = flag.ravel()[0]
+    # back to frame pixels: invert each frame's crop map (rotation-scale A, shift b: x = A^-1 (y - b))
+    inverse = np.linalg.inv(maps[:, :, :2])
+    points = crops.copy()
+    points[:, :, :2] = np.einsum("tij,tnj->tni", inverse, crops[:, :, :2] - maps[:, None, :, 2])
+    presence = 1 / (1 + np.exp(-flags))
     mesh_found = f"face mesh sure of a face in {round(100 * float((presence >= 0.5).mean()))}% of frames"
     if faces is not None:
         how = f"blazeface: face in {round(100 * fraction)}% of sampled frames; {mesh_found}"

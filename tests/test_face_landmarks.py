@@ -14,7 +14,6 @@ from avgen.face_landmarks import (
     LOWER_INNER_LIP,
     MESH_FILE,
     UPPER_INNER_LIP,
-    _interpreter,
     blaze_face,
     face_mesh,
     lip_opening,
@@ -34,7 +33,7 @@ def test_model_files_and_their_licence_ship_with_the_package():
 
 def test_blazeface_finds_the_drawn_face_around_its_mouth():
     sample = make_sample(0, "heldout", seconds=1.0)
-    face = blaze_face(_interpreter(DETECTOR_FILE), sample.frames[0])
+    face = blaze_face(sample.frames[0])
     assert face is not None and face.score > 0.5
     x, y, w, h = face.box
     # the drawn mouth is centred at (0.50 S, 0.70 S) of the 64 px frame, the eyes above it
@@ -65,7 +64,7 @@ def test_lips_are_inside_blazeface_box_on_a_real_face():
     from avgen.media import read_mp4
 
     frames = read_mp4(min(REAL_CLIPS.glob("*.mp4")), fps=25).frames[:10]
-    face = blaze_face(_interpreter(DETECTOR_FILE), frames[0])
+    face = blaze_face(frames[0])
     points, presence, _ = face_mesh(frames)
     x, y, w, h = face.box
     lip = points[0, UPPER_INNER_LIP, :2]
