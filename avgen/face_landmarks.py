@@ -15,8 +15,9 @@ Two detectors, one tracker, one landmark model:
 - `face_mesh`: MediaPipe's face-landmark model (192x192 crop of 1.5x the face box, RGB in 0..1)
   gives 468 3-D landmarks per frame, mapped back to frame pixels. The crop follows the face: BlazeFace
   on every DETECT_EVERY-th frame (and the last), box centre, size and eye angle interpolated between.
-  Where BlazeFace finds no face in any keyframe (e.g. small drawn faces), the whole frame, centred, is
-  the crop: talking-head clips are face-centred crops.
+  BlazeFace finds the corpus's drawn 64x64 faces too (on the letterboxed frame upscaled to 128 px).
+  Where it finds no face in any keyframe, the whole frame, centred, is the crop: talking-head clips
+  are face-centred crops.
 - `lip_opening`: inner-lip gap (landmarks 13 upper, 14 lower inner lip) over the distance between
   the outer eye corners (33, 263), per frame: the face's size cancels, and unlike the mouth width it
   does not change with the lip shape (rounding, spreading).
@@ -169,7 +170,8 @@ def blaze_face(frame: np.ndarray, detector: TFLiteModel | None = None) -> Face |
         return None
     raw = regressors[best] / BLAZE_SIZE
     cx, cy = raw[0] + _ANCHORS[best, 0], raw[1] + _ANCHORS[best, 1]
-    eyes = raw[4:8].reshape(2, 2) + _ANCHORS[best]
+    keypoints = raw[4:16].reshape(6, 2) + _ANCHORS[best]
+    eyes = keypoints[[RIGHT_EYE, LEFT_EYE]]
     offset = np.array([left, top])
     box = np.array([(cx - raw[2] / 2) * side - left, (cy - raw[3] / 2) * side - top, raw[2] * side, raw[3] * side])
     return Face(box=box, eyes=eyes * side - offset, score=score)
@@ -202,11 +204,11 @@ def face_mesh(frames: np.ndarray, detect: bool = True) -> tuple[np.ndarray, np.n
     the model's face-presence probability per frame (T,), and a description of how the face was found.
     `detect=False` skips BlazeFace and crops the whole frame."""
     frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8 RGB with T >= 1, got {frames.dtype} {frames.shape}")
     t = len(frames)
     detector, mesh = TFLiteModel(DETECTOR_FILE), TFLiteModel(MESH_FILE)
-    keys = np.unique(np.r_[np.arange(0, t, DETECT_EVERY), t - 1]) if t else np.zeros(0, np.int64)
+    keys = np.unique(np.r_[np.arange(0, t, DETECT_EVERY), t - 1])
     found = []
     for i in keys if detect else []:
         face = blaze_face(frames[i], detector)

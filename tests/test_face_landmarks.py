@@ -57,6 +57,8 @@ def test_face_mesh_rejects_bad_frames():
         face_mesh(np.zeros((4, 64, 64), np.uint8))
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\) uint8"):
         face_mesh(np.zeros((4, 64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match=r"T >= 1"):
+        face_mesh(np.zeros((0, 64, 64, 3), np.uint8))
 
 
 @pytest.mark.skipif(not REAL_CLIPS.is_dir(), reason=f"real clips not found in {REAL_CLIPS} (evaluation data, not shipped)")
