@@ -1,36 +1,24 @@
-"""The `landmarks` lip-sync backend: no weight file, works out of the box on real faces (the default).
+"""The `landmarks` lip-sync backend: no weight file to fetch, works out of the box on real faces (the default).
 
 Pipeline (25 fps RGB frames, 16 kHz mono audio):
 
-1. Face: OpenCV's Haar frontal-face cascade (ships in the opencv-python-headless wheel) runs on a
-   grayscale, histogram-equalised copy of every 5th frame downscaled to at most 160 px on the long
-   side; the largest face of each such frame is kept. The per-keyframe boxes are cleaned (a missed
-   keyframe takes its nearest detection in time; a 3-tap median over keyframes removes one-off
-   false detections and jumps) and linearly interpolated to every frame, so the box is tracked
-   smoothly between detections.
-2. Mouth region: the lower third of the face box (rows 2/3..1 of its height; a Haar box runs from
-   the brows to the chin, so this holds the lips and the jaw line) and its central half
-   horizontally (columns 1/4..3/4 of its width). If the cascade finds a face in fewer than 25 % of
-   the sampled frames (none at all, or only scattered false hits), a fixed region is used instead:
-   rows 55-85 % and columns 30-70 % of the frame (the lower centre, where the mouth sits in a
-   face-centred talking-head crop). Either way the returned `face` string says which, e.g.
-   "haar: face in 96% of sampled frames" or "none found: fixed mouth region (lower centre)"; it is
-   never an error.
-3. Mouth signal (see `mouth_signal`): the darkness of the mouth region relative to the face above it,
-   high-passed. The inside of an open mouth is the darkest thing on a lit face, so the region's
-   mean brightness falls as the mouth opens. Per frame: the mouth region resized to 32x16 gray
-   pixels, its mean m; the mean r of a reference region (the face box's upper two thirds, or rows
-   20-55 % x columns 30-70 % with the fixed region); darkness = log(r + 1) - log(m + 1). The ratio
-   cancels global brightness changes (exposure, lighting, the frame-to-frame brightness flicker of
-   generated video); a centred 1 s moving average is then subtracted, removing slow drift and
-   slow head movement, which change the region far more slowly than syllables do. The signal
-   tracks the opening itself, so it lines up with the loudness of the same frame. The
-   alternative, the region's temporal-difference energy (motion), peaks where the opening
-   *changes*, pairs with the loudness derivative, and gave about half the confidence margin on
-   the drawn-face clips, with or without head motion, noise and flicker.
-4. Audio signal: the speech loudness envelope on the same 40 ms grid (eval.speech.frame_loudness_db,
-   floored 40 dB below the clip's loud frames so silences don't dominate), high-passed the same way.
-5. Comparison: both signals are z-scored, cut into 5-frame windows (features of shape (T-4, 5)) and
+1. Face and lips (avgen.face_landmarks): MediaPipe's BlazeFace short-range detector on every 5th
+   frame (and the last), its box and eye angle tracked between, and MediaPipe's 468-point face mesh
+   on every frame's upright crop of 1.5x the box (both models ship with avgen, Apache-2.0; run with
+   ai-edge-litert). Where BlazeFace finds nothing, the mesh runs on the whole frame (talking-head
+   clips are face-centred crops). The `face` string says which, e.g. "blazeface: face in 100% of
+   sampled frames; face mesh sure of a face in 100% of frames"; it is never an error.
+2. Mouth signal (`mouth_signal`): the lip opening, inner-lip gap (landmarks 13, 14) over the outer
+   eye-corner distance, smoothed 1-2-1 over 3 frames (landmark jitter), high-passed (a centred
+   0.76 s moving average subtracted: slow drift, head turns and pose change the ratio far more
+   slowly than syllables do). The opening itself, not its motion: pairing motion with the loudness
+   derivative (as extra window dimensions) did not improve the offsets on drawn or real clips.
+3. Audio signal (`audio_signal`): the speech loudness in the 1-3 kHz band (the second-formant region,
+   whose envelope follows the lip opening best; broadband loudness is dominated by the voice's
+   low harmonics and follows the lips worse on real speech) on the same 40 ms grid: a Hann-windowed
+   FFT of each frame's 640 samples, dB, floored 40 dB below the clip's loud (95th percentile)
+   frames, high-passed the same way.
+4. Comparison: both signals are z-scored, cut into 5-frame windows (features of shape (T-4, 5)) and
    compared with eval.protocol.sync_offset over offsets -15..+15 frames, exactly as SyncNet's
    embeddings are: offset = 15 - argmin of the mean distance (delaying the audio by k frames changes
    the offset by -k), distance = that minimum (LSE-D-like), confidence = median - minimum
@@ -39,6 +27,10 @@ Pipeline (25 fps RGB frames, 16 kHz mono audio):
 
 A clip with no speech (or a motionless mouth) gives a constant signal, whose z-score is all zeros:
 every offset is then equally far and the confidence is ~0.
+
+`mouth_patches` is not part of this backend: it is the learned scorer's input (eval.learned), the
+grayscale mouth region under a Haar face box (avgen.face_landmarks.keyframe_face_boxes) or a fixed
+lower-centre region, kept exactly as the shipped learned weights were trained on.
 """
 
 from __future__ import annotations
@@ -46,17 +38,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from avgen.face_landmarks import DETECT_EVERY, face_mesh, keyframe_face_boxes, lip_opening
 from eval.protocol import VSHIFT, SyncResult, sync_offset
-from eval.speech import frame_loudness_db
+from eval.speech import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 MIN_FRAMES = 5  # one 5-frame window
 WINDOW = 5
-DETECT_EVERY = 5  # run the detector on every 5th frame, track between
-DETECT_MAX_SIDE = 160  # downscale so the long side is at most this before detection
 MIN_FACE_FRACTION = 0.25  # a face found in fewer sampled frames than this is not trusted
 ROI_SIZE = (32, 16)  # (width, height) the mouth region is resized to
-HIGHPASS_FRAMES = 25  # subtract a centred 1 s moving average from both signals
+HIGHPASS_FRAMES = 19  # subtract a centred 0.76 s moving average from both signals
 FLOOR_DB = 40.0  # loudness floor below the clip's loud (95th percentile) frames
+BAND_HZ = (1000.0, 3000.0)  # the loudness band the lip opening is compared with
 
 # mouth region inside a face box (fractions of the box) and the fixed fallback (fractions of the frame)
 FACE_MOUTH_ROWS = (2 / 3, 1.0)
@@ -66,20 +58,6 @@ FALLBACK_COLS = (0.30, 0.70)
 FALLBACK_REF_ROWS = (0.20, 0.55)  # reference brightness: the face above the mouth
 REF_SIZE = (16, 16)
 FALLBACK_FACE = "none found: fixed mouth region (lower centre)"
-
-_cascade: cv2.CascadeClassifier | None = None
-
-
-def _face_cascade() -> cv2.CascadeClassifier:
-    global _cascade
-    if _cascade is None:
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():
-            raise RuntimeError(f"could not load OpenCV's Haar face cascade from {path}")
-        _cascade = cascade
-    return _cascade
-
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
@@ -92,43 +70,9 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def _detect_face(frame: np.ndarray) -> np.ndarray | None:
-    """Largest face in an RGB frame as (x, y, w, h) in the frame's pixels, or None."""
-    h, w = frame.shape[:2]
-    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-    small = frame if scale == 1.0 else cv2.resize(
-        frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY))
-    min_side = max(20, int(0.12 * min(gray.shape)))
-    faces = _face_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(min_side, min_side))
-    if len(faces) == 0:
-        return None
-    x, y, fw, fh = max(faces, key=lambda f: f[2] * f[3])
-    return np.array([x, y, fw, fh], np.float64) / scale
-
-
-def _median3(values: np.ndarray) -> np.ndarray:
-    if len(values) < 3:
-        return values
-    padded = np.concatenate([values[:1], values, values[-1:]])
-    return np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
-
-
-def keyframe_face_boxes(frames: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray | None, float]:
-    """Face boxes (x, y, w, h) at the frames `keys`, cleaned: a keyframe without a detection takes
-    its nearest detection in time, then a 3-tap median over keyframes removes one-off false hits.
-    Returns the (K, 4) boxes (None when no keyframe has a face) and the fraction of keyframes with one."""
-    found = [_detect_face(frames[i]) for i in keys]
-    hits = np.array([f is not None for f in found])
-    if not hits.any():
-        return None, 0.0
-    hit_keys, hit_boxes = keys[hits], np.stack([f for f in found if f is not None])
-    nearest = np.abs(keys[:, None] - hit_keys[None, :]).argmin(axis=1)
-    return np.stack([_median3(hit_boxes[nearest, c]) for c in range(4)], axis=1), float(hits.mean())
-
-
 def _regions(frames: np.ndarray, detect_face: bool) -> tuple[np.ndarray, np.ndarray, str]:
-    """Per-frame mouth and reference regions, each (T, 4) integer (x0, y0, x1, y1), and the face description."""
+    """Per-frame mouth and reference regions (for `mouth_patches`), each (T, 4) integer (x0, y0, x1, y1),
+    and the face description: the lower third of a Haar face box, or a fixed lower-centre region."""
     t, h, w = frames.shape[:3]
     keys = np.arange(0, t, DETECT_EVERY)
     key_boxes, fraction = keyframe_face_boxes(frames, keys) if detect_face else (None, 0.0)
@@ -200,26 +144,41 @@ def _zscore(signal: np.ndarray) -> np.ndarray:
     return (signal - signal.mean()) / std
 
 
-def mouth_signal(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, str]:
-    """Per-frame mouth opening (mouth-region darkness relative to the face, high-passed), float64 (T,),
-    and the face description (see the module docstring).
+def _smooth3(signal: np.ndarray) -> np.ndarray:
+    """1-2-1 smoothing over 3 frames (edges repeated)."""
+    padded = np.pad(np.asarray(signal, np.float64), 1, mode="edge")
+    return np.convolve(padded, [0.25, 0.5, 0.25], mode="valid")
 
-    Larger = more open. `detect_face=False` skips the detector and uses the fixed fallback region.
+
+def mouth_signal(frames: np.ndarray, detect_face: bool = True) -> tuple[np.ndarray, str]:
+    """Per-frame lip opening (face-mesh inner-lip gap over the eye-corner distance, smoothed and
+    high-passed), float64 (T,), and the face description (see the module docstring).
+
+    Larger = more open. `detect_face=False` skips the face detector: the mesh sees the whole frame.
     """
-    patches, ref, face = mouth_patches(frames, detect_face)
-    mouth = patches.reshape(len(patches), -1).mean(axis=1)
-    darkness = np.log(ref + 1.0) - np.log(mouth + 1.0)
-    return _highpass(darkness), face
+    points, _, face = face_mesh(_check_frames(frames), detect=detect_face)
+    return _highpass(_smooth3(lip_opening(points))), face
+
+
+def band_loudness_db(audio: np.ndarray, frames: int, band: tuple[float, float] = BAND_HZ) -> np.ndarray:
+    """Level in dB of each 40 ms frame's energy in `band` (Hz): Hann-windowed FFT of the frame's
+    samples (audio zero-padded/cut to `frames`), float64 (frames,)."""
+    padded = np.zeros(frames * SAMPLES_PER_FRAME)
+    padded[: min(len(audio), len(padded))] = audio[: len(padded)]
+    spectrum = np.abs(np.fft.rfft(padded.reshape(frames, SAMPLES_PER_FRAME) * np.hanning(SAMPLES_PER_FRAME))) ** 2
+    hz = np.fft.rfftfreq(SAMPLES_PER_FRAME, 1 / SAMPLE_RATE)
+    return 10 * np.log10(spectrum[:, (hz >= band[0]) & (hz < band[1])].sum(axis=1) + 1e-10)
 
 
 def audio_signal(audio: np.ndarray, frames: int) -> np.ndarray:
-    """Per-frame speech loudness (dB, floored 40 dB below the loud frames, high-passed), float64 (frames,)."""
+    """Per-frame speech loudness in the 1-3 kHz band (dB, floored 40 dB below the loud frames,
+    high-passed), float64 (frames,)."""
     audio = np.asarray(audio, np.float32)
     if audio.ndim == 2 and 1 in audio.shape:
         audio = audio.reshape(-1)
     if audio.ndim != 1:
         raise ValueError(f"audio must be mono 16 kHz samples (N,), got shape {audio.shape}")
-    level = frame_loudness_db(audio, frames)
+    level = band_loudness_db(audio.astype(np.float64), frames)
     floor = np.percentile(level, 95) - FLOOR_DB
     return _highpass(np.maximum(level, floor))
 
@@ -230,14 +189,18 @@ def windows(signal: np.ndarray, size: int = WINDOW) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(signal, size).copy()
 
 
+def score_mouth_signal(video_signal: np.ndarray, audio: np.ndarray) -> SyncResult:
+    """The SyncNet protocol on a `mouth_signal` (T,) against float32 16 kHz mono audio (any length:
+    zero-padded or cut to the T frames)."""
+    audio_sig = audio_signal(audio, len(video_signal))
+    return sync_offset(windows(_zscore(video_signal)), windows(_zscore(audio_sig)), vshift=VSHIFT)
+
+
 def score_landmarks(frames: np.ndarray, audio: np.ndarray, detect_face: bool = True) -> tuple[SyncResult, str]:
     """Lip-sync of RGB frames (T, H, W, 3) uint8 at 25 fps against float32 16 kHz mono audio.
 
     Returns (SyncResult on the SyncNet protocol with offsets -15..+15, face description).
     Raises ValueError for fewer than 5 frames or frames that are not (T, H, W, 3).
     """
-    frames = _check_frames(frames)
     video_sig, face = mouth_signal(frames, detect_face)
-    audio_sig = audio_signal(audio, len(frames))
-    result = sync_offset(windows(_zscore(video_sig)), windows(_zscore(audio_sig)), vshift=VSHIFT)
-    return result, face
+    return score_mouth_signal(video_sig, audio), face

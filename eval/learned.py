@@ -9,8 +9,9 @@ What it was trained on
     embeddings, 0..2): compare them with each other, not with published SyncNet LSE-D / LSE-C.
 
 Inputs (25 fps RGB frames, 16 kHz mono audio)
-    Video: the mouth region exactly as the `landmarks` backend finds it (eval.landmarks.mouth_patches:
-    Haar face box tracked over the clip, or the fixed lower-centre region when no face is found),
+    Video: the mouth region of eval.landmarks.mouth_patches (the lower third of a Haar face box tracked
+    over the clip, or the fixed lower-centre region when no face is found; the `landmarks` backend
+    itself now uses face-mesh lip landmarks, but these patches are unchanged, bit for bit),
     grayscale 32x16, normalised per clip (zero mean, unit std over the whole clip); window i stacks
     frames i..i+4 as 5 channels.
     Audio: log-mel, 40 bands (0-8 kHz), 25 ms windows every 10 ms with no centring, so mel frame k

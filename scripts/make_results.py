@@ -22,8 +22,8 @@ What it does
 - Scores (eval.run.score_clip, both sync backends "learned" and "landmarks"): AV offset, sync
   confidence, temporal flickering, warping error, audio flicker (the flicker scores do not depend
   on the backend; they are taken from the learned row).
-- Mouth-region motion: the mean absolute frame-to-frame change of eval.landmarks.mouth_signal
-  (the high-passed darkness of the mouth region relative to the face, ~log units) of the decoded
+- Mouth motion: the mean absolute frame-to-frame change of eval.landmarks.mouth_signal (the
+  face-mesh lip opening, inner-lip gap over the eye-corner distance, high-passed) of the decoded
   MP4. A frozen face scores 0.
 - Mismatched-audio control: the same video muxed with the audio of clip (i + 1) mod N of the same
   system (repeated if shorter, cut if longer, so it is speech all along), scored with the learned

@@ -21,10 +21,10 @@ Per clip, in order:
 4. Decode with avgen.media.read_mp4 at 25 fps (constant rate, by presentation time) and 16 kHz
    mono (any source rate is resampled), downscaled while decoding to a long side of
    max(320, 8 * size) pixels, which leaves the face crop larger than `size`.
-5. Face: eval.landmarks' Haar detector (`_detect_face`: the largest face, found on a copy at most
+5. Face: avgen.face_landmarks' Haar detector (`haar_face`: the largest face, found on a copy at most
    160 px on the long side, so a face under about a fifth of a 16:9 frame's height is missed) on
    every 5th frame and the last. A missed keyframe takes its nearest detection in time and a 3-tap
-   median removes one-off false hits, as eval.landmarks tracks a face; then, so the crop doesn't
+   median removes one-off false hits (`keyframe_face_boxes`); then, so the crop doesn't
    jitter, the box centre is averaged over 1 s of keyframes and its size over 2 s, and the result
    is interpolated to every frame.
 6. Crop: a square of (1 + 2 * margin) times the face box (margin 0.15 by default: the drawn faces
@@ -62,9 +62,9 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -72,9 +72,19 @@ import torch
 from torch.utils.data import Dataset
 
 from avgen.data.corpus import HELDOUT_MODULUS, SPLITS, Sample, _check_split
+from avgen.face_landmarks import DETECT_EVERY, keyframe_face_boxes
 from avgen.media import MediaError, read_mp4
-from avgen.phones import (LONG_PAUSE, NULL_PHONE, PHONE_IDS, SHORT_PAUSE, PhoneSpan, frame_phone_ids, phone_timeline,
-                          pronounce, words)
+from avgen.phones import (
+    LONG_PAUSE,
+    NULL_PHONE,
+    PHONE_IDS,
+    SHORT_PAUSE,
+    PhoneSpan,
+    frame_phone_ids,
+    phone_timeline,
+    pronounce,
+    words,
+)
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
@@ -140,15 +150,13 @@ def _moving_average(values: np.ndarray, width: int) -> np.ndarray:
 def face_track(frames: np.ndarray) -> tuple[np.ndarray, float]:
     """Smoothed face box per frame as (T, 3) float (centre x, centre y, side) in pixels, and the
     fraction of keyframes with a face. Raises BadClip when that fraction is under MIN_FACE_FRACTION."""
-    from eval.landmarks import DETECT_EVERY, keyframe_face_boxes
-
     t = len(frames)
     keys = np.unique(np.r_[np.arange(0, t, DETECT_EVERY), t - 1])  # the last frame too: no hold at the end
     key_boxes, fraction = keyframe_face_boxes(frames, keys)
     if key_boxes is None or fraction < MIN_FACE_FRACTION:
         raise BadClip(f"no face found in most frames (a face in {fraction:.0%} of the sampled frames)")
     x, y, w, h = key_boxes.T
-    width = lambda seconds: 2 * round(seconds * FPS / DETECT_EVERY / 2) + 1  # noqa: E731  odd, in keyframes
+    width = lambda seconds: 2 * round(seconds * FPS / DETECT_EVERY / 2) + 1
     cx = _moving_average(x + w / 2, width(CENTRE_SMOOTH_S))
     cy = _moving_average(y + h / 2, width(CENTRE_SMOOTH_S))
     side = _moving_average(np.maximum(w, h), width(SIZE_SMOOTH_S))

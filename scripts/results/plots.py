@@ -145,7 +145,7 @@ def plot_mouth_signals(systems: dict[str, System], samples, count: int, path: Pa
         t = np.arange(len(sample.frames)) / FPS
         loud_ax = ax.twinx()
         loud_ax.fill_between(t, audio_signal(sample.audio, len(sample.frames)), color="#bbbbbb", alpha=0.45)
-        loud_ax.set_ylabel("GT speech loudness (dB, high-passed; grey)", fontsize=7)
+        loud_ax.set_ylabel("GT speech loudness (1-3 kHz dB, high-passed; grey)", fontsize=7)
         ax.set_zorder(loud_ax.get_zorder() + 1)
         ax.patch.set_visible(False)
         for key, _ in SYSTEMS:

@@ -134,14 +134,14 @@ def write_report(path: Path, systems, samples, summary, args, argv: list[str], t
         "",
         "How to read it:",
         ("- AV offset and sync confidence: `eval.run.score_clip` with the `learned` backend (an embedding trained on "
-        "the drawn 64×64 faces, shipped in eval/weights) and the `landmarks` backend (mouth-region darkness vs "
-        "speech loudness); each on its own scale. Offsets are in 40 ms frames."),
+        "the drawn 64×64 faces, shipped in eval/weights) and the `landmarks` backend (face-mesh lip opening vs "
+        "1-3 kHz speech loudness); each on its own scale. Offsets are in 40 ms frames."),
         ("- Confidence ratio vs ground truth: mean confidence of the system / mean confidence of ground truth over "
         "the same transcripts, with a paired percentile-bootstrap 95% CI (clips resampled)."),
         ("- Mismatched audio: each clip's video muxed with the audio of clip (i + 1) mod N of the same system "
         "(repeated if shorter, cut if longer), learned backend."),
-        ("- Mouth-region motion: mean |m[t+1] − m[t]| of `eval.landmarks.mouth_signal` (mouth-region darkness "
-        "relative to the face, high-passed) of the decoded MP4; 0 for a frozen face. Its ratio vs ground truth "
+        ("- Mouth motion: mean |m[t+1] − m[t]| of `eval.landmarks.mouth_signal` (face-mesh lip opening over "
+        "the eye-corner distance, high-passed) of the decoded MP4; 0 for a frozen face. Its ratio vs ground truth "
         "is a ratio of means with a bootstrap CI."),
         ("- Temporal flickering (VBench; 1 = no change between frames), warping error (Farneback flow, lower is "
         "steadier) and audio flicker (dB of unusual spectral jumps per 40 ms) as defined in `eval/flicker.py`."),
