@@ -13,12 +13,13 @@ import csv
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from avgen.files import atomic_path, write_text_atomic
 from eval.protocol import SyncResult
 from eval.speech import NEARLY_SILENT, speech_fraction
 
@@ -172,16 +173,18 @@ def score_clip(path: str, scorer: SyncScorer) -> dict:
     )
     if audio.size == 0:
         problems.append("no audio track: lip-sync and audio flicker need sound")
+    elif not np.isfinite(audio).all():
+        problems.append("the audio track has NaN or infinite samples: lip-sync and audio flicker need finite sound")
     else:
-        audio_flicker = flicker.audio_flicker(audio, sample_rate=SCORING_SAMPLE_RATE)
-        row["audio_flicker"] = _finite(audio_flicker.score)
-        row["curves"]["audio_flicker_per_second"] = [_finite(v) for v in audio_flicker.curve]
-        row["curves"]["audio_flicker_worst"] = [[_finite(t), _finite(v)] for t, v in audio_flicker.worst]
-        fraction = speech_fraction(audio, len(frames))
-        row["speech_fraction"] = round(fraction, 4)
-        if fraction < NEARLY_SILENT:
-            notes.append(f"nearly silent (speech in {fraction:.0%} of frames): the sync scores carry little information")
         try:
+            audio_flicker = flicker.audio_flicker(audio, sample_rate=SCORING_SAMPLE_RATE)
+            row["audio_flicker"] = _finite(audio_flicker.score)
+            row["curves"]["audio_flicker_per_second"] = [_finite(v) for v in audio_flicker.curve]
+            row["curves"]["audio_flicker_worst"] = [[_finite(t), _finite(v)] for t, v in audio_flicker.worst]
+            fraction = speech_fraction(audio, len(frames))
+            row["speech_fraction"] = round(fraction, 4)
+            if fraction < NEARLY_SILENT:
+                notes.append(f"nearly silent (speech in {fraction:.0%} of frames): the sync scores carry little information")
             result, face = scorer.score(frames, audio)
             row.update(
                 av_offset_frames=int(result.av_offset_frames), sync_distance=_finite(result.sync_distance),
@@ -229,30 +232,29 @@ def evaluate(paths: list[str], out_dir: str | Path, settings: EvalSettings, prog
     for index, path in enumerate(clips):
         report(index / len(clips), f"{index}/{len(clips)} {os.path.basename(path)}")
         old = previous.get(path)
-        rows.append(dict(old, skipped=True) if _reusable(old, path, scorer) else score_clip(path, scorer))
+        if _reusable(old, path, scorer):
+            rows.append(dict(old, skipped=True))
+        else:
+            try:
+                rows.append(score_clip(path, scorer))
+            except Exception as e:  # noqa: BLE001 (one bad clip never stops a run, whatever a metric raises)
+                error = f"cannot score this clip ({type(e).__name__}: {' '.join(str(e).split())})"
+                rows.append(empty_row(path, settings, scorer.weights_hash) | {"error": error})
         write_results(rows, out_dir)  # after every clip: an interrupted run resumes where it stopped
     report(1.0, f"{len(clips)} clips")
     write_plots(rows, out_dir)
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_results(rows: list[dict], out_dir: Path) -> None:
     stored = [{k: v for k, v in row.items() if k != "skipped"} for row in rows]
-    _atomic_write(out_dir / "results.json", json.dumps(stored, indent=1, allow_nan=False))
-    tmp = out_dir / ".results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    write_text_atomic(out_dir / "results.json", json.dumps(stored, indent=1, allow_nan=False))
+    with atomic_path(out_dir / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow(["" if row.get(c) is None else json.dumps(row[c], sort_keys=True) if c == "settings" else row[c]
                              for c in COLUMNS])  # fmt: skip
-    tmp.replace(out_dir / "results.csv")
 
 
 def plot_name(index: int, path: str) -> str:
@@ -320,6 +322,6 @@ def summary_table(rows: list[dict]) -> str:
              f"{'metric':<22}{'mean':>12}{'95% CI +-':>12}{'n':>6}"]  # fmt: skip
     for metric in SUMMARY_METRICS:
         mean, half, n = mean_ci95([row.get(metric) for row in rows])
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"
         lines.append(f"{metric:<22}{fmt(mean):>12}{fmt(half):>12}{n:>6}")
     return "\n".join(lines)
