@@ -1,16 +1,27 @@
 """Training: both stages end to end at toy sizes, exact resume, the two objectives, EMA, Self-Flow."""
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
 
-from avgen.checkpoint import load_checkpoint, read_metadata
+from avgen.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from avgen.config import Config
 from avgen.model import AVTransformer
 from avgen.objectives import EMA, Batch, ProjectionHead, SelfFlowSettings, self_flow_loss
 from avgen.sampling import CleanMask, Latents
-from avgen.train import TrainConfig, learning_rate, load_config, train_codecs, train_model
+from avgen.train import (
+    CODECS,
+    TrainConfig,
+    _cache_path,
+    build_latent_cache,
+    learning_rate,
+    load_config,
+    train_codecs,
+    train_model,
+)
 
 TOY = ["corpus_clips=3", "clip_seconds=0.6", "batch_size=2", "log_every=1", "checkpoint_every=2", "warmup_steps=2"]
 
@@ -158,16 +169,66 @@ def test_self_flow_adds_gamma_times_the_negative_cosine_of_the_head_and_the_teac
     assert head.net[0].weight.grad is not None and all(p.grad is None for p in teacher.parameters())
 
 
-def test_ray_train_runs_the_model_stage_on_two_local_workers(codecs, tmp_path):
+def test_the_documented_ray_command_with_a_relative_out_trains_on_two_local_workers(codecs, tmp_path, monkeypatch):
+    # README: `avgen train model --config configs/tiny.toml workers=2`, whose out is relative
+    # ("runs/tiny") and whose codecs default to out/codecs.safetensors. Ray workers run in another
+    # folder, so the paths must reach them resolved.
     import ray
 
-    out, codecs_path = codecs
+    from avgen.cli import main
+
+    _, codecs_path = codecs
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "rel").mkdir(parents=True)
+    shutil.copyfile(codecs_path, tmp_path / "runs" / "rel" / "codecs.safetensors")
+    config = tmp_path / "tiny.toml"
+    config.write_text('[train]\nout = "runs/rel"\n')
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
-        path = train_model(load_config(None, TOY + [f"codecs={codecs_path}", "steps=2", "workers=2",
-                                                    "cpus_per_worker=0.5", f"out={tmp_path}"], "model"))  # fmt: skip
+        code = main(["train", "model", "--config", "tiny.toml", "workers=2", "cpus_per_worker=0.5", "steps=2", *TOY])
     finally:
         ray.shutdown()
-    assert read_metadata(path)["steps"] == "2"
-    rows = [json.loads(line) for line in (tmp_path / "model-selfflow.log.jsonl").read_text().splitlines()]
+    assert code == 0
+    out = tmp_path / "runs" / "rel"
+    assert read_metadata(out / "model-selfflow.safetensors")["steps"] == "2"
+    rows = [json.loads(line) for line in (out / "model-selfflow.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] == r["loss"] for r in rows)
+
+
+def test_the_latent_cache_is_keyed_by_the_codecs_the_corpus_seed_and_the_preset(codecs, tmp_path):
+    _, codecs_path = codecs
+    shutil.copyfile(codecs_path, tmp_path / "codecs.safetensors")
+    cfg = load_config(None, TOY + [f"out={tmp_path}"], "model")  # codecs: out/codecs.safetensors
+
+    def cache(cfg):  # as train_model finds or builds it
+        return build_latent_cache(cfg, load_checkpoint(tmp_path / "codecs.safetensors", only=CODECS), _cache_path(cfg))
+
+    first = cache(cfg).video
+    other_corpus = cache(dataclasses.replace(cfg, seed=1)).video
+    assert len(list(tmp_path.glob("latents-*.pt"))) == 2 and not torch.equal(first, other_corpus)
+    retrained = load_checkpoint(tmp_path / "codecs.safetensors")  # retrained codecs: other latents
+    with torch.no_grad():
+        retrained.video_codec.latent_mean.add_(1.0)
+    save_checkpoint(retrained, tmp_path / "codecs.safetensors")
+    assert not torch.equal(cache(cfg).video, first)  # the new codecs' latents, not the stale ones
+    assert len(list(tmp_path.glob("latents-*.pt"))) == 3
+    assert _cache_path(dataclasses.replace(cfg, preset="base")) != _cache_path(cfg)
+
+
+def test_an_interrupted_latent_cache_write_leaves_no_cache_behind(codecs, tmp_path, monkeypatch):
+    _, codecs_path = codecs
+    cfg = load_config(None, TOY + [f"codecs={codecs_path}", f"out={tmp_path}"], "model")
+    model = load_checkpoint(codecs_path, only=CODECS)
+    save = torch.save
+
+    def interrupted_save(obj, f, *args, **kwargs):
+        save(obj, f, *args, **kwargs)
+        raise KeyboardInterrupt  # e.g. Ctrl-C while the file is being written
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        build_latent_cache(cfg, model, _cache_path(cfg))
+    assert list(tmp_path.iterdir()) == []  # neither a cache a rerun would trust nor a temporary file
+    monkeypatch.setattr(torch, "save", save)
+    cache = build_latent_cache(cfg, model, _cache_path(cfg))
+    assert torch.equal(build_latent_cache(cfg, model, _cache_path(cfg)).video, cache.video)  # read back
