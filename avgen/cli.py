@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -189,7 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"generate": cmd_generate, "eval": cmd_eval, "train": cmd_train, "corpus": cmd_corpus}
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: temporary files are removed on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # SIGTERM's default would skip all cleanup
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `avgen train model --config F key=value ...`: overrides after the options

@@ -93,7 +93,41 @@ class Settings:
     audio: np.ndarray | None  # exactly frames * 640 samples when given
 
 
+MIN_REFERENCE_SIDE = 16  # pixels; the reference is centre-cropped and resized to the model's frame size
+MAX_AUDIO_PEAK = 2.0  # samples belong in [-1, 1]; codec overshoot a little past 1 is tolerated
+
+
+def validate_request(request: GenerationRequest) -> None:
+    """Reject a malformed reference image or audio array up front, saying what to change."""
+    if request.reference_image is not None:
+        image = np.asarray(request.reference_image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise GenerationError(f"the reference image must be RGB, shape (height, width, 3), not {image.shape}; "
+                                  "convert grayscale or RGBA pictures to RGB")  # fmt: skip
+        if image.dtype != np.uint8:
+            raise GenerationError(f"the reference image must be uint8 (0-255), not {image.dtype}")
+        if min(image.shape[:2]) < MIN_REFERENCE_SIDE:
+            raise GenerationError(f"the reference image is {image.shape[1]}x{image.shape[0]} pixels; "
+                                  f"give one at least {MIN_REFERENCE_SIDE} pixels on each side")  # fmt: skip
+    if request.audio is not None:
+        audio = np.asarray(request.audio)
+        if audio.ndim != 1:
+            raise GenerationError(f"the audio must be mono, shape (samples,), not {audio.shape}")
+        if not np.issubdtype(audio.dtype, np.floating):
+            raise GenerationError(f"the audio must be float samples in [-1, 1], not {audio.dtype}; "
+                                  "scale 16-bit PCM by 1/32768")  # fmt: skip
+        if audio.size == 0:
+            raise GenerationError("the audio is empty")
+        if not np.isfinite(audio).all():
+            raise GenerationError(f"the audio has {int((~np.isfinite(audio)).sum())} NaN or infinite samples")
+        peak = float(np.abs(audio).max())
+        if peak > MAX_AUDIO_PEAK:
+            raise GenerationError(f"the audio samples must be in [-1, 1], not up to {peak:g}; "
+                                  "scale 16-bit PCM by 1/32768")  # fmt: skip
+
+
 def resolve(request: GenerationRequest, cfg: Config) -> Settings:
+    validate_request(request)
     text = request.text or ""
     if len(text) > MAX_TEXT_CHARS:
         raise GenerationError(f"text is {len(text)} characters; the maximum is {MAX_TEXT_CHARS}")

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from avgen.checkpoint import AVGenModel, load_checkpoint, save_checkpoint
 from avgen.config import preset
+from avgen.files import atomic_path, file_hash
 from avgen.model import AVTransformer, patchify
 from avgen.objectives import EMA, Batch, ProjectionHead, SelfFlowSettings, baseline_loss, self_flow_loss
 from avgen.phones import NULL_PHONE, PHONE_IDS
@@ -249,7 +250,8 @@ def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> Laten
         reference.append(patchify(ref[:, None], mc.patch_size)[0, 0])
         bar((i + 1) / count, f"{i + 1} clips")
     cache = LatentCache(torch.stack(video), torch.stack(audio), torch.stack(phones), torch.stack(reference))
-    torch.save(dataclasses.asdict(cache), path)
+    with atomic_path(path) as tmp:
+        torch.save(dataclasses.asdict(cache), tmp)
     return cache
 
 
@@ -357,6 +359,7 @@ CODECS = ("video_codec", "audio_codec")
 
 def train_model(cfg: TrainConfig) -> Path:
     """The model stage: in this process, or with Ray Train across the workers of a Ray cluster."""
+    cfg = absolute_paths(cfg)  # Ray workers run in another folder: relative paths would miss there
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_checkpoint(_codecs_path(cfg), cfg.device, only=CODECS)
@@ -369,12 +372,22 @@ def train_model(cfg: TrainConfig) -> Path:
     return out / f"model-{cfg.objective}.safetensors"
 
 
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """`out`, `codecs` and `data` resolved against this process's working folder ("" stays "")."""
+    def resolve(path: str) -> str:
+        return str(Path(path).resolve()) if path else path
+
+    return dataclasses.replace(cfg, out=resolve(cfg.out), codecs=resolve(cfg.codecs), data=resolve(cfg.data))
+
+
 def _codecs_path(cfg: TrainConfig) -> Path:
     return Path(cfg.codecs or Path(cfg.out) / "codecs.safetensors")
 
 
 def _cache_path(cfg: TrainConfig) -> Path:
-    name = f"latents-{cfg.corpus_clips}-{cfg.clip_seconds:g}s"
+    """The latent cache of these windows encoded by exactly these codecs: keyed by the preset, the
+    corpus seed, the window count and length, the codecs checkpoint's content and the clip folder."""
+    name = f"latents-{cfg.preset}-seed{cfg.seed}-{cfg.corpus_clips}-{cfg.clip_seconds:g}s-codecs{file_hash(_codecs_path(cfg))}"
     if cfg.data:  # one cache per clip folder
         name += "-" + hashlib.sha256(str(Path(cfg.data).resolve()).encode()).hexdigest()[:8]
     return Path(cfg.out) / f"{name}.pt"

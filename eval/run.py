@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,16 +172,18 @@ def score_clip(path: str, scorer: SyncScorer) -> dict:
     )
     if audio.size == 0:
         problems.append("no audio track: lip-sync and audio flicker need sound")
+    elif not np.isfinite(audio).all():
+        problems.append("the audio track has NaN or infinite samples: lip-sync and audio flicker need finite sound")
     else:
-        audio_flicker = flicker.audio_flicker(audio, sample_rate=SCORING_SAMPLE_RATE)
-        row["audio_flicker"] = _finite(audio_flicker.score)
-        row["curves"]["audio_flicker_per_second"] = [_finite(v) for v in audio_flicker.curve]
-        row["curves"]["audio_flicker_worst"] = [[_finite(t), _finite(v)] for t, v in audio_flicker.worst]
-        fraction = speech_fraction(audio, len(frames))
-        row["speech_fraction"] = round(fraction, 4)
-        if fraction < NEARLY_SILENT:
-            notes.append(f"nearly silent (speech in {fraction:.0%} of frames): the sync scores carry little information")
         try:
+            audio_flicker = flicker.audio_flicker(audio, sample_rate=SCORING_SAMPLE_RATE)
+            row["audio_flicker"] = _finite(audio_flicker.score)
+            row["curves"]["audio_flicker_per_second"] = [_finite(v) for v in audio_flicker.curve]
+            row["curves"]["audio_flicker_worst"] = [[_finite(t), _finite(v)] for t, v in audio_flicker.worst]
+            fraction = speech_fraction(audio, len(frames))
+            row["speech_fraction"] = round(fraction, 4)
+            if fraction < NEARLY_SILENT:
+                notes.append(f"nearly silent (speech in {fraction:.0%} of frames): the sync scores carry little information")
             result, face = scorer.score(frames, audio)
             row.update(
                 av_offset_frames=int(result.av_offset_frames), sync_distance=_finite(result.sync_distance),
@@ -228,7 +231,14 @@ def evaluate(paths: list[str], out_dir: str | Path, settings: EvalSettings, prog
     for index, path in enumerate(clips):
         report(index / len(clips), f"{index}/{len(clips)} {os.path.basename(path)}")
         old = previous.get(path)
-        rows.append(dict(old, skipped=True) if _reusable(old, path, scorer) else score_clip(path, scorer))
+        if _reusable(old, path, scorer):
+            rows.append(dict(old, skipped=True))
+        else:
+            try:
+                rows.append(score_clip(path, scorer))
+            except Exception as e:  # noqa: BLE001 (one bad clip never stops a run, whatever a metric raises)
+                error = f"cannot score this clip ({type(e).__name__}: {' '.join(str(e).split())})"
+                rows.append(empty_row(path, settings, scorer.weights_hash) | {"error": error})
         write_results(rows, out_dir)  # after every clip: an interrupted run resumes where it stopped
     report(1.0, f"{len(clips)} clips")
     write_plots(rows, out_dir)

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import av
 import numpy as np
@@ -155,6 +157,22 @@ def test_an_existing_output_is_replaced_whole(hello, small_checkpoint, tmp_path)
     assert run.returncode == 0, run.stderr
     assert len(read_mp4(target).frames) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+
+
+def test_sigterm_while_the_mp4_is_written_leaves_no_temporary_file(small_checkpoint, tmp_path):
+    out = tmp_path / "long.mp4"
+    process = subprocess.Popen([sys.executable, "-m", "avgen", "generate", "--seconds", "8", "--steps", "1", "--cfg", "1",
+                                "--checkpoint", str(small_checkpoint), "--out", str(out), "--quiet"],
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    temporary = []
+    while process.poll() is None and not temporary:  # wait until the MP4 is being written
+        temporary = list(tmp_path.glob(".*.tmp.mp4"))
+        time.sleep(0.002)
+    assert temporary, f"the command ended before its temporary file was seen: {process.communicate()[1]}"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert list(tmp_path.iterdir()) == []  # neither the temporary file nor a half-written clip
 
 
 def test_shipped_weights_say_the_transcript_with_a_mouth_in_sync(tmp_path):

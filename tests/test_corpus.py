@@ -1,15 +1,23 @@
 """The synthetic talking-head corpus: deterministic samples, disjoint splits, exact lip-sync by construction."""
 
 import json
-import time
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from avgen.data import (SPLITS, SyntheticCorpus, collate, corpus_main, identity_split, make_sample, reference_frame,
-                        sentence_split, write_clips)
+from avgen.data import (
+    SPLITS,
+    SyntheticCorpus,
+    collate,
+    corpus_main,
+    identity_split,
+    make_sample,
+    reference_frame,
+    sentence_split,
+    write_clips,
+)
 from avgen.data.corpus import IDENTITY_POOL, natural_seconds
 from avgen.media import read_mp4
 from avgen.phones import PHONES, SILENCE, PhoneSpan, frame_phone_ids
@@ -245,9 +253,3 @@ def test_corpus_main_refuses_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="size"):
         corpus_main(tmp_path, 1, 0, "train", None, size=63)
 
-
-def test_a_four_second_clip_renders_and_speaks_well_under_real_time():
-    make_sample(0, seconds=4.0)  # warm up (CMUdict load)
-    start = time.perf_counter()
-    make_sample(1, seconds=4.0)
-    assert time.perf_counter() - start < 1.0  # ~0.07 s on a 2-core CPU; loose, the machine is shared

@@ -85,6 +85,40 @@ def test_bad_clips_get_an_error_in_their_row_and_the_run_goes_on(clips, tmp_path
     assert rows["synced.mp4"]["error"] is None
 
 
+def write_float_audio_clip(path, frames, audio, rate=25, sample_rate=16_000):
+    """H.264 video with 32-bit float PCM audio (Matroska), which can carry NaN samples as they are."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.height, video.width = frames.shape[1:3]
+        video.pix_fmt = "yuv420p"
+        sound = container.add_stream("pcm_f32le", rate=sample_rate)
+        sound.layout = "mono"
+        for frame in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        samples = av.AudioFrame.from_ndarray(audio.astype(np.float32)[None], format="flt", layout="mono")
+        samples.sample_rate = sample_rate
+        for packet in [*sound.encode(samples), *sound.encode(None)]:
+            container.mux(packet)
+
+
+def test_a_clip_with_nan_audio_gets_an_error_and_the_clips_around_it_are_scored(clips, tmp_path):
+    frames, audio = drawn_talking_head(2.0, seed=6)
+    audio = audio.astype(np.float32)
+    audio[8000:8100] = np.nan
+    write_float_audio_clip(tmp_path / "nan_audio.mkv", frames, audio)
+    given = [str(clips / "synced.mp4"), str(tmp_path / "nan_audio.mkv"), str(clips / "delayed.mp4")]
+    rows = evaluate(given, tmp_path / "out", EvalSettings())
+    assert [r["path"] for r in rows] == given
+    good, bad, also_good = rows
+    assert "NaN" in bad["error"] and bad["temporal_flickering"] is not None  # the video still scores
+    for row in (good, also_good):
+        assert row["error"] is None and row["sync_confidence"] is not None and row["audio_flicker"] is not None
+    assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 3
+
+
 def test_other_frame_rates_odd_and_large_sizes_are_resampled_and_noted(tmp_path):
     frames, audio = drawn_talking_head(2.4, seed=5, size=64)  # 60 frames: 2 s at 30 fps
     odd = np.ascontiguousarray(frames[:, :63, :63])

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import SMALL_CONFIG
 
 from avgen.pipeline import MAX_SECONDS, GenerationError, GenerationRequest, Generator, chunk_spans, resolve
 from avgen.timeline import SAMPLES_PER_FRAME
-from conftest import SMALL_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,35 @@ def test_progress_reports_rise_to_done(generator):
 def test_bad_requests_raise_generation_errors(request_, message):
     with pytest.raises(GenerationError, match=message):
         resolve(request_, SMALL_CONFIG)
+
+
+GOOD_FACE = np.full((64, 48, 3), 128, dtype=np.uint8)
+GOOD_AUDIO = np.zeros(16_000, dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("reference_image", GOOD_FACE.astype(np.float32) / 255, "uint8"),
+        ("reference_image", GOOD_FACE[..., 0], r"RGB, shape \(height, width, 3\), not \(64, 48\)"),
+        ("reference_image", np.dstack([GOOD_FACE, GOOD_FACE[..., :1]]), r"RGB.*not \(64, 48, 4\)"),
+        ("reference_image", GOOD_FACE[:8, :8], "8x8 pixels; give one at least 16"),
+        ("audio", np.stack([GOOD_AUDIO, GOOD_AUDIO]), r"mono, shape \(samples,\), not \(2, 16000\)"),
+        ("audio", (GOOD_AUDIO * 32767).astype(np.int16), "float samples in .* not int16"),
+        ("audio", np.where(np.arange(16_000) == 5, np.nan, GOOD_AUDIO).astype(np.float32), "1 NaN or infinite"),
+        ("audio", np.full(16_000, np.inf, dtype=np.float32), "16000 NaN or infinite"),
+        ("audio", np.full(16_000, 3000.0, dtype=np.float32), r"in \[-1, 1\], not up to 3000"),
+        ("audio", np.zeros(0, dtype=np.float32), "empty"),
+    ],
+)
+def test_check_refuses_bad_reference_images_and_audio_before_any_work(generator, field, value, message):
+    request = GenerationRequest(text="Hello", seconds=1.0, **{field: value})
+    with pytest.raises(GenerationError, match=message):
+        generator.check(request)
+
+
+def test_check_accepts_good_reference_images_and_audio(generator):
+    generator.check(GenerationRequest(text="Hello", reference_image=GOOD_FACE, audio=GOOD_AUDIO + 0.5))
 
 
 def test_without_weights_the_default_model_is_untrained_and_says_so(capsys, monkeypatch, tmp_path):

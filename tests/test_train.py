@@ -1,16 +1,27 @@
 """Training: both stages end to end at toy sizes, exact resume, the two objectives, EMA, Self-Flow."""
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
 
-from avgen.checkpoint import load_checkpoint, read_metadata
+from avgen.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from avgen.config import Config
 from avgen.model import AVTransformer
 from avgen.objectives import EMA, Batch, ProjectionHead, SelfFlowSettings, self_flow_loss
 from avgen.sampling import CleanMask, Latents
-from avgen.train import TrainConfig, learning_rate, load_config, train_codecs, train_model
+from avgen.train import (
+    CODECS,
+    TrainConfig,
+    _cache_path,
+    build_latent_cache,
+    learning_rate,
+    load_config,
+    train_codecs,
+    train_model,
+)
 
 TOY = ["corpus_clips=3", "clip_seconds=0.6", "batch_size=2", "log_every=1", "checkpoint_every=2", "warmup_steps=2"]
 
@@ -38,7 +49,7 @@ def _model_state(path):
 
 @pytest.mark.parametrize("objective", ["selfflow", "flow"])
 def test_an_interrupted_run_resumes_to_exactly_the_same_weights(codecs, tmp_path, objective):
-    out, codecs_path = codecs
+    _, codecs_path = codecs
     common = TOY + [f"codecs={codecs_path}", f"objective={objective}"]
     straight = train_model(load_config(None, common + ["steps=4", "keep_every=4", f"out={tmp_path / 'a'}"], "model"))
     train_model(load_config(None, common + ["steps=2", f"out={tmp_path / 'b'}"], "model"))
@@ -93,30 +104,131 @@ def test_self_flow_uses_layers_at_three_and_seven_tenths_of_the_depth():
     assert 0 <= student < teacher <= 1
 
 
-def test_self_flow_loss_combines_generation_and_negative_cosine_with_gamma():
+def _spy_forward(monkeypatch, module, calls):
+    """Record what a transformer's forward is given and returns, and call through unchanged."""
+    original = module.forward
+
+    def forward(video, audio, video_t, audio_t, *args, features_at=(), **kwargs):
+        out = original(video, audio, video_t, audio_t, *args, features_at=features_at, **kwargs)
+        calls.append({"video_t": video_t.detach().clone(), "audio_t": audio_t.detach().clone(),
+                      "features_at": tuple(features_at), "features": out.features})  # fmt: skip
+        return out
+
+    monkeypatch.setattr(module, "forward", forward)
+
+
+def _self_flow_setup(depth=4):
     torch.manual_seed(0)
-    cfg = Config(hidden=64, depth=4, heads=2)
+    cfg = Config(hidden=64, depth=depth, heads=2)
     model, head = AVTransformer(cfg), ProjectionHead(64)
     teacher = EMA(model, 0.99).module
     x = Latents(torch.randn(2, 3, 16, cfg.video_token_dim), torch.randn(2, 3, cfg.audio_latent_channels))
-    batch = Batch(x, torch.randint(0, 40, (2, 3)), CleanMask(torch.zeros(2, 3, 16, dtype=torch.bool), torch.zeros(2, 3, dtype=torch.bool)))
-    loss, logs = self_flow_loss(model, teacher, head, batch, torch.Generator().manual_seed(1), SelfFlowSettings(gamma=0.8))
-    assert loss.item() == pytest.approx(logs["loss_gen"].item() + 0.8 * logs["loss_rep"].item(), rel=1e-5)
-    assert -1.0 <= logs["loss_rep"].item() <= 1.0
-    loss.backward()
+    clean = CleanMask(torch.zeros(2, 3, 16, dtype=torch.bool), torch.zeros(2, 3, dtype=torch.bool))
+    clean.video[0, 0] = True  # a continuation condition on sample 0's first frame
+    clean.audio[0, 0] = True
+    return model, head, teacher, Batch(x, torch.randint(0, 40, (2, 3)), clean)
+
+
+def test_the_self_flow_teacher_sees_every_token_at_min_t_s_from_its_deeper_layer(monkeypatch):
+    model, head, teacher, batch = _self_flow_setup()
+    student_calls, teacher_calls = [], []
+    _spy_forward(monkeypatch, model, student_calls)
+    _spy_forward(monkeypatch, teacher, teacher_calls)
+    self_flow_loss(model, teacher, head, batch, torch.Generator().manual_seed(1), SelfFlowSettings())
+    assert len(student_calls) == len(teacher_calls) == 1
+    student, taught = student_calls[0], teacher_calls[0]
+    student_layer, teacher_layer = SelfFlowSettings().layers(4)
+    assert student_layer != teacher_layer
+    assert student["features_at"] == (student_layer,) and taught["features_at"] == (teacher_layer,)
+    clean = batch.clean
+    for b in range(2):  # the student's tokens are at t or s (dual timesteps); the teacher's all at min(t, s)
+        times = torch.cat([student["video_t"][b][~clean.video[b]], student["audio_t"][b][~clean.audio[b]]])
+        t_and_s = times.unique()
+        assert len(t_and_s) == 2, "the test needs both timesteps in each sample"
+        expected = t_and_s.min()
+        assert torch.equal(taught["video_t"][b][~clean.video[b]], expected.expand(int((~clean.video[b]).sum())))
+        assert torch.equal(taught["audio_t"][b][~clean.audio[b]], expected.expand(int((~clean.audio[b]).sum())))
+    assert not taught["video_t"][clean.video].any() and not taught["audio_t"][clean.audio].any()  # conditions at t=0
+
+
+def test_self_flow_adds_gamma_times_the_negative_cosine_of_the_head_and_the_teacher_features(monkeypatch):
+    model, head, teacher, batch = _self_flow_setup()
+    student_calls, teacher_calls = [], []
+    _spy_forward(monkeypatch, model, student_calls)
+    _spy_forward(monkeypatch, teacher, teacher_calls)
+    losses = {}
+    for gamma in (0.0, 0.8):
+        loss, _ = self_flow_loss(model, teacher, head, batch, torch.Generator().manual_seed(1), SelfFlowSettings(gamma=gamma))
+        losses[gamma] = loss
+    student_layer, teacher_layer = SelfFlowSettings().layers(4)
+    prediction = head(student_calls[-1]["features"][student_layer])
+    target = teacher_calls[-1]["features"][teacher_layer]
+    cosine = (prediction * target).sum(-1) / (prediction.norm(dim=-1) * target.norm(dim=-1))
+    assert losses[0.8].item() - losses[0.0].item() == pytest.approx(-0.8 * cosine.mean().item(), rel=1e-4, abs=1e-6)
+    losses[0.8].backward()
     assert head.net[0].weight.grad is not None and all(p.grad is None for p in teacher.parameters())
 
 
-def test_ray_train_runs_the_model_stage_on_two_local_workers(codecs, tmp_path):
+def test_the_documented_ray_command_with_a_relative_out_trains_on_two_local_workers(codecs, tmp_path, monkeypatch):
+    # README: `avgen train model --config configs/tiny.toml workers=2`, whose out is relative
+    # ("runs/tiny") and whose codecs default to out/codecs.safetensors. Ray workers run in another
+    # folder, so the paths must reach them resolved.
     import ray
 
-    out, codecs_path = codecs
+    from avgen.cli import main
+
+    _, codecs_path = codecs
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "rel").mkdir(parents=True)
+    shutil.copyfile(codecs_path, tmp_path / "runs" / "rel" / "codecs.safetensors")
+    config = tmp_path / "tiny.toml"
+    config.write_text('[train]\nout = "runs/rel"\n')
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
-        path = train_model(load_config(None, TOY + [f"codecs={codecs_path}", "steps=2", "workers=2",
-                                                    "cpus_per_worker=0.5", f"out={tmp_path}"], "model"))  # fmt: skip
+        code = main(["train", "model", "--config", "tiny.toml", "workers=2", "cpus_per_worker=0.5", "steps=2", *TOY])
     finally:
         ray.shutdown()
-    assert read_metadata(path)["steps"] == "2"
-    rows = [json.loads(line) for line in (tmp_path / "model-selfflow.log.jsonl").read_text().splitlines()]
+    assert code == 0
+    out = tmp_path / "runs" / "rel"
+    assert read_metadata(out / "model-selfflow.safetensors")["steps"] == "2"
+    rows = [json.loads(line) for line in (out / "model-selfflow.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] == r["loss"] for r in rows)
+
+
+def test_the_latent_cache_is_keyed_by_the_codecs_the_corpus_seed_and_the_preset(codecs, tmp_path):
+    _, codecs_path = codecs
+    shutil.copyfile(codecs_path, tmp_path / "codecs.safetensors")
+    cfg = load_config(None, TOY + [f"out={tmp_path}"], "model")  # codecs: out/codecs.safetensors
+
+    def cache(cfg):  # as train_model finds or builds it
+        return build_latent_cache(cfg, load_checkpoint(tmp_path / "codecs.safetensors", only=CODECS), _cache_path(cfg))
+
+    first = cache(cfg).video
+    other_corpus = cache(dataclasses.replace(cfg, seed=1)).video
+    assert len(list(tmp_path.glob("latents-*.pt"))) == 2 and not torch.equal(first, other_corpus)
+    retrained = load_checkpoint(tmp_path / "codecs.safetensors")  # retrained codecs: other latents
+    with torch.no_grad():
+        retrained.video_codec.latent_mean.add_(1.0)
+    save_checkpoint(retrained, tmp_path / "codecs.safetensors")
+    assert not torch.equal(cache(cfg).video, first)  # the new codecs' latents, not the stale ones
+    assert len(list(tmp_path.glob("latents-*.pt"))) == 3
+    assert _cache_path(dataclasses.replace(cfg, preset="base")) != _cache_path(cfg)
+
+
+def test_an_interrupted_latent_cache_write_leaves_no_cache_behind(codecs, tmp_path, monkeypatch):
+    _, codecs_path = codecs
+    cfg = load_config(None, TOY + [f"codecs={codecs_path}", f"out={tmp_path}"], "model")
+    model = load_checkpoint(codecs_path, only=CODECS)
+    save = torch.save
+
+    def interrupted_save(obj, f, *args, **kwargs):
+        save(obj, f, *args, **kwargs)
+        raise KeyboardInterrupt  # e.g. Ctrl-C while the file is being written
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        build_latent_cache(cfg, model, _cache_path(cfg))
+    assert list(tmp_path.iterdir()) == []  # neither a cache a rerun would trust nor a temporary file
+    monkeypatch.setattr(torch, "save", save)
+    cache = build_latent_cache(cfg, model, _cache_path(cfg))
+    assert torch.equal(build_latent_cache(cfg, model, _cache_path(cfg)).video, cache.video)  # read back
