@@ -21,7 +21,7 @@ FRAME_RATE = 100  # pocketsphinx analysis frames per second (its default `frate`
 # lies between their windows' centres: (i - 0.5) / FRAME_RATE + 12.8 ms. Measured on the corpus's speech
 # (816 phone boundaries), boundaries without this come 10 ms early (median).
 BOUNDARY_DELAY = 0.0128 - 0.5 / FRAME_RATE
-NOISE_FLOOR = 1.0  # int16 steps (RMS) of fixed-seed noise added: digital silence (zeros) decodes as phones
+NOISE_FLOOR = 1.0  # int16 steps (RMS) of fixed-seed noise added: without it, exact zeros decode as phones
 # Free phone recognition, settings of pocketsphinx's own phone-decoding example: a language weight of
 # 2 (the bigram counts, but the sound decides) and a phone insertion penalty of 0.3 (fewer, longer phones).
 ALLPHONE = {"lw": 2.0, "pip": 0.3, "beam": 1e-200, "pbeam": 1e-20}
@@ -65,30 +65,25 @@ def _decode(decoder, pcm: bytes) -> None:
 
 
 def _timeline(units: list[tuple[str, int, int]], n_samples: int) -> list[PhoneSpan]:
-    """Contiguous spans from 0 to the audio's end out of (unit, first frame, frames); gaps are silence."""
+    """Contiguous spans from 0 to the audio's end out of (unit, first frame, frames); gaps are silence,
+    and silences in a row are one span."""
     seconds = n_samples / SAMPLE_RATE
     spans: list[PhoneSpan] = []
-    t = 0.0
-    for unit, start, length in units:
-        begin = start / FRAME_RATE + BOUNDARY_DELAY
-        end = min((start + length) / FRAME_RATE + BOUNDARY_DELAY, seconds)
-        if end <= t:
-            continue
-        phone = phone_of(unit)
-        if begin > t:
-            spans.append(PhoneSpan(SILENCE, t, begin))
-        else:
-            begin = t
+
+    def add(phone: str, begin: float, end: float) -> None:
         if spans and spans[-1].phone == phone == SILENCE:
             spans[-1] = PhoneSpan(SILENCE, spans[-1].start, end)
-        else:
+        elif end > begin:
             spans.append(PhoneSpan(phone, begin, end))
-        t = end
-    if t < seconds:
-        if spans and spans[-1].phone == SILENCE:
-            spans[-1] = PhoneSpan(SILENCE, spans[-1].start, seconds)
-        else:
-            spans.append(PhoneSpan(SILENCE, t, seconds))
+
+    for unit, start, length in units:
+        t = spans[-1].end if spans else 0.0
+        begin = max(t, start / FRAME_RATE + BOUNDARY_DELAY)
+        end = min((start + length) / FRAME_RATE + BOUNDARY_DELAY, seconds)
+        if end > begin:
+            add(SILENCE, t, begin)
+            add(phone_of(unit), begin, end)
+    add(SILENCE, spans[-1].end if spans else 0.0, seconds)
     return spans
 
 
@@ -109,21 +104,23 @@ def aligned_phones(audio, text: str) -> list[PhoneSpan] | None:
 
     Two steps: the words in order, with optional pauses between them, are decoded as a grammar
     (finding where the speaker paused); then that word sequence is aligned phone by phone."""
-    said = [w for w in words(text) if w not in (SHORT_PAUSE, LONG_PAUSE)]
-    if not said:
+    pronunciations = [pronounce(w) for w in words(text) if w not in (SHORT_PAUSE, LONG_PAUSE)]
+    pronunciations = [p for p in pronunciations if p]  # pocketsphinx crashes on an empty one
+    if not pronunciations:
         return None
     pcm = _pcm(audio)
     decoder = _decoder(**ALIGN)
-    names = [f"w{i}" for i in range(len(said))]  # our pronunciation of each word, under a name of its own
-    for i, (name, word) in enumerate(zip(names, said)):
-        decoder.add_word(name, " ".join(pronounce(word)), update=i == len(said) - 1)
+    names = [f"w{i}" for i in range(len(pronunciations))]  # each word as we say it, under a name of its own
     try:
+        for name, phones in zip(names, pronunciations):
+            decoder.add_word(name, " ".join(phones), update=name == names[-1])
         decoder.add_jsgf_string("transcript", f"#JSGF V1.0;\ngrammar transcript;\npublic <s> = {' '.join(names)};\n")
         decoder.activate_search("transcript")
         _decode(decoder, pcm)
         if decoder.hyp() is None:
             return None
-        spoken = [s.word for s in decoder.seg() if s.word == PAUSE or s.word in names]
+        kept = {PAUSE, *names}  # not the utterance's start and end, nor noises
+        spoken = [s.word for s in decoder.seg() if s.word in kept]
         decoder.set_align_text(" ".join(spoken))
         _decode(decoder, pcm)
         decoder.set_alignment()

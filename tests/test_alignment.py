@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from avgen import alignment
-from avgen.alignment import (SpeechError, aligned_phones, phone_of, phones_from_speech, recognised_phones)
+from avgen.alignment import SpeechError, aligned_phones, phone_of, phones_from_speech, recognised_phones
 from avgen.data.corpus import make_sample
 from avgen.data.speech import synthesize, voice_for
-from avgen.phones import ARPABET, NULL_PHONE, PHONE_IDS, SILENCE, PhoneSpan, frame_phone_ids, phone_timeline
+from avgen.phones import ARPABET, NULL_PHONE, PHONE_IDS, SILENCE, frame_phone_ids, phone_timeline
 from avgen.pipeline import GenerationRequest, resolve
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from tests.conftest import SMALL_CONFIG
@@ -57,11 +57,15 @@ def test_pocketsphinx_phones_are_avgens_and_its_fillers_are_silence():
 def test_timeline_is_contiguous_from_zero_to_the_audio_end():
     # pocketsphinx units: (name, first 10 ms frame, frames); a gap, two silences in a row, an overrun
     units = [("SIL", 0, 10), ("HH", 12, 5), ("AH", 17, 8), ("SIL", 25, 5), ("+NSN+", 30, 10), ("L", 40, 30)]
+    d = alignment.BOUNDARY_DELAY  # boundaries lie between two analysis windows' centres
+    assert 0.005 < d < 0.01
     got = alignment._timeline(units, n_samples=SAMPLE_RATE // 2)  # 0.5 s of audio
-    assert spans(got) == [(SILENCE, 0.0, 0.12), ("HH", 0.12, 0.17), ("AH", 0.17, 0.25), (SILENCE, 0.25, 0.4),
-                          ("L", 0.4, 0.5)]
+    assert [s.phone for s in got] == [SILENCE, "HH", "AH", SILENCE, "L"]
+    times = [0.0, 0.12 + d, 0.17 + d, 0.25 + d, 0.4 + d, 0.5]
+    assert [s.start for s in got] == pytest.approx(times[:-1]) and [s.end for s in got] == pytest.approx(times[1:])
     assert spans(alignment._timeline([], SAMPLE_RATE)) == [(SILENCE, 0.0, 1.0)]
-    assert spans(alignment._timeline([("AH", 0, 50)], SAMPLE_RATE)) == [("AH", 0.0, 0.5), (SILENCE, 0.5, 1.0)]
+    got = alignment._timeline([("AH", 0, 50)], SAMPLE_RATE)
+    assert spans(got) == [(SILENCE, 0.0, d), ("AH", d, 0.5 + d), (SILENCE, 0.5 + d, 1.0)]
 
 
 # ------------------------------------------------------------------ speech with known timing
@@ -84,19 +88,23 @@ def test_forced_alignment_finds_the_pauses():
     audio = synthesize(truth, round(truth[-1].end * FPS) * SAMPLES_PER_FRAME, voice_for(0), np.random.default_rng(0))
     pause = next(s for s in truth[1:] if s.phone == SILENCE)  # 0.3 s after "today"
     found = [s for s in aligned_phones(audio, text)[1:-1] if s.phone == SILENCE]
-    assert len(found) == 1
-    assert abs(found[0].start - pause.start) <= 0.02 and abs(found[0].end - pause.end) <= 0.04, (found, pause)
+    at_pause = [s for s in found if s.start < pause.end and s.end > pause.start]
+    assert len(at_pause) == 1, (found, pause)
+    assert abs(at_pause[0].start - pause.start) <= 0.02 and abs(at_pause[0].end - pause.end) <= 0.04, (found, pause)
+    # elsewhere at most a stop's closure (silent in this speech: "big" has one) is taken for a short pause
+    assert all(s.end - s.start <= 0.06 for s in found if s not in at_pause), found
 
 
 def test_phone_recognition_hears_speech_and_silence_without_a_transcript(samples):
     for s in samples:
         timeline = recognised_phones(s.audio)
         phone, speech = agreement(timeline, s.phone_ids)
-        # measured: phones 0.41-0.57 of frames, speech vs silence 0.88-0.97 (it cannot know the words)
+        # measured: phones 0.43-0.54 of frames, speech vs silence 0.88-0.97 (it cannot know the words)
         assert phone > 0.33 and speech > 0.82, (s.text, phone, speech)
         truth_speech = np.flatnonzero((s.phone_ids != SIL).numpy())
         got_speech = np.flatnonzero((frame_phone_ids(timeline, len(s.phone_ids)) != SIL).numpy())
-        assert abs(got_speech[0] - truth_speech[0]) <= 2 and abs(got_speech[-1] - truth_speech[-1]) <= 3
+        # speech starts 0-2 frames early and ends 0-5 frames late
+        assert -4 <= got_speech[0] - truth_speech[0] <= 1 and -1 <= got_speech[-1] - truth_speech[-1] <= 7
 
 
 def test_a_transcript_that_does_not_fit_falls_back_to_phone_recognition(samples):
