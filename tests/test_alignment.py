@@ -198,6 +198,9 @@ def test_real_speech_drives_a_mouth_in_sync_with_it(real_clips):
             scores.append((result.av_offset_frames, result.sync_confidence))
         rows.append((name, *scores))
     report = "\n".join(f"{n}: own {o}, other {x}" for n, o, x in rows)
+    # measured (4 s, seed 0): own audio offset 0 and confidence 0.16-0.28 on every clip, another clip's
+    # audio 0.05-0.10 (own/other 1.8-4.6x); with all-NULL phones (before) offsets of 11-15 frames and
+    # confidence 0.03-0.13, the same for either audio
     for name, (offset, confidence), (_, other_confidence) in rows:
         assert abs(offset) <= 1, report
         assert confidence > 1.5 * other_confidence, report
