@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from avgen import __version__
+from avgen.alignment import phones_from_speech
 from avgen.checkpoint import AVGenModel, default_checkpoint, file_hash, load_checkpoint
 from avgen.config import Config, preset
 from avgen.audio_codec import AudioStream
@@ -172,6 +173,7 @@ def resolve(request: GenerationRequest, cfg: Config) -> Settings:
         if given.size == 0:
             raise GenerationError("the audio is empty")
         audio[: len(given)] = given
+        phones = frame_phone_ids(phones_from_speech(audio, text), frames)  # what is said when, from the speech
     return Settings(frames, steps, float(guidance), float(shift), sampler, phones, audio)
 
 
