@@ -101,7 +101,8 @@ class AudioAutoencoder(nn.Module):
 
 
 VOCODE_FRAMES = 50  # frames vocoded at once (2 s): memory per segment, not per clip
-VOCODE_OVERLAP = 4  # frames on each side of a boundary that both segments vocode, then cross-fade
+VOCODE_OVERLAP = 8  # frames on each side of a boundary that both segments vocode, then cross-fade (4 left
+# measurable seams on a steady voice: audio flicker 0.03 dB at seams vs 0.005 elsewhere; 8: none)
 DECODE_CONTEXT = 8  # latent frames of context each side for the mel decoder (convolutions see ~4)
 
 

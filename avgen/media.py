@@ -101,6 +101,7 @@ def write_mp4(path, frames, audio, *, fps=FPS, sample_rate=SAMPLE_RATE, metadata
         out.add_audio(audio)
 
 
+AUDIO_BLOCK = 1920  # 48 kHz samples handed to the AAC encoder at a time (one 25 fps frame's worth)
 RESAMPLE_CONTEXT = 64  # input samples each side: more than the sinc resampler's reach (7 at 16 -> 48 kHz)
 
 
@@ -195,15 +196,19 @@ class Mp4Writer:
         """48 kHz samples in the video so far: a whole number per frame (1920 at 25 fps)."""
         return round(self.frames * MP4_AUDIO_RATE / self.rate)
 
-    def _encode_held(self) -> None:
-        """Encode held 48 kHz audio up to the video's duration so far; audio beyond it waits."""
+    def _encode_held(self, final: bool = False) -> None:
+        """Encode held 48 kHz audio up to the video's duration so far; audio beyond it waits.
+        Whole blocks of AUDIO_BLOCK samples until the end, so any way of adding the audio gives
+        the encoder the same frames (and the same bytes)."""
         n = max(0, min(len(self.held), self._target() - self.encoded))
+        if not final:
+            n -= n % AUDIO_BLOCK
         self._encode_audio(self.held[:n])
         self.held = self.held[n:]
 
     def _encode_audio(self, samples: np.ndarray) -> None:
-        for i in range(0, len(samples), 1920):
-            chunk = np.clip(samples[i : i + 1920], -1.0, 1.0).astype(np.float32)
+        for i in range(0, len(samples), AUDIO_BLOCK):
+            chunk = np.clip(samples[i : i + AUDIO_BLOCK], -1.0, 1.0).astype(np.float32)
             # The encoder's own resampler re-chunks into AAC's 1024-sample frames (flt -> fltp).
             af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
             af.sample_rate, af.pts, af.time_base = MP4_AUDIO_RATE, self.encoded, Fraction(1, MP4_AUDIO_RATE)
@@ -214,6 +219,7 @@ class Mp4Writer:
         if self.frames == 0:
             raise ValueError("no video frames were written")
         self._resample(final=True)  # then pad with silence; audio past the video's end is dropped
+        self._encode_held(final=True)
         self._encode_audio(np.zeros(max(0, self._target() - self.encoded), np.float32))
         self._out.mux(self._video.encode(None))
         self._out.mux(self._audio.encode(None))
