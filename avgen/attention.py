@@ -14,8 +14,12 @@ Backends of `sliding_window_attention`, all computing the same function:
             the sorted frames), under an exact bool mask. Blocks are gathered into groups and
             padded so one SDPA call does up to GROUP_TOKENS queries: time and memory linear in L,
             and few parallel regions (many small calls stall when other processes share the cores).
-  flex    - FlexAttention with a BlockMask from a mask_mod calling `allowed`. Compiled on CUDA;
-            eager (unfused, slow, forward-only) on CPU unless AVGEN_FLEX_COMPILE=1.
+  flex    - FlexAttention with a BlockMask built from the same key ranges, 128 x 128 tiles marked
+            full (every pair allowed: mask skipped) or partial (mask_mod calling `allowed`) from the
+            blocks' frame bounds: O((L/128)^2) memory, never the (L, L) mask (create_block_mask's
+            ~17 bytes per pair: 16 GB at L = 32k). Compiled on CUDA; eager (unfused, slow,
+            forward-only, and it evaluates the mask over all (L, L) pairs) on CPU unless
+            AVGEN_FLEX_COMPILE=1. Needs the chunked path's layout.
   auto    - flex on CUDA, chunked elsewhere.
 
 FlexAttention on CPU (torch 2.14) has no backward: inputs that require grad raise

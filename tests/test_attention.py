@@ -184,7 +184,8 @@ FLEX_CASES = [("170_tokens", 1, 4), ("1020_tokens", 12, 4), ("irregular", 5, 0),
               ("170_tokens", 0, 150), ("irregular", 2, 7)]
 # moderate lengths for comparing tiles: (counts, n_global, window)
 TILE_CASES = [(av_counts(180), 16, 12), (irregular_counts(600), 5, 3), (irregular_counts(600), 0, 0),
-              (av_counts(100), 200, 2), ([], 300, 3), ([3] * 100, 128, 7), (av_counts(60), 4, 1000)]
+              (av_counts(100), 200, 2), ([], 300, 3), ([3] * 100, 128, 7), (av_counts(60), 4, 1000),
+              ([1] * 600, 0, 127), ([1] * 600, 3, 126), ([1] * 600, 0, 254)]  # 1 token per frame: at the edge of full
 
 
 def flex_tensors(block_mask):
