@@ -14,8 +14,12 @@ Backends of `sliding_window_attention`, all computing the same function:
             the sorted frames), under an exact bool mask. Blocks are gathered into groups and
             padded so one SDPA call does up to GROUP_TOKENS queries: time and memory linear in L,
             and few parallel regions (many small calls stall when other processes share the cores).
-  flex    - FlexAttention with a BlockMask from a mask_mod calling `allowed`. Compiled on CUDA;
-            eager (unfused, slow, forward-only) on CPU unless AVGEN_FLEX_COMPILE=1.
+  flex    - FlexAttention with a BlockMask built from the same key ranges, 128 x 128 tiles marked
+            full (every pair allowed: mask skipped) or partial (mask_mod calling `allowed`) from the
+            blocks' frame bounds: O((L/128)^2) memory, never the (L, L) mask (create_block_mask's
+            ~17 bytes per pair: 16 GB at L = 32k). Compiled on CUDA; eager (unfused, slow,
+            forward-only, and it evaluates the mask over all (L, L) pairs) on CPU unless
+            AVGEN_FLEX_COMPILE=1. Needs the chunked path's layout.
   auto    - flex on CUDA, chunked elsewhere.
 
 FlexAttention on CPU (torch 2.14) has no backward: inputs that require grad raise
@@ -29,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 GROUP_TOKENS = 4096  # queries per SDPA call: few calls (robust on a busy CPU), bounded memory per call
 CHUNK_TOKENS = 128  # query block size of the chunked path (64-128 fastest of 32-1024: benchmarks/attention.py)
+FLEX_BLOCK_TOKENS = 128  # FlexAttention's tile (its default BLOCK_SIZE)
 
 
 def allowed(q_frame: Tensor, k_frame: Tensor, q_global: Tensor, k_global: Tensor, window_frames: int) -> Tensor:
@@ -92,14 +97,31 @@ class SlidingWindowMask:
             self._cache[key] = self._plan(block_tokens)
         return self._cache[key]
 
-    def _plan(self, block_tokens: int) -> list["QueryGroup"]:
-        f, g = self.frame_index, self.is_global
-        n, n_global = len(self), int(g.sum())
-        if not bool(g[:n_global].all()):
-            raise ValueError("chunked attention needs the global tokens to form a prefix of the sequence")
+    def _n_global(self) -> int:
+        """Number of global tokens, after checking the layout the key-range paths (chunked, flex) need:
+        the global tokens form a prefix and the rest are sorted by frame."""
+        if "n_global" not in self._cache:
+            f, g = self.frame_index, self.is_global
+            n_global = int(g.sum())
+            if not bool(g[:n_global].all()):
+                raise ValueError("chunked and flex attention need the global tokens to form a prefix of the sequence")
+            frames = f[n_global:]
+            if frames.numel() > 1 and not bool((frames[1:] >= frames[:-1]).all()):
+                raise ValueError("chunked and flex attention need non-global tokens sorted by frame index")
+            self._cache["n_global"] = n_global
+        return self._cache["n_global"]
+
+    def _key_range(self, first: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+        """[lo, hi) per query block: the non-global keys whose frames lie within [frame[first] - W,
+        frame[last] + W], where first/last are the block's first/last non-global queries."""
+        f, w, n_global = self.frame_index, self.window_frames, self._n_global()
         frames = f[n_global:]
-        if frames.numel() > 1 and not bool((frames[1:] >= frames[:-1]).all()):
-            raise ValueError("chunked attention needs non-global tokens sorted by frame index")
+        lo = n_global + torch.searchsorted(frames, f[first] - w)
+        hi = n_global + torch.searchsorted(frames, f[last] + w, right=True)
+        return lo, hi
+
+    def _plan(self, block_tokens: int) -> list["QueryGroup"]:
+        n, n_global = len(self), self._n_global()
         groups = [self._group(0, n_global, n_global)] if n_global else []
         step = max(block_tokens, GROUP_TOKENS // block_tokens * block_tokens)
         groups += [self._group(q0, min(q0 + step, n), block_tokens) for q0 in range(n_global, n, step)]
@@ -107,16 +129,14 @@ class SlidingWindowMask:
 
     def _group(self, q0: int, q1: int, block_tokens: int) -> "QueryGroup":
         f, g, w = self.frame_index, self.is_global, self.window_frames
-        n, n_global = len(self), int(g.sum())
+        n, n_global = len(self), self._n_global()
         n_blocks = -(-(q1 - q0) // block_tokens)
         q_index = (q0 + torch.arange(n_blocks * block_tokens, device=f.device)).clamp(max=q1 - 1)
         q_index = q_index.view(n_blocks, block_tokens)  # the last block is padded with copies of q1 - 1
         if q0 < n_global:  # global queries: global keys only
             lo = hi = torch.full((n_blocks,), n_global, device=f.device)
-        else:  # keys whose frames lie within [first frame - W, last frame + W] of the block
-            frames = f[n_global:]
-            lo = n_global + torch.searchsorted(frames, f[q_index[:, 0]] - w)
-            hi = n_global + torch.searchsorted(frames, f[q_index[:, -1]] + w, right=True)
+        else:
+            lo, hi = self._key_range(q_index[:, 0], q_index[:, -1])
         span = torch.arange(int((hi - lo).max()), device=f.device)
         k_index = torch.cat([torch.arange(n_global, device=f.device).expand(n_blocks, -1),
                              (lo[:, None] + span).clamp(max=n - 1)], dim=1)
@@ -127,8 +147,30 @@ class SlidingWindowMask:
                        g[q_index][:, :, None], g[k_index][:, None, :], w) & real[:, None, :]
         return QueryGroup(q0, q1, q_index.flatten(), k_index.flatten(), mask[:, None], torch.stack([lo, hi], 1))
 
+    def block_tiles(self, block_tokens: int = FLEX_BLOCK_TOKENS) -> tuple[Tensor, Tensor]:
+        """(partial, full): (n_blocks, n_blocks) bools over tiles of `block_tokens` queries x keys (blocks
+        start at token 0). A tile is full when the rule allows every pair in it and partial when it allows
+        some but not all; the last block, if cut short, is never full (as in create_block_mask). Built
+        from each query block's key range and the frame bounds of each block: O((L / block)^2) memory,
+        no (L, L) mask. Needs the layout of `chunks` (global prefix, then tokens sorted by frame)."""
+        f, w, n, n_global = self.frame_index, self.window_frames, len(self), self._n_global()
+        start = torch.arange(0, n, block_tokens, device=f.device)
+        end = (start + block_tokens).clamp(max=n)
+        first, last = start.clamp(min=n_global, max=n - 1), end - 1  # the block's first/last non-global token
+        has_global, has_local, all_global = start < n_global, end > n_global, end <= n_global
+        lo, hi = self._key_range(first, last)
+        kv = torch.arange(len(start), device=f.device)[None, :]
+        in_range = (kv >= (lo // block_tokens)[:, None]) & (kv * block_tokens < hi[:, None])
+        touched = has_global[None, :] | (has_local[:, None] & in_range)  # exact: frames are sorted
+        f_min, f_max = f[first], f[last]  # frame bounds of each block's non-global tokens
+        near = (f_max[None, :] - f_min[:, None] <= w) & (f_max[:, None] - f_min[None, :] <= w)
+        whole = end - start == block_tokens
+        full = whole[:, None] & whole[None, :] & (all_global[None, :] | (~has_global[:, None] & near))
+        return touched & ~full, full
+
     def block_mask(self, device) -> BlockMask:
-        """FlexAttention BlockMask (broadcast over batch and heads) whose mask_mod is `allowed`."""
+        """FlexAttention BlockMask (broadcast over batch and heads) from `block_tiles`: the kernel applies
+        the mask_mod, `allowed`, on partial tiles only."""
         device = torch.device(device)
         key = ("flex", str(device))
         if key not in self._cache:
@@ -137,9 +179,17 @@ class SlidingWindowMask:
             def mask_mod(b, h, q_idx, kv_idx):
                 return allowed(f[q_idx], f[kv_idx], g[q_idx], g[kv_idx], w)
 
-            n = len(self)
-            self._cache[key] = create_block_mask(mask_mod, None, None, n, n, device=device)
+            partial, full = (_ordered(t.to(device)) for t in self.block_tiles(FLEX_BLOCK_TOKENS))
+            self._cache[key] = BlockMask.from_kv_blocks(*partial, *full, BLOCK_SIZE=FLEX_BLOCK_TOKENS,
+                                                        mask_mod=mask_mod, seq_lengths=(len(self), len(self)))
         return self._cache[key]
+
+
+def _ordered(tiles: Tensor) -> tuple[Tensor, Tensor]:
+    """BlockMask's per-row (count, ascending column indices) form of (rows, cols) bool tiles, as (1, 1, ...)."""
+    count = tiles.sum(-1, dtype=torch.int32)
+    index = torch.argsort(tiles.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+    return count[None, None].contiguous(), index[None, None].contiguous()
 
 
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindowMask) -> Tensor:
