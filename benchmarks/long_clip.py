@@ -1,17 +1,18 @@
 """Peak memory and wall time of long clips: 600 s vs 8 s, each in a fresh process, streamed to MP4.
 
     python benchmarks/long_clip.py [--out benchmarks/results/long_clip.json] [--quick]
-                                   [--seconds 8 600] [--repeats 1] [--steps N]
+                                   [--seconds 8 600] [--repeats 1] [--steps N] [--threads N]
 
 Each (length, repeat) runs in its own subprocess (`--worker S`), so the peak resident set it
 reports is that length's alone: resource.getrusage(RUSAGE_SELF).ru_maxrss inside the child,
 after loading the model (tiny preset, the default: untrained when no weights ship; the compute
 is the same) and generating S seconds straight into an MP4 (`Generator.open` + `write_stream`,
 the path `avgen generate` takes: frames and audio are encoded chunk by chunk as they finish),
-2 threads by default (`--threads`). The child prints one JSON line on stdout. It also reports its peak RSS just before
-generating (imports + model), so the growth due to generation is visible apart from the
-~constant cost of torch itself, and the current RSS after each piece of the stream (first, middle,
-last, largest), which shows whether anything accumulates over the clip.
+2 threads by default (`--threads`). The child prints one JSON line on stdout. It also reports
+its peak RSS just before generating (imports + model), so the growth due to generation is
+visible apart from the ~constant cost of torch itself, and its current RSS (/proc/self/statm)
+after the first piece of the stream, after each further tenth of the pieces, and the largest,
+which shows whether anything accumulates over the clip.
 
 `--steps N` sets the sampler steps (default: the model's, 8 for the tiny preset). Memory does not
 depend on the step count (each step re-runs the same chunk-sized forward), only time does, so a
@@ -109,10 +110,10 @@ def worker(seconds: float, seed: int, out_dir: str, steps: int | None, threads: 
         "current_rss_before_generate_mib": None if current_before is None else round(current_before, 1),
         "peak_rss_mib": round(peak, 1),
         "peak_rss_growth_mib": round(peak - rss_before, 1),
-        "current_rss_after_pieces_mib": {  # first, middle, last and largest, over the pieces
-            "first": round(probes[0], 1), "middle": round(probes[len(probes) // 2], 1),
-            "last": round(probes[-1], 1), "max": round(max(probes), 1),
-        } if probes else None,
+        # current RSS after the first piece, after each further tenth of the pieces, and the largest
+        "current_rss_after_pieces_mib": [round(probes[round(k * (len(probes) - 1) / 10)], 1) for k in range(11)]
+        if probes else None,
+        "current_rss_after_pieces_max_mib": round(max(probes), 1) if probes else None,
         "mp4": mp4_summary(path),
         "cpu_s": round(time.process_time(), 3),
     }
@@ -219,6 +220,7 @@ def main() -> int:
             "peak_rss_growth_mib_median": median([r["peak_rss_growth_mib"] for r in runs]),
             "peak_rss_before_generate_mib_median": median([r["peak_rss_before_generate_mib"] for r in runs]),
             "current_rss_after_pieces_mib": runs[0]["current_rss_after_pieces_mib"],  # the first repeat's
+            "current_rss_after_pieces_max_mib": runs[0]["current_rss_after_pieces_max_mib"],
         }
     short, long = per_length[f"{seconds[0]:g}"], per_length[f"{seconds[-1]:g}"]
     ideal = seconds[-1] / seconds[0]
