@@ -155,21 +155,24 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, nargs="+", default=[8.0, 600.0])
     parser.add_argument("--repeats", type=int, help="fresh processes per length (default 3; 1 with --quick)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's, 8); memory does not depend on it")
-    parser.add_argument("--threads", type=int, default=THREADS,
-                        help=f"torch threads per child (default {THREADS}); on a loaded machine 2 threads can be many times slower")
-    parser.add_argument("--quick", action="store_true", help="only 8 s and 600 s, 1 repeat, 2 steps")
+    parser.add_argument("--threads", type=int,
+                        help=f"torch threads per child (default {THREADS}; 1 with --quick): under load, 2 can be far slower")
+    parser.add_argument("--quick", action="store_true", help="only 8 s and 600 s, 1 repeat, 2 steps, 1 thread")
     parser.add_argument("--worker", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, args.seed, args.tmp, args.steps, args.threads)))
+        print(json.dumps(worker(args.worker, args.seed, args.tmp, args.steps, args.threads or THREADS)))
         return 0
 
     if args.quick:
         args.seconds = [8.0, 600.0]
         args.steps = 2 if args.steps is None else args.steps
+        args.threads = 1 if args.threads is None else args.threads
+    if args.threads is None:
+        args.threads = THREADS
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
     seconds = sorted(set(args.seconds))
