@@ -73,8 +73,10 @@ class SlidingWindowMask:
 
     def __post_init__(self):
         if self.frame_index.ndim != 1 or self.frame_index.shape != self.is_global.shape:
-            raise ValueError(f"frame_index {tuple(self.frame_index.shape)} and is_global "
-                             f"{tuple(self.is_global.shape)} must both be (L,)")
+            raise ValueError(
+                f"frame_index {tuple(self.frame_index.shape)} and is_global "
+                f"{tuple(self.is_global.shape)} must both be (L,)"
+            )
         if self.window_frames < 0:
             raise ValueError(f"window_frames must be >= 0, got {self.window_frames}")
         self.frame_index = self.frame_index.long()
@@ -138,13 +140,19 @@ class SlidingWindowMask:
         else:
             lo, hi = self._key_range(q_index[:, 0], q_index[:, -1])
         span = torch.arange(int((hi - lo).max()), device=f.device)
-        k_index = torch.cat([torch.arange(n_global, device=f.device).expand(n_blocks, -1),
-                             (lo[:, None] + span).clamp(max=n - 1)], dim=1)
-        real = torch.cat([torch.ones(n_blocks, n_global, dtype=torch.bool, device=f.device),
-                          lo[:, None] + span < hi[:, None]], dim=1)
+        k_index = torch.cat(
+            [torch.arange(n_global, device=f.device).expand(n_blocks, -1), (lo[:, None] + span).clamp(max=n - 1)], dim=1
+        )
+        real = torch.cat(
+            [torch.ones(n_blocks, n_global, dtype=torch.bool, device=f.device), lo[:, None] + span < hi[:, None]], dim=1
+        )
         f32 = f.int()  # half the memory traffic of int64 in this (blocks, queries, keys) build
-        mask = allowed(f32[q_index][:, :, None], f32[k_index][:, None, :],
-                       g[q_index][:, :, None], g[k_index][:, None, :], w) & real[:, None, :]
+        mask = (
+            allowed(
+                f32[q_index][:, :, None], f32[k_index][:, None, :], g[q_index][:, :, None], g[k_index][:, None, :], w
+            )
+            & real[:, None, :]
+        )
         return QueryGroup(q0, q1, q_index.flatten(), k_index.flatten(), mask[:, None], torch.stack([lo, hi], 1))
 
     def block_tiles(self, block_tokens: int = FLEX_BLOCK_TOKENS) -> tuple[Tensor, Tensor]:
@@ -180,8 +188,9 @@ class SlidingWindowMask:
                 return allowed(f[q_idx], f[kv_idx], g[q_idx], g[kv_idx], w)
 
             partial, full = (_ordered(t.to(device)) for t in self.block_tiles(FLEX_BLOCK_TOKENS))
-            self._cache[key] = BlockMask.from_kv_blocks(*partial, *full, BLOCK_SIZE=FLEX_BLOCK_TOKENS,
-                                                        mask_mod=mask_mod, seq_lengths=(len(self), len(self)))
+            self._cache[key] = BlockMask.from_kv_blocks(
+                *partial, *full, BLOCK_SIZE=FLEX_BLOCK_TOKENS, mask_mod=mask_mod, seq_lengths=(len(self), len(self))
+            )
         return self._cache[key]
 
 
@@ -196,13 +205,16 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindowMask) ->
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense().to(q.device))
 
 
-def chunked_attention(q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindowMask,
-                      block_tokens: int = CHUNK_TOKENS) -> Tensor:
+def chunked_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindowMask, block_tokens: int = CHUNK_TOKENS
+) -> Tensor:
     outs = []
     for grp in mask.chunks(block_tokens):
         n_blocks, q_index, k_index = grp.mask.shape[0], grp.q_index.to(q.device), grp.k_index.to(q.device)
-        qb, kb, vb = (rearrange(x.index_select(-2, i), "b h (n t) d -> n (b h) t d", n=n_blocks)
-                      for x, i in ((q, q_index), (k, k_index), (v, k_index)))
+        qb, kb, vb = (
+            rearrange(x.index_select(-2, i), "b h (n t) d -> n (b h) t d", n=n_blocks)
+            for x, i in ((q, q_index), (k, k_index), (v, k_index))
+        )
         o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=grp.mask.to(q.device))
         outs.append(rearrange(o, "n (b h) t d -> b h (n t) d", b=q.shape[0])[..., : grp.q1 - grp.q0, :])
     return torch.cat(outs, dim=-2)
@@ -226,8 +238,7 @@ def flex_sliding_attention(q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindowM
     return fn(q, k, v, block_mask=mask.block_mask(q.device))
 
 
-def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindowMask,
-                             backend: str = "auto") -> Tensor:
+def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindowMask, backend: str = "auto") -> Tensor:
     """q, k, v: (B, H, L, Dh) -> (B, H, L, Dh), attention under `mask`."""
     if q.shape[-2] != len(mask) or k.shape[-2] != len(mask):
         raise ValueError(f"sequence length {q.shape[-2]} does not match the mask's {len(mask)} tokens")

@@ -69,8 +69,9 @@ class AudioAutoencoder(nn.Module):
         return self.decoder(z.transpose(1, 2))
 
     @torch.no_grad()
-    def vocode(self, log_mel: torch.Tensor, seed: int = 0, known_phase: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def vocode(
+        self, log_mel: torch.Tensor, seed: int = 0, known_phase: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, n_mels, 4*T) log-mel -> (B, 640*T) waveform via Griffin-Lim, and its final phases
         (B, n_fft/2+1, 4*T+1). The phases start random from `seed` (a local generator: no global
         RNG is touched, so threads never disturb each other), except the first STFT frames where
@@ -137,7 +138,8 @@ class AudioStream:
         self.received += latents.shape[1]
         out = []
         while self.segment < len(self.bounds) - 1 and self.received >= min(
-                self.frames, self._span(self.segment)[1] + DECODE_CONTEXT):
+            self.frames, self._span(self.segment)[1] + DECODE_CONTEXT
+        ):
             out.append(self._vocode_next())
         return out
 

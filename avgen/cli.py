@@ -24,11 +24,16 @@ class OneLineParser(argparse.ArgumentParser):
 def _add_generate(sub) -> None:
     from avgen.pipeline import MAX_SECONDS
 
-    p = sub.add_parser("generate", help="generate a talking-head MP4 from a transcript or speech",
-                       description="Generate a talking-head MP4 (H.264 + AAC) from a transcript, "
-                       "optionally driven by a speech file and/or a reference face picture.")
+    p = sub.add_parser(
+        "generate",
+        help="generate a talking-head MP4 from a transcript or speech",
+        description="Generate a talking-head MP4 (H.264 + AAC) from a transcript, "
+        "optionally driven by a speech file and/or a reference face picture.",
+    )
     p.add_argument("--text", default="", help="what the face says")
-    p.add_argument("--seconds", type=float, help=f"clip length (default: as long as the text takes; max {MAX_SECONDS:g})")
+    p.add_argument(
+        "--seconds", type=float, help=f"clip length (default: as long as the text takes; max {MAX_SECONDS:g})"
+    )
     p.add_argument("--out", required=True, help="output .mp4 path")
     p.add_argument("--seed", type=int, default=0, help="same seed and settings give the same clip (default 0)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's)")
@@ -96,16 +101,27 @@ def cmd_generate(args) -> int:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="score lip-sync and flicker of clips (ours or any model's)",
-                       description="Score lip-sync (SyncNet protocol) and flicker of video clips. "
-                       "Writes DIR/results.json, DIR/results.csv and DIR/plots/*.png; prints a summary.")
+    p = sub.add_parser(
+        "eval",
+        help="score lip-sync and flicker of clips (ours or any model's)",
+        description="Score lip-sync (SyncNet protocol) and flicker of video clips. "
+        "Writes DIR/results.json, DIR/results.csv and DIR/plots/*.png; prints a summary.",
+    )
     p.add_argument("paths", nargs="+", help="video files, folders of videos, or manifest files (.txt, one path a line)")
-    p.add_argument("--backend", choices=("landmarks", "syncnet", "learned"), default="landmarks",
-                   help="sync scorer (default landmarks: no weight file needed)")
+    p.add_argument(
+        "--backend",
+        choices=("landmarks", "syncnet", "learned"),
+        default="landmarks",
+        help="sync scorer (default landmarks: no weight file needed)",
+    )
     p.add_argument("--out", default="eval_results", help="results folder (default eval_results); reruns resume")
     p.add_argument("--syncnet-weights", help="the published syncnet_v2.model (for --backend syncnet)")
-    p.add_argument("--face-crop", choices=("reference", "none"), default="reference",
-                   help="syncnet: detect and crop the face as the reference pipeline does, or score 224x224 face tracks as given")
+    p.add_argument(
+        "--face-crop",
+        choices=("reference", "none"),
+        default="reference",
+        help="syncnet: detect and crop the face as the reference pipeline does, or score 224x224 face tracks as given",
+    )
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -125,15 +141,21 @@ def cmd_eval(args) -> int:
     for row in rows:
         if row.get("error"):
             print(f"error: {row['path']}: {row['error']}", file=sys.stderr)
-    print(f"results: {os.path.join(args.out, 'results.json')}, {os.path.join(args.out, 'results.csv')}, "
-          f"{os.path.join(args.out, 'plots')}/", file=sys.stderr)
+    print(
+        f"results: {os.path.join(args.out, 'results.json')}, {os.path.join(args.out, 'results.csv')}, "
+        f"{os.path.join(args.out, 'plots')}/",
+        file=sys.stderr,
+    )
     return 0
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train the codecs, then the model, on the synthetic corpus",
-                       description="Train a stage from a TOML config plus key=value overrides; "
-                       "rerunning the same command resumes from its last checkpoint.")
+    p = sub.add_parser(
+        "train",
+        help="train the codecs, then the model, on the synthetic corpus",
+        description="Train a stage from a TOML config plus key=value overrides; "
+        "rerunning the same command resumes from its last checkpoint.",
+    )
     p.add_argument("stage", choices=("codecs", "model"))
     p.add_argument("--config", help="TOML file of training settings (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=2000 objective=flow out=runs/x")
@@ -152,15 +174,22 @@ def cmd_train(args) -> int:
 
 
 def _add_corpus(sub) -> None:
-    p = sub.add_parser("corpus", help="write synthetic talking-head clips (MP4 + JSON) to look at or score",
-                       description="Write clips of the synthetic training corpus: drawn faces saying generated "
-                       "sentences with synthesised speech, lip-synced by construction. Each clip is DIR/NNNN.mp4 "
-                       "(H.264 + AAC) with DIR/NNNN.json (transcript, phone timeline, identity, sentence, split, seed).")
+    p = sub.add_parser(
+        "corpus",
+        help="write synthetic talking-head clips (MP4 + JSON) to look at or score",
+        description="Write clips of the synthetic training corpus: drawn faces saying generated "
+        "sentences with synthesised speech, lip-synced by construction. Each clip is DIR/NNNN.mp4 "
+        "(H.264 + AAC) with DIR/NNNN.json (transcript, phone timeline, identity, sentence, split, seed).",
+    )
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--clips", type=int, required=True, help="number of clips")
     p.add_argument("--seed", type=int, default=0, help="corpus seed: same seed, same clips (default 0)")
-    p.add_argument("--split", choices=("train", "heldout"), default="train",
-                   help="heldout: identities and sentences that no train clip has (default train)")
+    p.add_argument(
+        "--split",
+        choices=("train", "heldout"),
+        default="train",
+        help="heldout: identities and sentences that no train clip has (default train)",
+    )
     p.add_argument("--seconds", type=float, help="clip length (default: each sentence's natural length)")
     p.add_argument("--size", type=int, default=64, help="frame width and height in pixels, even (default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -171,8 +200,15 @@ def cmd_corpus(args) -> int:
     from avgen.progress import ProgressBar
 
     started = time.monotonic()
-    paths = corpus_main(args.out, args.clips, args.seed, args.split, args.seconds, size=args.size,
-                        progress=None if args.quiet else ProgressBar("corpus"))
+    paths = corpus_main(
+        args.out,
+        args.clips,
+        args.seed,
+        args.split,
+        args.seconds,
+        size=args.size,
+        progress=None if args.quiet else ProgressBar("corpus"),
+    )
     print(f"wrote {len(paths)} clips (MP4 + JSON) to {args.out} in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 

@@ -71,8 +71,11 @@ def haar_face(frame: np.ndarray) -> np.ndarray | None:
         _cascade = cascade
     h, w = frame.shape[:2]
     scale = min(1.0, HAAR_MAX_SIDE / max(h, w))
-    small = frame if scale == 1.0 else cv2.resize(
-        frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small = (
+        frame
+        if scale == 1.0
+        else cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    )
     gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY))
     min_side = max(20, int(0.12 * min(gray.shape)))
     faces = _cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(min_side, min_side))
@@ -160,8 +163,10 @@ def blaze_face(frame: np.ndarray, detector: TFLiteModel | None = None) -> Face |
     side = max(h, w)
     square = np.zeros((side, side, 3), np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
-    square[top:top + h, left:left + w] = frame
-    x = cv2.resize(square, (BLAZE_SIZE, BLAZE_SIZE), interpolation=cv2.INTER_AREA if side > BLAZE_SIZE else cv2.INTER_LINEAR)
+    square[top : top + h, left : left + w] = frame
+    x = cv2.resize(
+        square, (BLAZE_SIZE, BLAZE_SIZE), interpolation=cv2.INTER_AREA if side > BLAZE_SIZE else cv2.INTER_LINEAR
+    )
     regressors, scores = detector(x.astype(np.float32) / 127.5 - 1.0)
     logits = np.clip(scores[:, 0], -100, 100)
     best = int(np.argmax(logits))
@@ -219,13 +224,14 @@ def face_mesh(frames: np.ndarray, detect: bool = True) -> tuple[np.ndarray, np.n
         (rx, ry), (lx, ly) = face.eyes
         angle = np.arctan2(ly - ry, lx - rx)  # the eye line's tilt; the crop is rotated to level it
         found.append(np.array([x + bw / 2, y + bh / 2, MESH_SCALE * max(bw, bh), angle]))
-    faces, fraction = fill_and_clean(keys[:len(found)], found)
+    faces, fraction = fill_and_clean(keys[: len(found)], found)
     maps = _crop_transforms(frames, keys, faces)
     crops = np.empty((t, 468, 3))
     flags = np.empty(t)
     for i in range(t):
-        crop = cv2.warpAffine(frames[i], maps[i], (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        crop = cv2.warpAffine(
+            frames[i], maps[i], (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
         landmarks, flag = mesh(crop.astype(np.float32) * (1 / 255))
         crops[i] = landmarks.reshape(468, 3)
         flags[i] = flag.ravel()[0]

@@ -86,7 +86,9 @@ class Block(nn.Module):
         self.proj = nn.Linear(hidden, hidden)
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         mlp_hidden = int(hidden * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(hidden, mlp_hidden), nn.GELU(approximate="tanh"), nn.Linear(mlp_hidden, hidden))
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, mlp_hidden), nn.GELU(approximate="tanh"), nn.Linear(mlp_hidden, hidden)
+        )
         self.modulation_table = nn.Parameter(torch.randn(6, hidden) / hidden**0.5)
 
     def forward(self, x, modulation, rope, mask: SlidingWindowMask, attention_backend: str = "auto"):

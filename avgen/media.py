@@ -122,7 +122,9 @@ class Mp4Writer:
     def __init__(self, path, width: int, height: int, *, fps=FPS, sample_rate=SAMPLE_RATE, metadata=None, crf=18):
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             # libx264 with yuv420p subsamples chroma 2x2 and rejects odd sizes.
-            raise ValueError(f"frame height and width must be even and positive for H.264/yuv420p, got {height}x{width}")
+            raise ValueError(
+                f"frame height and width must be even and positive for H.264/yuv420p, got {height}x{width}"
+            )
         check_writable(path)
         self.size, self.sample_rate = (height, width), int(sample_rate)
         self.rate = Fraction(fps).limit_denominator(1001 * 1000)
@@ -139,8 +141,15 @@ class Mp4Writer:
         # mbtree=0: with macroblock-tree rate control, x264's output varied between runs of the
         # same frames once the process heap had been used (decoding, torch); the same seed must
         # give the same file.
-        self._video = self._out.add_stream("libx264", rate=self.rate, width=width, height=height, pix_fmt="yuv420p",
-                                           time_base=1 / self.rate, options={"crf": str(crf), "x264-params": "mbtree=0"})
+        self._video = self._out.add_stream(
+            "libx264",
+            rate=self.rate,
+            width=width,
+            height=height,
+            pix_fmt="yuv420p",
+            time_base=1 / self.rate,
+            options={"crf": str(crf), "x264-params": "mbtree=0"},
+        )
         self._audio = self._out.add_stream("aac", rate=MP4_AUDIO_RATE, layout="mono")
         self._audio.time_base = Fraction(1, MP4_AUDIO_RATE)
 
@@ -184,13 +193,15 @@ class Mp4Writer:
             return
         out = _resample(self.pending, self.sample_rate, MP4_AUDIO_RATE)
         start = round(self.consumed * MP4_AUDIO_RATE / self.sample_rate) - round(
-            (self.consumed - left) * MP4_AUDIO_RATE / self.sample_rate)
+            (self.consumed - left) * MP4_AUDIO_RATE / self.sample_rate
+        )
         stop = round((self.consumed + ready) * MP4_AUDIO_RATE / self.sample_rate) - round(
-            (self.consumed - left) * MP4_AUDIO_RATE / self.sample_rate)
+            (self.consumed - left) * MP4_AUDIO_RATE / self.sample_rate
+        )
         self.held = np.concatenate([self.held, out[start:stop]])
         self._encode_held()
         self.consumed += ready
-        self.pending = self.pending[max(0, left + ready - RESAMPLE_CONTEXT):]
+        self.pending = self.pending[max(0, left + ready - RESAMPLE_CONTEXT) :]
 
     def _target(self) -> int:
         """48 kHz samples in the video so far: a whole number per frame (1920 at 25 fps)."""
@@ -279,8 +290,15 @@ def _constant_rate(video: list[np.ndarray], times: list[float], fps: float) -> l
     return [video[i] for i in np.clip(picks, 0, len(video) - 1)]
 
 
-def read_mp4(path, *, sample_rate=SAMPLE_RATE, require_audio=False, fps: float | None = None,
-             max_side: int | None = None, max_seconds: float | None = None) -> Clip:
+def read_mp4(
+    path,
+    *,
+    sample_rate=SAMPLE_RATE,
+    require_audio=False,
+    fps: float | None = None,
+    max_side: int | None = None,
+    max_seconds: float | None = None,
+) -> Clip:
     """Decode a video file: all frames as RGB uint8, audio as mono float32 at sample_rate.
 
     A file without an audio track gives an empty audio array, or MediaError if require_audio.
@@ -305,7 +323,9 @@ def read_mp4(path, *, sample_rate=SAMPLE_RATE, require_audio=False, fps: float |
                 for frame in packet.decode():
                     if packet.stream is vs:
                         video.append(frame.to_ndarray(format="rgb24", width=width, height=height))
-                        times.append(frame.time if frame.time is not None else len(times) / float(vs.average_rate or 25))
+                        times.append(
+                            frame.time if frame.time is not None else len(times) / float(vs.average_rate or 25)
+                        )
                     else:
                         audio_frames.append(frame)
             audio, rate = _decode_audio(audio_frames, aus)

@@ -95,8 +95,9 @@ def baseline_loss(model, batch: Batch, generator: torch.Generator):
     return loss, {"loss": loss.detach(), "loss_gen": loss.detach(), **logs}
 
 
-def self_flow_loss(model, teacher, head: ProjectionHead, batch: Batch, generator: torch.Generator,
-                   settings: SelfFlowSettings):
+def self_flow_loss(
+    model, teacher, head: ProjectionHead, batch: Batch, generator: torch.Generator, settings: SelfFlowSettings
+):
     x0 = batch.latents
     b, device = x0.video.shape[0], x0.video.device
     t = sample_timesteps((b,), generator, device)

@@ -17,8 +17,9 @@ from avgen.timeline import FPS
 
 NULL_PHONE = "<null>"  # id 0: no transcript given (CFG dropout, audio-driven generation without text)
 SILENCE = "sil"  # id 1: pauses, leading/trailing silence
-ARPABET = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG "
-           "OW OY P R S SH T TH UH UW V W Y Z ZH").split()
+ARPABET = (
+    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH"
+).split()
 PHONES: tuple[str, ...] = (NULL_PHONE, SILENCE, *ARPABET)
 PHONE_IDS: dict[str, int] = {p: i for i, p in enumerate(PHONES)}
 
@@ -34,12 +35,21 @@ class PhoneSpan:
 
 # ---------------------------------------------------------------- text normalisation
 
-ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen").split()
+ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
-ORDINALS = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-            "nine": "ninth", "twelve": "twelfth"}
+ORDINALS = {
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
 SYMBOLS = {"&": "and", "%": "percent", "+": "plus", "=": "equals", "@": "at"}
 
 TOKEN = re.compile(
@@ -127,6 +137,7 @@ def words(text: str) -> list[str]:
 
 # ---------------------------------------------------------------- pronunciation
 
+
 @functools.cache
 def cmudict_raw() -> dict[str, str]:
     """word -> first pronunciation as stored ("HH AH0 L OW1"); ~0.1 s, once.
@@ -150,15 +161,71 @@ def lookup(word: str) -> list[str] | None:
 
 # Letter-to-sound rules for words CMUdict lacks: longest grapheme first, then single letters.
 GRAPHEMES = {
-    "tch": "CH", "sch": "S K", "igh": "AY", "ough": "OW", "augh": "AO", "tion": "SH AH N",
-    "th": "TH", "sh": "SH", "ch": "CH", "ph": "F", "ng": "NG", "ck": "K", "qu": "K W", "wh": "W",
-    "kn": "N", "wr": "R", "gh": "G", "ee": "IY", "ea": "IY", "ie": "IY", "oo": "UW", "ue": "UW",
-    "ew": "UW", "ai": "EY", "ay": "EY", "ei": "EY", "ey": "EY", "ou": "AW", "ow": "OW", "oa": "OW",
-    "oi": "OY", "oy": "OY", "au": "AO", "aw": "AO", "ar": "AA R", "er": "ER", "ir": "ER", "ur": "ER",
-    "or": "AO R", "x": "K S",
-    "a": "AE", "b": "B", "c": "K", "d": "D", "e": "EH", "f": "F", "g": "G", "h": "HH", "i": "IH",
-    "j": "JH", "k": "K", "l": "L", "m": "M", "n": "N", "o": "AA", "p": "P", "q": "K", "r": "R",
-    "s": "S", "t": "T", "u": "AH", "v": "V", "w": "W", "y": "IH", "z": "Z",
+    "tch": "CH",
+    "sch": "S K",
+    "igh": "AY",
+    "ough": "OW",
+    "augh": "AO",
+    "tion": "SH AH N",
+    "th": "TH",
+    "sh": "SH",
+    "ch": "CH",
+    "ph": "F",
+    "ng": "NG",
+    "ck": "K",
+    "qu": "K W",
+    "wh": "W",
+    "kn": "N",
+    "wr": "R",
+    "gh": "G",
+    "ee": "IY",
+    "ea": "IY",
+    "ie": "IY",
+    "oo": "UW",
+    "ue": "UW",
+    "ew": "UW",
+    "ai": "EY",
+    "ay": "EY",
+    "ei": "EY",
+    "ey": "EY",
+    "ou": "AW",
+    "ow": "OW",
+    "oa": "OW",
+    "oi": "OY",
+    "oy": "OY",
+    "au": "AO",
+    "aw": "AO",
+    "ar": "AA R",
+    "er": "ER",
+    "ir": "ER",
+    "ur": "ER",
+    "or": "AO R",
+    "x": "K S",
+    "a": "AE",
+    "b": "B",
+    "c": "K",
+    "d": "D",
+    "e": "EH",
+    "f": "F",
+    "g": "G",
+    "h": "HH",
+    "i": "IH",
+    "j": "JH",
+    "k": "K",
+    "l": "L",
+    "m": "M",
+    "n": "N",
+    "o": "AA",
+    "p": "P",
+    "q": "K",
+    "r": "R",
+    "s": "S",
+    "t": "T",
+    "u": "AH",
+    "v": "V",
+    "w": "W",
+    "y": "IH",
+    "z": "Z",
 }
 LONGEST_GRAPHEME = max(map(len, GRAPHEMES))
 VOWEL_LETTERS = set("aeiouy")
@@ -178,10 +245,10 @@ def letter_to_sound(word: str) -> list[str]:
     i = 0
     while i < len(word):
         for n in range(LONGEST_GRAPHEME, 0, -1):
-            g = word[i:i + n]
+            g = word[i : i + n]
             if g in GRAPHEMES:
                 break
-        if g == "c" and word[i + 1:i + 2] in ("e", "i", "y"):
+        if g == "c" and word[i + 1 : i + 2] in ("e", "i", "y"):
             sound = ["S"]
         elif g == "y" and i == 0:
             sound = ["Y"]

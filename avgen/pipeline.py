@@ -8,9 +8,9 @@ new frames are emitted. Peak memory depends on the chunk length, not on the clip
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -18,13 +18,13 @@ import torch.nn.functional as F
 
 from avgen import __version__
 from avgen.alignment import phones_from_speech
+from avgen.audio_codec import AudioStream
 from avgen.checkpoint import AVGenModel, default_checkpoint, file_hash, load_checkpoint
 from avgen.config import Config, preset
-from avgen.audio_codec import AudioStream
 from avgen.media import Mp4Writer, write_mp4
 from avgen.model import patchify, unpatchify
-from avgen.progress import Progress
 from avgen.phones import NULL_PHONE, PHONE_IDS, frame_phone_ids, phone_timeline, timeline_seconds
+from avgen.progress import Progress
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_seconds
 from avgen.video_codec import frames_to_tensor, tensor_to_frames
@@ -32,7 +32,6 @@ from avgen.video_codec import frames_to_tensor, tensor_to_frames
 MAX_SECONDS = 600.0
 MAX_STEPS = 1000
 MAX_TEXT_CHARS = 20_000
-
 
 
 class GenerationError(ValueError):
@@ -203,8 +202,14 @@ class Generator:
         self.trained = not checkpoint_id.startswith("untrained")
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, device: str = "cpu", preset_name: str = "tiny",
-             seed: int = 0, warn: Callable[[str], None] | None = None) -> Generator:
+    def load(
+        cls,
+        checkpoint: str | Path | None = None,
+        device: str = "cpu",
+        preset_name: str = "tiny",
+        seed: int = 0,
+        warn: Callable[[str], None] | None = None,
+    ) -> Generator:
         """From a checkpoint file, else the shipped weights, else a model initialised from `seed`."""
         path = Path(checkpoint) if checkpoint is not None else default_checkpoint(preset_name)
         if path is not None:

@@ -7,7 +7,8 @@ held clean: timestep 0 and their known value at every step.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 

@@ -216,7 +216,7 @@ def render_pool(cfg: TrainConfig, model_cfg) -> tuple[torch.Tensor, torch.Tensor
     count, windows = training_windows(cfg, model_cfg)
     bar = ProgressBar("render corpus")
     for i, (sample, _) in enumerate(windows):
-        frames.append(torch.from_numpy(sample.frames[:: 4]))  # every 4th frame: enough variety
+        frames.append(torch.from_numpy(sample.frames[::4]))  # every 4th frame: enough variety
         audio.append(torch.from_numpy(sample.audio[:window]))
         bar((i + 1) / count, f"{i + 1} clips")
     return torch.cat(frames), torch.stack(audio)
@@ -255,7 +255,9 @@ def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> Laten
     return cache
 
 
-def make_batch(cache: LatentCache, cfg: TrainConfig, g: torch.Generator, device, batch_size: int | None = None) -> Batch:
+def make_batch(
+    cache: LatentCache, cfg: TrainConfig, g: torch.Generator, device, batch_size: int | None = None
+) -> Batch:
     """A random batch with random conditions: reference identity, continuation, audio-driven, CFG dropout."""
     b = batch_size or cfg.batch_size
     index = torch.randint(0, cache.video.shape[0], (b,), generator=g)
@@ -342,14 +344,20 @@ def train_codecs(cfg: TrainConfig) -> Path:
         bar((done - start) / max(1, cfg.steps - start), f"step {done}/{cfg.steps} loss {loss.item():.4f}")
 
     with torch.no_grad():  # latent statistics, so the transformer sees unit-scale latents
-        vz = torch.cat([model.video_codec.encoder(frames_to_tensor(frames[i : i + 256])) for i in range(0, len(frames), 256)])
+        vz = torch.cat(
+            [model.video_codec.encoder(frames_to_tensor(frames[i : i + 256])) for i in range(0, len(frames), 256)]
+        )
         model.video_codec.latent_mean.copy_(vz.mean(dim=(0, 2, 3)))
         model.video_codec.latent_std.copy_(vz.std(dim=(0, 2, 3)).clamp_min(1e-3))
         az = model.audio_codec.encoder(mels)
         model.audio_codec.latent_mean.copy_(az.mean(dim=(0, 2)))
         model.audio_codec.latent_std.copy_(az.std(dim=(0, 2)).clamp_min(1e-3))
     path = out / "codecs.safetensors"
-    save_checkpoint(model, path, metadata={"stage": "codecs", "steps": str(cfg.steps), "train_config": json.dumps(dataclasses.asdict(cfg))})
+    save_checkpoint(
+        model,
+        path,
+        metadata={"stage": "codecs", "steps": str(cfg.steps), "train_config": json.dumps(dataclasses.asdict(cfg))},
+    )
     log.plot()
     return path
 
@@ -374,6 +382,7 @@ def train_model(cfg: TrainConfig) -> Path:
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
     """`out`, `codecs` and `data` resolved against this process's working folder ("" stays "")."""
+
     def resolve(path: str) -> str:
         return str(Path(path).resolve()) if path else path
 
@@ -393,8 +402,15 @@ def _cache_path(cfg: TrainConfig) -> Path:
     return Path(cfg.out) / f"{name}.pt"
 
 
-def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, prepare=None, report=None,
-                        model: AVGenModel | None = None, cache: LatentCache | None = None) -> None:
+def model_training_loop(
+    cfg: TrainConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    prepare=None,
+    report=None,
+    model: AVGenModel | None = None,
+    cache: LatentCache | None = None,
+) -> None:
     """One worker's loop. With several workers each takes batch_size / world_size samples a step
     and `prepare` wraps the trained modules for gradient averaging (DDP); rank 0 writes the
     log and checkpoints."""
@@ -445,7 +461,11 @@ def model_training_loop(cfg: TrainConfig, rank: int = 0, world_size: int = 1, pr
         optimizer.step()
         ema.update(transformer, step)
         done = step + 1
-        row = {"step": done, **{k: round(v.item(), 5) for k, v in logs.items()}, "seconds": round(time.monotonic() - began, 1)}
+        row = {
+            "step": done,
+            **{k: round(v.item(), 5) for k, v in logs.items()},
+            "seconds": round(time.monotonic() - began, 1),
+        }
         if lead and (done % cfg.log_every == 0 or done == cfg.steps):
             log.append(row)
         if lead and (done % cfg.checkpoint_every == 0 or done == cfg.steps):

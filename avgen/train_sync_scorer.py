@@ -126,8 +126,15 @@ def _augment_patches(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return p + rng.uniform(0, 8) * rng.standard_normal(p.shape).astype(np.float32)
 
 
-def make_batch(patches: np.ndarray, audio: np.ndarray, batch: int, frames: int, config: LearnedConfig,
-               rng: np.random.Generator, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    patches: np.ndarray,
+    audio: np.ndarray,
+    batch: int,
+    frames: int,
+    config: LearnedConfig,
+    rng: np.random.Generator,
+    augment: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Video windows (B*(frames-4), 5, 16, 32) and the aligned audio windows (B*(frames-4), 1, 40, 20)."""
     clips = rng.choice(len(patches), batch, replace=False)
     total = patches.shape[1]
@@ -174,8 +181,9 @@ def shift_audio(audio: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([audio[s:], np.zeros(s, np.float32)])
 
 
-def evaluate_heldout(model: LearnedSync, clips: int = 50, seconds: float = 6.0,
-                     shifts=(0, 2, -2, 5, -5, 10, -10), log=print) -> dict:
+def evaluate_heldout(
+    model: LearnedSync, clips: int = 50, seconds: float = 6.0, shifts=(0, 2, -2, 5, -5, 10, -10), log=print
+) -> dict:
     from avgen.data.corpus import make_sample
 
     model.eval()
@@ -215,8 +223,6 @@ def save_learned(model: LearnedSync, path, steps: int, extra: dict | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:  # never a half-written weight file
         save_file(state, str(tmp), metadata=meta)
-
-
 
 
 def train(args) -> LearnedSync:
@@ -269,19 +275,39 @@ def train(args) -> LearnedSync:
         losses.append(loss.item())
         accs.append(acc)
         if step % 25 == 0 or step == args.steps:
-            log(f"step {step}/{args.steps} loss {np.mean(losses):.3f} window acc {np.mean(accs):.3f} "
-                f"lr {lr_at(step - 1):.2e} {time.time() - t0 + elapsed0:.0f} s")
+            log(
+                f"step {step}/{args.steps} loss {np.mean(losses):.3f} window acc {np.mean(accs):.3f} "
+                f"lr {lr_at(step - 1):.2e} {time.time() - t0 + elapsed0:.0f} s"
+            )
             losses, accs = [], []
         if step % 50 == 0 or step == args.steps:
             with atomic_path(ckpt) as tmp:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                            "elapsed": time.time() - t0 + elapsed0}, tmp)
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "opt": opt.state_dict(),
+                        "step": step,
+                        "elapsed": time.time() - t0 + elapsed0,
+                    },
+                    tmp,
+                )
     train_seconds = time.time() - t0 + elapsed0
     model.eval()
-    save_learned(model, args.out, step, extra={
-        "clips": args.clips, "clip_seconds": args.seconds, "batch": args.batch, "frames": args.frames,
-        "temperature": args.temperature, "loss": "symmetric InfoNCE, aligned vs shifted/other-clip windows",
-        "train_seconds": round(train_seconds), "seed": args.seed})
+    save_learned(
+        model,
+        args.out,
+        step,
+        extra={
+            "clips": args.clips,
+            "clip_seconds": args.seconds,
+            "batch": args.batch,
+            "frames": args.frames,
+            "temperature": args.temperature,
+            "loss": "symmetric InfoNCE, aligned vs shifted/other-clip windows",
+            "train_seconds": round(train_seconds),
+            "seed": args.seed,
+        },
+    )
     log(f"wrote {args.out} after {step} steps ({train_seconds:.0f} s of training)")
     if args.eval:
         report = evaluate_heldout(load_learned(args.out), args.eval, log=log)
@@ -308,7 +334,9 @@ def main(argv=None) -> None:
     if args.frames < 5:
         ap.error(f"--frames must be at least 5 (one sync window), not {args.frames}")
     if args.frames > round(args.seconds * 25):
-        ap.error(f"--frames {args.frames} is longer than a --seconds {args.seconds:g} clip ({round(args.seconds * 25)} frames)")
+        ap.error(
+            f"--frames {args.frames} is longer than a --seconds {args.seconds:g} clip ({round(args.seconds * 25)} frames)"
+        )
     if not 1 <= args.batch <= args.clips:
         ap.error(f"--batch must be between 1 and --clips ({args.clips}), not {args.batch}")
     if args.eval_only:

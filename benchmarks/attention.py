@@ -37,6 +37,7 @@ def make_inputs(n_frames: int, seed: int = 0):
     import torch
 
     from avgen.attention import SlidingWindowMask
+
     frame_index = torch.arange(n_frames).repeat_interleave(PER_FRAME)
     mask = SlidingWindowMask(frame_index, torch.zeros_like(frame_index, dtype=torch.bool), WINDOW)
     g = torch.Generator().manual_seed(seed)
@@ -48,6 +49,7 @@ def worker(backend: str, n_frames: int, repeats: int, block_tokens: int | None) 
     import torch
 
     from avgen.attention import chunked_attention, sliding_window_attention
+
     torch.set_num_threads(THREADS)
     q, k, v, mask = make_inputs(n_frames)
     if block_tokens is None:
@@ -70,8 +72,15 @@ def worker(backend: str, n_frames: int, repeats: int, block_tokens: int | None) 
     except (RuntimeError, MemoryError) as e:
         return {"status": "out of memory", "error": f"{type(e).__name__}: {str(e)[:200]}"}
     peak = rss_peak_bytes()
-    return {"status": "ok", "times_s": times, "cpu_s": cpu, "first_call_s": first, "peak_rss_mb": peak / 2**20,
-            "peak_rss_over_baseline_mb": (peak - baseline) / 2**20, "loadavg_1min": [load_before, os.getloadavg()[0]]}
+    return {
+        "status": "ok",
+        "times_s": times,
+        "cpu_s": cpu,
+        "first_call_s": first,
+        "peak_rss_mb": peak / 2**20,
+        "peak_rss_over_baseline_mb": (peak - baseline) / 2**20,
+        "loadavg_1min": [load_before, os.getloadavg()[0]],
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -81,16 +90,20 @@ def summarize(runs: list[dict]) -> dict:
     if bad:
         return bad[0]
     times = [t for r in runs for t in r["times_s"]]
-    return {"status": "ok", "median_s": statistics.median(times), "min_s": min(times),
-            "median_cpu_s": statistics.median([c for r in runs for c in r["cpu_s"]]),
-            "first_call_s": statistics.median(r["first_call_s"] for r in runs),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "peak_rss_over_baseline_mb": max(r["peak_rss_over_baseline_mb"] for r in runs),
-            "loadavg_1min": [r["loadavg_1min"] for r in runs], "times_s": times}
+    return {
+        "status": "ok",
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "median_cpu_s": statistics.median([c for r in runs for c in r["cpu_s"]]),
+        "first_call_s": statistics.median(r["first_call_s"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_rss_over_baseline_mb": max(r["peak_rss_over_baseline_mb"] for r in runs),
+        "loadavg_1min": [r["loadavg_1min"] for r in runs],
+        "times_s": times,
+    }
 
 
-def measure(backend: str, n_frames: int, repeats: int, block_tokens: int | None = None,
-            timeout: float = 900) -> dict:
+def measure(backend: str, n_frames: int, repeats: int, block_tokens: int | None = None, timeout: float = 900) -> dict:
     cmd = [sys.executable, __file__, "--worker", backend, str(n_frames), str(repeats), str(block_tokens or 0)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -122,8 +135,9 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/attention.json")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per subprocess, after one warm-up")
     ap.add_argument("--rounds", type=int, default=3, help="subprocess runs per case, interleaved over cases")
-    ap.add_argument("--max-dense-tokens", type=int, default=None,
-                    help="skip dense above this many tokens (recorded as skipped)")
+    ap.add_argument(
+        "--max-dense-tokens", type=int, default=None, help="skip dense above this many tokens (recorded as skipped)"
+    )
     ap.add_argument("--block-sweep-scale", type=int, default=4, help="length multiple for the block-size sweep")
     args = ap.parse_args()
 
@@ -143,13 +157,18 @@ def main():
                 runs[r["scale"], "dense"].append({"status": f"skipped: > {args.max_dense_tokens} tokens"})
             else:
                 runs[r["scale"], "dense"].append(measure("dense", r["frames"], args.repeats))
-            print(f"round {rnd + 1}/{args.rounds} {r['tokens']:>6} tokens  chunked "
-                  f"{fmt(summarize(runs[r['scale'], 'chunked']), 'median_s', '.4f')} s  "
-                  f"dense {fmt(summarize(runs[r['scale'], 'dense']), 'median_s', '.4f')} s", flush=True)
+            print(
+                f"round {rnd + 1}/{args.rounds} {r['tokens']:>6} tokens  chunked "
+                f"{fmt(summarize(runs[r['scale'], 'chunked']), 'median_s', '.4f')} s  "
+                f"dense {fmt(summarize(runs[r['scale'], 'dense']), 'median_s', '.4f')} s",
+                flush=True,
+            )
         for b in blocks:
             sweep_runs[b].append(measure("chunked", sweep_frames, args.repeats, block_tokens=b))
-    results = [dict(r, chunked=summarize(runs[r["scale"], "chunked"]), dense=summarize(runs[r["scale"], "dense"]))
-               for r in rows]
+    results = [
+        dict(r, chunked=summarize(runs[r["scale"], "chunked"]), dense=summarize(runs[r["scale"], "dense"]))
+        for r in rows
+    ]
     sweep = {str(b): summarize(v) for b, v in sweep_runs.items()}
 
     def ratio(backend, key="median_s"):
@@ -164,23 +183,38 @@ def main():
     ratios_mem = {"chunked": ratio("chunked", mem_key), "dense": ratio("dense", mem_key)}
     report = {
         "benchmark": "sliding-window attention, CPU: chunked vs dense masked SDPA",
-        "machine": {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "torch": torch.__version__,
-                    "python": platform.python_version(), "threads": THREADS},
-        "settings": {"batch": 1, "heads": HEADS, "head_dim": DIM, "dtype": "float32",
-                     "tokens_per_frame": PER_FRAME, "layout": "16 video patches + 1 audio latent per frame, no globals",
-                     "window_frames": WINDOW, "base_tokens": BASE_FRAMES * PER_FRAME, "scales": SCALES,
-                     "chunk_tokens": CHUNK_TOKENS, "repeats": args.repeats, "rounds": args.rounds,
-                     "max_dense_tokens": args.max_dense_tokens},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": THREADS,
+        },
+        "settings": {
+            "batch": 1,
+            "heads": HEADS,
+            "head_dim": DIM,
+            "dtype": "float32",
+            "tokens_per_frame": PER_FRAME,
+            "layout": "16 video patches + 1 audio latent per frame, no globals",
+            "window_frames": WINDOW,
+            "base_tokens": BASE_FRAMES * PER_FRAME,
+            "scales": SCALES,
+            "chunk_tokens": CHUNK_TOKENS,
+            "repeats": args.repeats,
+            "rounds": args.rounds,
+            "max_dense_tokens": args.max_dense_tokens,
+        },
         "measures": {
             "median_s": f"median wall time of {args.rounds} rounds x {args.repeats} forward calls (inference_mode),"
-                        " each round a fresh subprocess with one untimed warm-up call",
+            " each round a fresh subprocess with one untimed warm-up call",
             "min_s": "fastest of those calls (less sensitive to other processes on this shared machine)",
             "median_cpu_s": "median process CPU time of those calls (both threads together)",
             "loadavg_1min": "machine 1-minute load average before/after the case: > 2 on 2 cores means contention",
             "first_call_s": "the warm-up call, which also builds and caches the mask structures",
             "peak_rss_mb": "peak resident set (getrusage ru_maxrss) of a subprocess running only this case (max over rounds)",
             "peak_rss_over_baseline_mb": "that peak minus the peak before the first call (inputs and torch loaded):"
-                                         " what attention itself (mask structures included) added",
+            " what attention itself (mask structures included) added",
         },
         "results": results,
         "block_size_sweep": {
@@ -199,13 +233,19 @@ def main():
 
     print(f"\n{'tokens':>6} | {'chunked s':>9} | {'chunked MB':>10} | {'dense s':>9} | {'dense MB':>10}")
     for r in results:
-        print(f"{r['tokens']:>6} | {fmt(r['chunked'], 'median_s', '9.4f'):>9} | "
-              f"{fmt(r['chunked'], 'peak_rss_over_baseline_mb', '10.1f'):>10} | "
-              f"{fmt(r['dense'], 'median_s', '9.4f'):>9} | {fmt(r['dense'], 'peak_rss_over_baseline_mb', '10.1f'):>10}")
+        print(
+            f"{r['tokens']:>6} | {fmt(r['chunked'], 'median_s', '9.4f'):>9} | "
+            f"{fmt(r['chunked'], 'peak_rss_over_baseline_mb', '10.1f'):>10} | "
+            f"{fmt(r['dense'], 'median_s', '9.4f'):>9} | {fmt(r['dense'], 'peak_rss_over_baseline_mb', '10.1f'):>10}"
+        )
     for name, rs in [("time", ratios), ("min time", ratios_min), ("memory", ratios_mem)]:
         print(f"{name} 16x / 1x: " + ", ".join(f"{b} {v:.1f}x" if v else f"{b} n/a" for b, v in rs.items()))
-    print("block sweep (" + str(sweep_frames * PER_FRAME) + " tokens): " +
-          ", ".join(f"{b}: {fmt(r, 'median_s', '.4f')} s" for b, r in sweep.items()))
+    print(
+        "block sweep ("
+        + str(sweep_frames * PER_FRAME)
+        + " tokens): "
+        + ", ".join(f"{b}: {fmt(r, 'median_s', '.4f')} s" for b, r in sweep.items())
+    )
     print(f"wrote {out}")
 
 

@@ -50,8 +50,11 @@ def main() -> None:
         "target_s": TARGET_S,
         "meets_target": median < TARGET_S,
         "machine": {
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "load_before": load_before, "load_after": load_avg(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_before": load_before,
+            "load_after": load_avg(),
         },
         "code": git_state(),
     }

@@ -46,14 +46,21 @@ def lipsync_speed(frames: np.ndarray, audio: np.ndarray, repeats: int) -> dict:
         cpu.append(time.process_time() - start_cpu)
     median = statistics.median(times)
     seconds = len(frames) / 25
-    return {"frames": len(frames), "size": list(frames.shape[1:3]), "score_s_raw": [round(t, 4) for t in times],
-            "score_s_median": round(median, 4), "frames_per_s": round(len(frames) / median, 1),
-            # CPU seconds this process used (all its threads): what the scoring costs whatever else runs
-            "cpu_s_median": round(statistics.median(cpu), 4),
-            "frames_per_cpu_s": round(len(frames) / statistics.median(cpu), 1),
-            "x_real_time": round(seconds / median, 2), "target_x_real_time": LIPSYNC_TARGET,
-            "meets_target": seconds / median >= LIPSYNC_TARGET, "av_offset_frames": result.av_offset_frames,
-            "face": face}
+    return {
+        "frames": len(frames),
+        "size": list(frames.shape[1:3]),
+        "score_s_raw": [round(t, 4) for t in times],
+        "score_s_median": round(median, 4),
+        "frames_per_s": round(len(frames) / median, 1),
+        # CPU seconds this process used (all its threads): what the scoring costs whatever else runs
+        "cpu_s_median": round(statistics.median(cpu), 4),
+        "frames_per_cpu_s": round(len(frames) / statistics.median(cpu), 1),
+        "x_real_time": round(seconds / median, 2),
+        "target_x_real_time": LIPSYNC_TARGET,
+        "meets_target": seconds / median >= LIPSYNC_TARGET,
+        "av_offset_frames": result.av_offset_frames,
+        "face": face,
+    }
 
 
 def main() -> None:
@@ -88,10 +95,21 @@ def main() -> None:
                 "x_real_time": round(args.seconds / median, 2),
                 "target_x_real_time": target,
                 "meets_target": args.seconds / median >= target,
-                "scores": {k: row[k] for k in ("av_offset_frames", "sync_confidence", "temporal_flickering", "warping_error", "audio_flicker")},
+                "scores": {
+                    k: row[k]
+                    for k in (
+                        "av_offset_frames",
+                        "sync_confidence",
+                        "temporal_flickering",
+                        "warping_error",
+                        "audio_flicker",
+                    )
+                },
             }
-            print(f"{size}x{size}: {median:.3f} s for {args.seconds:g} s of video = {args.seconds / median:.1f}x real time "
-                  f"(target {target:g}x)")
+            print(
+                f"{size}x{size}: {median:.3f} s for {args.seconds:g} s of video = {args.seconds / median:.1f}x real time "
+                f"(target {target:g}x)"
+            )
     lipsync = {}
     frames, audio = drawn_talking_head(args.seconds, seed=0, size=64)
     lipsync["drawn 64x64"] = lipsync_speed(frames, audio, args.repeats)
@@ -102,17 +120,24 @@ def main() -> None:
         clip = read_mp4(real[0], fps=25)
         lipsync[f"real 256x256 ({real[0].name})"] = lipsync_speed(clip.frames, clip.audio, args.repeats)
     for name, row in lipsync.items():
-        print(f"landmarks scorer alone, {name}: {row['frames_per_s']:.0f} frames/s = {row['x_real_time']:.1f}x real time "
-              f"(target {LIPSYNC_TARGET:g}x); {row['frames_per_cpu_s']:.0f} frames per CPU second")
+        print(
+            f"landmarks scorer alone, {name}: {row['frames_per_s']:.0f} frames/s = {row['x_real_time']:.1f}x real time "
+            f"(target {LIPSYNC_TARGET:g}x); {row['frames_per_cpu_s']:.0f} frames per CPU second"
+        )
     report = {
         "benchmark": "eval speed: decode + lip-sync + temporal flickering + warping error + audio flicker, per clip",
         "backend": args.backend,
         "how": "median wall time of score_clip() over repeats after one warm-up; drawn talking-head clips upscaled "
-               "bicubically for 512x512; flow at <=256 px, face detection at 128x128 and face mesh at 192x192 "
-               "crops (the models' inputs)",
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "opencv": cv2.__version__,
-                    "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
-                    "loadavg": os.getloadavg()},
+        "bicubically for 512x512; flow at <=256 px, face detection at 128x128 and face mesh at 192x192 "
+        "crops (the models' inputs)",
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "opencv": cv2.__version__,
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+            "loadavg": os.getloadavg(),
+        },
         "results": results,
         "landmarks_scorer_alone": lipsync,
     }

@@ -40,8 +40,10 @@ def make_mask(n_global: int, per_frame: int, frames: int, window: int, device="c
     import torch
 
     from avgen.attention import SlidingWindowMask
-    frame_index = torch.cat([torch.zeros(n_global, dtype=torch.long),
-                             torch.arange(frames).repeat_interleave(per_frame)]).to(device)
+
+    frame_index = torch.cat(
+        [torch.zeros(n_global, dtype=torch.long), torch.arange(frames).repeat_interleave(per_frame)]
+    ).to(device)
     return SlidingWindowMask(frame_index, torch.arange(len(frame_index), device=device) < n_global, window)
 
 
@@ -50,6 +52,7 @@ def build(builder: str, mask, device):
     from torch.nn.attention.flex_attention import create_block_mask
 
     from avgen.attention import allowed
+
     if builder == "new":
         return mask.block_mask(device)
     f, g, w, n = mask.frame_index.to(device), mask.is_global.to(device), mask.window_frames, len(mask)
@@ -66,25 +69,35 @@ def worker(builder: str, layout: tuple, cap_mb: int) -> dict:
     """Peak resident memory added by one CPU build, in this (fresh) process."""
     build(builder, make_mask(4, 3, 100, 2), "cpu")  # warm-up: the same code paths on a small layout
     mask = make_mask(*layout)
-    vm_size_kb, = proc_status_kb("VmSize")
+    (vm_size_kb,) = proc_status_kb("VmSize")
     resource.setrlimit(resource.RLIMIT_AS, ((vm_size_kb + cap_mb * 1024) * 1024, resource.RLIM_INFINITY))
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset VmHWM to the current resident set
     except OSError as e:
         return {"status": f"cannot reset the peak resident set: {e}"}
-    rss_kb, = proc_status_kb("VmRSS")
+    (rss_kb,) = proc_status_kb("VmRSS")
     t0 = time.perf_counter()
     try:
         block_mask = build(builder, mask, "cpu")
     except (RuntimeError, MemoryError) as e:
-        hwm_kb, = proc_status_kb("VmHWM")
-        return {"status": "out of memory", "error": f"{type(e).__name__}: {str(e)[:200]}",
-                "peak_mb_before_failing": (hwm_kb - rss_kb) / 1024, "cap_mb": cap_mb}
+        (hwm_kb,) = proc_status_kb("VmHWM")
+        return {
+            "status": "out of memory",
+            "error": f"{type(e).__name__}: {str(e)[:200]}",
+            "peak_mb_before_failing": (hwm_kb - rss_kb) / 1024,
+            "cap_mb": cap_mb,
+        }
     seconds = time.perf_counter() - t0
-    hwm_kb, = proc_status_kb("VmHWM")
-    return {"status": "ok", "tokens": len(mask), "peak_mb": (hwm_kb - rss_kb) / 1024, "build_s": seconds,
-            "kv_blocks": int(block_mask.kv_num_blocks.sum()), "full_kv_blocks": int(block_mask.full_kv_num_blocks.sum())}
+    (hwm_kb,) = proc_status_kb("VmHWM")
+    return {
+        "status": "ok",
+        "tokens": len(mask),
+        "peak_mb": (hwm_kb - rss_kb) / 1024,
+        "build_s": seconds,
+        "kv_blocks": int(block_mask.kv_num_blocks.sum()),
+        "full_kv_blocks": int(block_mask.full_kv_num_blocks.sum()),
+    }
 
 
 def measure_cpu(builder: str, layout: tuple, cap_mb: int, timeout: float = 1800) -> dict:
@@ -100,6 +113,7 @@ def measure_cpu(builder: str, layout: tuple, cap_mb: int, timeout: float = 1800)
 
 def measure_cuda(builder: str, layout: tuple) -> dict:
     import torch
+
     mask = make_mask(*layout, device="cuda")
     build(builder, make_mask(4, 3, 100, 2, device="cuda"), "cuda")  # warm-up
     torch.cuda.synchronize()
@@ -110,24 +124,40 @@ def measure_cuda(builder: str, layout: tuple) -> dict:
     torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() - before
-    return {"status": "ok", "tokens": len(mask), "peak_mb": peak / 2**20, "build_s": seconds,
-            "kv_blocks": int(block_mask.kv_num_blocks.sum()), "full_kv_blocks": int(block_mask.full_kv_num_blocks.sum())}
+    return {
+        "status": "ok",
+        "tokens": len(mask),
+        "peak_mb": peak / 2**20,
+        "build_s": seconds,
+        "kv_blocks": int(block_mask.kv_num_blocks.sum()),
+        "full_kv_blocks": int(block_mask.full_kv_num_blocks.sum()),
+    }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results/flex_mask.json")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--old-max-tokens", type=int, default=10_000,
-                    help="skip the old (L x L) build above this many tokens (CPU; it needs ~17 bytes per pair)")
+    ap.add_argument(
+        "--old-max-tokens",
+        type=int,
+        default=10_000,
+        help="skip the old (L x L) build above this many tokens (CPU; it needs ~17 bytes per pair)",
+    )
     ap.add_argument("--cap-mb", type=int, default=4096, help="CPU child's address-space cap above its start")
     args = ap.parse_args()
 
     import torch
+
     results = {}
     for name, layout in LAYOUTS.items():
         tokens = layout[0] + layout[1] * layout[2]
-        row = {"tokens": tokens, "window_frames": layout[3], "reference_tokens": layout[0], "tokens_per_frame": layout[1]}
+        row = {
+            "tokens": tokens,
+            "window_frames": layout[3],
+            "reference_tokens": layout[0],
+            "tokens_per_frame": layout[1],
+        }
         for builder in ["new", "old"]:
             if args.device == "cuda":
                 row[builder] = measure_cuda(builder, layout)
@@ -141,9 +171,11 @@ def main():
         "benchmark": "building the FlexAttention BlockMask: key ranges (new) vs create_block_mask (old, L x L)",
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "machine": {"torch": torch.__version__, "python": platform.python_version()},
-        "measures": {"peak_mb": "CPU: VmHWM after a reset minus VmRSS before the build, in a fresh subprocess;"
-                                " CUDA: max_memory_allocated over the build minus memory_allocated before",
-                     "build_s": "wall time of one build after a warm-up build of a small layout"},
+        "measures": {
+            "peak_mb": "CPU: VmHWM after a reset minus VmRSS before the build, in a fresh subprocess;"
+            " CUDA: max_memory_allocated over the build minus memory_allocated before",
+            "build_s": "wall time of one build after a warm-up build of a small layout",
+        },
         "results": results,
     }
     out = Path(args.out)

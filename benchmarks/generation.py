@@ -144,10 +144,18 @@ def bench_requests(generator, tmp: Path, seconds: list[float], repeats: int) -> 
             t1 = time.perf_counter()
             write_result(result, tmp / f"clip_{s:g}s_{rep}.mp4")
             t2 = time.perf_counter()
-            raw[str(s)].append({"seed": rep, "generate_s": round(t1 - t0, 4), "mux_s": round(t2 - t1, 4),
-                                "total_s": round(t2 - t0, 4), "rtf": round(result.seconds / (t2 - t0), 4),
-                                "clip_seconds": result.seconds, "frames": len(result.frames),
-                                **contention(snap, cpu_snapshot())})
+            raw[str(s)].append(
+                {
+                    "seed": rep,
+                    "generate_s": round(t1 - t0, 4),
+                    "mux_s": round(t2 - t1, 4),
+                    "total_s": round(t2 - t0, 4),
+                    "rtf": round(result.seconds / (t2 - t0), 4),
+                    "clip_seconds": result.seconds,
+                    "frames": len(result.frames),
+                    **contention(snap, cpu_snapshot()),
+                }
+            )
     per_length = {}
     for s in seconds:
         runs = raw[str(s)]
@@ -165,11 +173,15 @@ def bench_requests(generator, tmp: Path, seconds: list[float], repeats: int) -> 
             "meets_aim": rtf >= AIM_RTF,
             "runs": runs,
         }
-    return {"warmup_request_s": round(warmup_s, 4), "warmup_seconds": seconds[0], "warmup_contention": warm_busy,
-            "per_length": per_length,
-            "note": "own_cpu_s: this process's CPU time (2 threads: up to 2x wall); others_cpu_s: CPU used by other "
-                    "processes meanwhile; steal_s: time the hypervisor gave the CPUs to other machines. A run with "
-                    "large others/steal was slowed by the shared machine; medians are robust to a minority of them"}
+    return {
+        "warmup_request_s": round(warmup_s, 4),
+        "warmup_seconds": seconds[0],
+        "warmup_contention": warm_busy,
+        "per_length": per_length,
+        "note": "own_cpu_s: this process's CPU time (2 threads: up to 2x wall); others_cpu_s: CPU used by other "
+        "processes meanwhile; steal_s: time the hypervisor gave the CPUs to other machines. A run with "
+        "large others/steal was slowed by the shared machine; medians are robust to a minority of them",
+    }
 
 
 def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
@@ -178,8 +190,22 @@ def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
     runs = []
     for rep in range(repeats):
         out = tmp / f"cli_{rep}.mp4"
-        cmd = [*base, "generate", "--text", TEXT, "--seconds", f"{seconds:g}", "--seed", str(rep),
-               "--out", str(out), "--json", "--quiet", "--threads", str(THREADS)]
+        cmd = [
+            *base,
+            "generate",
+            "--text",
+            TEXT,
+            "--seconds",
+            f"{seconds:g}",
+            "--seed",
+            str(rep),
+            "--out",
+            str(out),
+            "--json",
+            "--quiet",
+            "--threads",
+            str(THREADS),
+        ]
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         snap = cpu_snapshot()
         t0 = time.perf_counter()
@@ -193,15 +219,38 @@ def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"CLI failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
         summary = json.loads(proc.stdout)
-        runs.append({"seed": rep, "wall_s": round(wall, 4), "rtf_wall": round(summary["seconds"] / wall, 4),
-                     "cli_elapsed_s": summary["elapsed_s"], "cli_reported_rtf": summary["real_time_factor"],
-                     "clip_seconds": summary["seconds"], "mp4_bytes": out.stat().st_size,
-                     "others_cpu_s": busy.get("others_cpu_s"), "steal_s": busy.get("steal_s"),
-                     "cli_process_cpu_s": round(child_cpu, 3)})
+        runs.append(
+            {
+                "seed": rep,
+                "wall_s": round(wall, 4),
+                "rtf_wall": round(summary["seconds"] / wall, 4),
+                "cli_elapsed_s": summary["elapsed_s"],
+                "cli_reported_rtf": summary["real_time_factor"],
+                "clip_seconds": summary["seconds"],
+                "mp4_bytes": out.stat().st_size,
+                "others_cpu_s": busy.get("others_cpu_s"),
+                "steal_s": busy.get("steal_s"),
+                "cli_process_cpu_s": round(child_cpu, 3),
+            }
+        )
     rtf = median([r["rtf_wall"] for r in runs])
     return {
-        "command": " ".join([Path(base[0]).name if len(base) == 1 else "python -m avgen", "generate", "--text", "'...'",
-                             "--seconds", f"{seconds:g}", "--seed", "N", "--out", "X.mp4", "--json", "--quiet"]),
+        "command": " ".join(
+            [
+                Path(base[0]).name if len(base) == 1 else "python -m avgen",
+                "generate",
+                "--text",
+                "'...'",
+                "--seconds",
+                f"{seconds:g}",
+                "--seed",
+                "N",
+                "--out",
+                "X.mp4",
+                "--json",
+                "--quiet",
+            ]
+        ),
         "seconds": seconds,
         "wall_s_median": round(median([r["wall_s"] for r in runs]), 4),
         "rtf_wall_median": round(rtf, 4),
@@ -209,7 +258,7 @@ def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
         "startup_and_imports_s_median": round(median([r["wall_s"] - r["cli_elapsed_s"] for r in runs]), 4),
         "meets_target": rtf >= TARGET_RTF,
         "note": "wall = process start + imports + load + generate + mux, timed from outside; "
-                "cli_elapsed_s = the CLI's own timer (load + generate + mux)",
+        "cli_elapsed_s = the CLI's own timer (load + generate + mux)",
         "runs": runs,
     }
 
@@ -264,6 +313,7 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
                     return fn(*args, **kwargs)
                 finally:
                     spent[name] += time.perf_counter() - t0
+
             return timed
 
         try:
@@ -277,11 +327,14 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
         finally:
             for n in names:
                 setattr(layers, n, originals[n])
-        share = {n: {"s_per_forward": round(spent[n] / calls, 4), "fraction": round(spent[n] / calls / wrapped_total, 3)}
-                 for n in names}
+        share = {
+            n: {"s_per_forward": round(spent[n] / calls, 4), "fraction": round(spent[n] / calls / wrapped_total, 3)}
+            for n in names
+        }
         share["rest (linears, norms, gelu, embeddings, glue)"] = {
             "s_per_forward": round(wrapped_total - sum(spent.values()) / calls, 4),
-            "fraction": round(1 - sum(spent.values()) / calls / wrapped_total, 3)}
+            "fraction": round(1 - sum(spent.values()) / calls / wrapped_total, 3),
+        }
 
         from torch.profiler import ProfilerActivity, profile
 
@@ -289,8 +342,15 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
             forward()
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total_us = sum(e.self_cpu_time_total for e in events) or 1
-        top_ops = [{"op": e.key, "calls": e.count, "self_ms": round(e.self_cpu_time_total / 1e3, 2),
-                    "fraction": round(e.self_cpu_time_total / total_us, 3)} for e in events[:15]]
+        top_ops = [
+            {
+                "op": e.key,
+                "calls": e.count,
+                "self_ms": round(e.self_cpu_time_total / 1e3, 2),
+                "fraction": round(e.self_cpu_time_total / total_us, 3),
+            }
+            for e in events[:15]
+        ]
 
         per_length = {}
         for s in seconds:
@@ -298,12 +358,14 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
             spans = spans_per_length[s]
             chunks = len(spans)
             forwards = chunks * settings.steps * evals_per_step
-            transformer_s = sum(forward_by_length[end - start] for start, end, _ in spans) * settings.steps * evals_per_step
+            transformer_s = (
+                sum(forward_by_length[end - start] for start, end, _ in spans) * settings.steps * evals_per_step
+            )
             latents = torch.randn(frames, cfg.video_latent_channels, cfg.latent_height, cfg.latent_width, generator=g)
 
             def decode_video(frames=frames, latents=latents):
                 for i in range(0, frames, 32):
-                    tensor_to_frames(model.video_codec.decode(latents[i:i + 32])).cpu().numpy()
+                    tensor_to_frames(model.video_codec.decode(latents[i : i + 32])).cpu().numpy()
 
             audio_latents = torch.randn(1, frames, pa, generator=g)
             mel = model.audio_codec.decode_mel(audio_latents)
@@ -326,23 +388,28 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
                 "stages_s": {k: (None if v is None else round(v, 4)) for k, v in stages.items()},
                 "fractions": {k: (None if v is None else round(v / total, 3)) for k, v in stages.items()},
                 "sum_of_stages_s": round(total, 4),
-                "raw": {"video_decode_s": [round(x, 4) for x in vdec],
-                        "audio_decoder_net_s": [round(x, 4) for x in adec_net],
-                        "audio_griffin_lim_s": [round(x, 4) for x in vocode]},
+                "raw": {
+                    "video_decode_s": [round(x, 4) for x in vdec],
+                    "audio_decoder_net_s": [round(x, 4) for x in adec_net],
+                    "audio_griffin_lim_s": [round(x, 4) for x in vocode],
+                },
             }
     return {
         "transformer_forward": {
             "input": f"batch {batch} (cfg={settings.cfg:g}: cond + uncond), {t} frames = {t * (nv + 1)} tokens",
-            "steps": settings.steps, "sampler": settings.sampler, "evaluations_per_step": evals_per_step,
-            "forward_s_raw": [round(x, 4) for x in fwd], "forward_s_median": round(forward_s, 4),
+            "steps": settings.steps,
+            "sampler": settings.sampler,
+            "evaluations_per_step": evals_per_step,
+            "forward_s_raw": [round(x, 4) for x in fwd],
+            "forward_s_median": round(forward_s, 4),
             "forward_s_median_by_chunk_frames": {str(k): round(v, 4) for k, v in sorted(forward_by_length.items())},
             "share_inside_forward": share,
             "top_torch_ops_one_forward": top_ops,
         },
         "per_length": per_length,
         "note": "each stage timed on its own (random inputs of the real shapes); transformer_s = sum over chunks of "
-                "steps x median forward at that chunk's length; the sum omits small glue (noise, masks, concatenation) so it can differ from "
-                "the end-to-end time",
+        "steps x median forward at that chunk's length; the sum omits small glue (noise, masks, concatenation) so it can differ from "
+        "the end-to-end time",
     }
 
 
@@ -376,12 +443,31 @@ def main() -> int:
         "load_avg_before": load_avg(),
         "matmul_before": matmul_gflops(),
         "settings": {
-            "preset": "tiny", "threads": THREADS, "device": "cpu", "text": TEXT,
-            "seconds": args.seconds, "repeats": args.repeats, "cli_repeats": args.cli_repeats,
+            "preset": "tiny",
+            "threads": THREADS,
+            "device": "cpu",
+            "text": TEXT,
+            "seconds": args.seconds,
+            "repeats": args.repeats,
+            "cli_repeats": args.cli_repeats,
             "cli_seconds": args.cli_seconds,
-            "config_defaults": {k: getattr(preset("tiny"), k) for k in
-                                ("steps", "cfg", "sampler", "shift", "chunk_seconds", "overlap_seconds",
-                                 "window_seconds", "hidden", "depth", "heads", "height", "width")},
+            "config_defaults": {
+                k: getattr(preset("tiny"), k)
+                for k in (
+                    "steps",
+                    "cfg",
+                    "sampler",
+                    "shift",
+                    "chunk_seconds",
+                    "overlap_seconds",
+                    "window_seconds",
+                    "hidden",
+                    "depth",
+                    "heads",
+                    "height",
+                    "width",
+                )
+            },
         },
         "target_rtf": TARGET_RTF,
         "aim_rtf": AIM_RTF,

@@ -112,7 +112,8 @@ def worker(seconds: float, seed: int, out_dir: str, steps: int | None, threads: 
         "peak_rss_growth_mib": round(peak - rss_before, 1),
         # current RSS after the first piece, after each further tenth of the pieces, and the largest
         "current_rss_after_pieces_mib": [round(probes[round(k * (len(probes) - 1) / 10)], 1) for k in range(11)]
-        if probes else None,
+        if probes
+        else None,
         "current_rss_after_pieces_max_mib": round(max(probes), 1) if probes else None,
         "mp4": mp4_summary(path),
         "cpu_s": round(time.process_time(), 3),
@@ -125,14 +126,27 @@ def mp4_summary(path: Path) -> dict:
 
     with av.open(str(path)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
-        return {"bytes": path.stat().st_size, "video_frames": v.frames,
-                "video_s": round(float(v.duration * v.time_base), 3),
-                "audio_s": round(float(a.duration * a.time_base), 3)}
+        return {
+            "bytes": path.stat().st_size,
+            "video_frames": v.frames,
+            "video_s": round(float(v.duration * v.time_base), 3),
+            "audio_s": round(float(a.duration * a.time_base), 3),
+        }
 
 
 def run_child(seconds: float, seed: int, out_dir: str, steps: int | None, threads: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"{seconds:g}", "--seed", str(seed),
-           "--tmp", out_dir, "--threads", str(threads)] + ([] if steps is None else ["--steps", str(steps)])
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        f"{seconds:g}",
+        "--seed",
+        str(seed),
+        "--tmp",
+        out_dir,
+        "--threads",
+        str(threads),
+    ] + ([] if steps is None else ["--steps", str(steps)])
     snap = cpu_snapshot()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
@@ -154,9 +168,14 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "long_clip.json"))
     parser.add_argument("--seconds", type=float, nargs="+", default=[8.0, 600.0])
     parser.add_argument("--repeats", type=int, help="fresh processes per length (default 3; 1 with --quick)")
-    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's, 8); memory does not depend on it")
-    parser.add_argument("--threads", type=int,
-                        help=f"torch threads per child (default {THREADS}; 1 with --quick): under load, 2 can be far slower")
+    parser.add_argument(
+        "--steps", type=int, help="sampler steps (default: the model's, 8); memory does not depend on it"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help=f"torch threads per child (default {THREADS}; 1 with --quick): under load, 2 can be far slower",
+    )
     parser.add_argument("--quick", action="store_true", help="only 8 s and 600 s, 1 repeat, 2 steps, 1 thread")
     parser.add_argument("--worker", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -185,14 +204,23 @@ def main() -> int:
         "machine": {
             "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
         },
         "code": git_state(),
-        "settings": {"preset": "tiny", "threads": args.threads, "device": "cpu", "seconds": seconds,
-                     "repeats": args.repeats, "quick": args.quick, "text": TEXT,
-                     "steps": args.steps if args.steps is not None else "model default (see each run's steps)",
-                     "path": "Generator.open + write_stream (chunks streamed to the MP4, as `avgen generate`)",
-                     "rss": "ru_maxrss of a fresh child process per run (imports + load + generate + mux)"},
+        "settings": {
+            "preset": "tiny",
+            "threads": args.threads,
+            "device": "cpu",
+            "seconds": seconds,
+            "repeats": args.repeats,
+            "quick": args.quick,
+            "text": TEXT,
+            "steps": args.steps if args.steps is not None else "model default (see each run's steps)",
+            "path": "Generator.open + write_stream (chunks streamed to the MP4, as `avgen generate`)",
+            "rss": "ru_maxrss of a fresh child process per run (imports + load + generate + mux)",
+        },
         "load_avg_before": load_avg(),
     }
     del torch
@@ -202,8 +230,11 @@ def main() -> int:
             for s in seconds:
                 record = run_child(s, rep, tmp, args.steps, args.threads)
                 raw.append(record)
-                print(f"  {s:g} s: {record['generate_and_mux_s']} s, peak RSS {record['peak_rss_mib']} MiB "
-                      f"(+{record['peak_rss_growth_mib']} over load), {record['chunks']} chunks", file=sys.stderr)
+                print(
+                    f"  {s:g} s: {record['generate_and_mux_s']} s, peak RSS {record['peak_rss_mib']} MiB "
+                    f"(+{record['peak_rss_growth_mib']} over load), {record['chunks']} chunks",
+                    file=sys.stderr,
+                )
                 for f in Path(tmp).glob("*.mp4"):
                     f.unlink()
     report["load_avg_after"] = load_avg()

@@ -25,7 +25,6 @@ def cpu_snapshot() -> dict:
     return snap
 
 
-
 def contention(before: dict, after: dict) -> dict:
     """CPU seconds this process used, other processes used, and the hypervisor stole, in between."""
     own = after["own"] - before["own"]
@@ -36,17 +35,18 @@ def contention(before: dict, after: dict) -> dict:
     return out
 
 
-
 def git_state() -> dict:
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
-    dirty = git("status", "--porcelain", "--", "avgen")
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "avgen_uncommitted_changes": dirty.splitlines() if dirty else []}
 
+    dirty = git("status", "--porcelain", "--", "avgen")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "avgen_uncommitted_changes": dirty.splitlines() if dirty else [],
+    }
 
 
 def load_avg() -> list[float]:

@@ -105,7 +105,9 @@ def _static_face(size: int) -> np.ndarray:
     _ellipse(img, (0.48 * s, 0.575 * s), (0.012 * s, 0.008 * s), (120, 70, 60))
     _ellipse(img, (0.52 * s, 0.575 * s), (0.012 * s, 0.008 * s), (120, 70, 60))
     # chin shading
-    cv2.ellipse(img, _pt(0.5 * s, 0.80 * s), _ax(0.16 * s, 0.06 * s), 0, 0, 180, (212, 162, 130), -1, cv2.LINE_AA, _SHIFT)
+    cv2.ellipse(
+        img, _pt(0.5 * s, 0.80 * s), _ax(0.16 * s, 0.06 * s), 0, 0, 180, (212, 162, 130), -1, cv2.LINE_AA, _SHIFT
+    )
     return img
 
 
@@ -120,11 +122,22 @@ def _draw_mouth(img: np.ndarray, opening: float) -> None:
         _ellipse(img, (cx, cy), (half_w * 0.9, half_h), MOUTH_INSIDE)
         # upper teeth: a light band under the top lip when the mouth is open enough
         if half_h > 0.03 * s:
-            cv2.ellipse(img, _pt(cx, cy - half_h * 0.55), _ax(half_w * 0.6, half_h * 0.3), 0, 0, 180,
-                        (235, 230, 220), -1, cv2.LINE_AA, _SHIFT)
+            cv2.ellipse(
+                img,
+                _pt(cx, cy - half_h * 0.55),
+                _ax(half_w * 0.6, half_h * 0.3),
+                0,
+                0,
+                180,
+                (235, 230, 220),
+                -1,
+                cv2.LINE_AA,
+                _SHIFT,
+            )
     else:
-        cv2.line(img, _pt(cx - half_w, cy), _pt(cx + half_w, cy), MOUTH_INSIDE, max(1, int(s) // 64),
-                 cv2.LINE_AA, _SHIFT)
+        cv2.line(
+            img, _pt(cx - half_w, cy), _pt(cx + half_w, cy), MOUTH_INSIDE, max(1, int(s) // 64), cv2.LINE_AA, _SHIFT
+        )
 
 
 def mouth_openings(audio: np.ndarray, frames: int) -> np.ndarray:

@@ -370,8 +370,15 @@ def _mel_transform():
     import torchaudio
 
     return torchaudio.transforms.MelSpectrogram(
-        sample_rate=AUDIO_RATE, n_fft=N_FFT, win_length=N_FFT, hop_length=HOP, n_mels=N_MELS,
-        f_min=0.0, f_max=AUDIO_RATE / 2, power=2.0, center=False,
+        sample_rate=AUDIO_RATE,
+        n_fft=N_FFT,
+        win_length=N_FFT,
+        hop_length=HOP,
+        n_mels=N_MELS,
+        f_min=0.0,
+        f_max=AUDIO_RATE / 2,
+        power=2.0,
+        center=False,
     )
 
 

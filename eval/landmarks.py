@@ -59,6 +59,7 @@ FALLBACK_REF_ROWS = (0.20, 0.55)  # reference brightness: the face above the mou
 REF_SIZE = (16, 16)
 FALLBACK_FACE = "none found: fixed mouth region (lower centre)"
 
+
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -79,15 +80,24 @@ def _regions(frames: np.ndarray, detect_face: bool) -> tuple[np.ndarray, np.ndar
     if key_boxes is not None and fraction >= MIN_FACE_FRACTION:
         boxes = np.stack([np.interp(np.arange(t), keys, key_boxes[:, c]) for c in range(4)], axis=1)
         x, y, bw, bh = boxes.T
-        mouth = np.stack([
-            x + FACE_MOUTH_COLS[0] * bw, y + FACE_MOUTH_ROWS[0] * bh,
-            x + FACE_MOUTH_COLS[1] * bw, y + FACE_MOUTH_ROWS[1] * bh,
-        ], axis=1)
+        mouth = np.stack(
+            [
+                x + FACE_MOUTH_COLS[0] * bw,
+                y + FACE_MOUTH_ROWS[0] * bh,
+                x + FACE_MOUTH_COLS[1] * bw,
+                y + FACE_MOUTH_ROWS[1] * bh,
+            ],
+            axis=1,
+        )
         reference = np.stack([x, y, x + bw, y + FACE_MOUTH_ROWS[0] * bh], axis=1)
         face = f"haar: face in {round(100 * fraction)}% of sampled frames"
     else:
-        mouth = np.tile([FALLBACK_COLS[0] * w, FALLBACK_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_ROWS[1] * h], (t, 1))
-        reference = np.tile([FALLBACK_COLS[0] * w, FALLBACK_REF_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_REF_ROWS[1] * h], (t, 1))
+        mouth = np.tile(
+            [FALLBACK_COLS[0] * w, FALLBACK_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_ROWS[1] * h], (t, 1)
+        )
+        reference = np.tile(
+            [FALLBACK_COLS[0] * w, FALLBACK_REF_ROWS[0] * h, FALLBACK_COLS[1] * w, FALLBACK_REF_ROWS[1] * h], (t, 1)
+        )
         face = FALLBACK_FACE
         if key_boxes is not None:
             face = f"none found reliably (face in {round(100 * fraction)}% of sampled frames): fixed mouth region (lower centre)"

@@ -92,7 +92,11 @@ class LearnedConfig:
 def _tower(in_channels: int, channels: tuple[int, ...]) -> nn.Sequential:
     layers, c_in = [], in_channels
     for i, c in enumerate(channels):
-        layers += [nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        ]
         c_in = c
     return nn.Sequential(*layers, nn.Flatten())
 
@@ -111,9 +115,13 @@ class LearnedSync(nn.Module):
         self.config = config
         c, stages = config.channels, len(config.channels) - 1
         self.video = _tower(config.window, c)
-        self.video_fc = nn.Linear(c[-1] * _out_size(config.patch_h, stages) * _out_size(config.patch_w, stages), config.dim)
+        self.video_fc = nn.Linear(
+            c[-1] * _out_size(config.patch_h, stages) * _out_size(config.patch_w, stages), config.dim
+        )
         self.audio = _tower(1, c)
-        self.audio_fc = nn.Linear(c[-1] * _out_size(config.n_mels, stages) * _out_size(config.audio_steps, stages), config.dim)
+        self.audio_fc = nn.Linear(
+            c[-1] * _out_size(config.n_mels, stages) * _out_size(config.audio_steps, stages), config.dim
+        )
 
     def embed_video(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.video_fc(self.video(x)), dim=-1)
@@ -133,8 +141,16 @@ def _mel_transform(config: LearnedConfig):
         import torchaudio
 
         _mel_cache[key] = torchaudio.transforms.MelSpectrogram(
-            sample_rate=SAMPLE_RATE, n_fft=config.n_fft, win_length=config.n_fft, hop_length=config.hop,
-            f_min=0.0, f_max=SAMPLE_RATE / 2, n_mels=config.n_mels, center=False, power=2.0)
+            sample_rate=SAMPLE_RATE,
+            n_fft=config.n_fft,
+            win_length=config.n_fft,
+            hop_length=config.hop,
+            f_min=0.0,
+            f_max=SAMPLE_RATE / 2,
+            n_mels=config.n_mels,
+            center=False,
+            power=2.0,
+        )
     return _mel_cache[key]
 
 
@@ -174,7 +190,9 @@ def audio_windows(mel: torch.Tensor, config: LearnedConfig = LearnedConfig()) ->
 
 def normalise_patches(patches) -> torch.Tensor:
     """(T, 16, 32) gray mouth patches (0..255) -> zero mean, unit std over the clip."""
-    x = torch.as_tensor(np.asarray(patches, np.float32) if not torch.is_tensor(patches) else patches, dtype=torch.float32)
+    x = torch.as_tensor(
+        np.asarray(patches, np.float32) if not torch.is_tensor(patches) else patches, dtype=torch.float32
+    )
     x = x - x.mean()
     return x / x.std().clamp_min(1.0 / 255)
 
@@ -219,14 +237,17 @@ def load_learned(path=None) -> LearnedSync:
     if not path.is_file():
         raise LearnedWeightsError(
             f"the learned sync scorer has no trained weights at {path}; retrain with "
-            "`python -m avgen.train_sync_scorer` or use --backend landmarks")
+            "`python -m avgen.train_sync_scorer` or use --backend landmarks"
+        )
     try:
         meta = read_metadata(path)
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise LearnedWeightsError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from e
     if meta.get("format") != FORMAT or "config" not in meta:
-        raise LearnedWeightsError(f"{path} is not a learned sync weight file (metadata format {meta.get('format')!r}, expected {FORMAT!r})")
+        raise LearnedWeightsError(
+            f"{path} is not a learned sync weight file (metadata format {meta.get('format')!r}, expected {FORMAT!r})"
+        )
     try:
         model = LearnedSync(LearnedConfig.from_json(meta["config"]))
         model.load_state_dict(state, strict=True)
@@ -251,8 +272,9 @@ def unavailable_reason(path=None) -> str | None:
 
 
 @torch.no_grad()
-def embeddings(frames: np.ndarray, audio: np.ndarray, model: LearnedSync,
-               detect_face: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+def embeddings(
+    frames: np.ndarray, audio: np.ndarray, model: LearnedSync, detect_face: bool = True
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-window video and audio embeddings, each (T-4, 128) float64, and the face description."""
     config = model.config
     audio = _mono(audio)
@@ -267,8 +289,9 @@ def embeddings(frames: np.ndarray, audio: np.ndarray, model: LearnedSync,
     return v.double().numpy(), a.double().numpy(), face
 
 
-def score_learned(frames: np.ndarray, audio: np.ndarray, model: LearnedSync | None = None,
-                  detect_face: bool = True) -> tuple[SyncResult, str]:
+def score_learned(
+    frames: np.ndarray, audio: np.ndarray, model: LearnedSync | None = None, detect_face: bool = True
+) -> tuple[SyncResult, str]:
     """Lip-sync of RGB frames (T, H, W, 3) at 25 fps against 16 kHz mono audio with the learned embedding.
 
     Returns (SyncResult on the SyncNet protocol, offsets -15..+15; face description). Raises ValueError

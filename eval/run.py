@@ -147,7 +147,9 @@ def score_clip(path: str, scorer: SyncScorer) -> dict:
     row = empty_row(path, scorer.settings, scorer.weights_hash)
     problems: list[str] = []
     try:
-        clip = read_mp4(path, sample_rate=SCORING_SAMPLE_RATE, fps=SCORING_FPS, max_side=MAX_SIDE, max_seconds=MAX_SECONDS)
+        clip = read_mp4(
+            path, sample_rate=SCORING_SAMPLE_RATE, fps=SCORING_FPS, max_side=MAX_SIDE, max_seconds=MAX_SECONDS
+        )
     except MediaError as e:
         row["error"] = str(e)
         return row
@@ -155,9 +157,13 @@ def score_clip(path: str, scorer: SyncScorer) -> dict:
     row.update(frames=len(frames), seconds=round(len(frames) / SCORING_FPS, 3), source_fps=_finite(clip.source_fps))
     notes = []
     if clip.variable_frame_rate or abs(clip.source_fps - SCORING_FPS) > 0.01:
-        notes.append(f"video resampled from {'variable' if clip.variable_frame_rate else f'{clip.source_fps:g}'} fps to {SCORING_FPS} fps")
+        notes.append(
+            f"video resampled from {'variable' if clip.variable_frame_rate else f'{clip.source_fps:g}'} fps to {SCORING_FPS} fps"
+        )
     if clip.source_size != (frames.shape[2], frames.shape[1]):
-        notes.append(f"frames downscaled from {clip.source_size[0]}x{clip.source_size[1]} to {frames.shape[2]}x{frames.shape[1]}")
+        notes.append(
+            f"frames downscaled from {clip.source_size[0]}x{clip.source_size[1]} to {frames.shape[2]}x{frames.shape[1]}"
+        )
     if len(frames) < MIN_FRAMES:
         row["error"] = f"only {len(frames)} frames: scoring needs at least {MIN_FRAMES} (0.2 s)"
         return row
@@ -182,7 +188,9 @@ def score_clip(path: str, scorer: SyncScorer) -> dict:
             fraction = speech_fraction(audio, len(frames))
             row["speech_fraction"] = round(fraction, 4)
             if fraction < NEARLY_SILENT:
-                notes.append(f"nearly silent (speech in {fraction:.0%} of frames): the sync scores carry little information")
+                notes.append(
+                    f"nearly silent (speech in {fraction:.0%} of frames): the sync scores carry little information"
+                )
             result, face = scorer.score(frames, audio)
             row.update(
                 av_offset_frames=int(result.av_offset_frames), sync_distance=_finite(result.sync_distance),
@@ -217,7 +225,9 @@ def load_previous(out_dir: Path) -> dict[str, dict]:
         return {}
 
 
-def evaluate(paths: list[str], out_dir: str | Path, settings: EvalSettings, progress: Progress | None = None) -> list[dict]:
+def evaluate(
+    paths: list[str], out_dir: str | Path, settings: EvalSettings, progress: Progress | None = None
+) -> list[dict]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = find_clips(paths)
@@ -274,7 +284,9 @@ def write_plots(rows: list[dict], out_dir: Path) -> None:
         fig.suptitle(f"{row['path']}  ({row['backend']})", fontsize=9)
         if curves.get("sync_offsets"):
             sync_ax.plot(curves["sync_offsets"], curves["sync_mean_distances"], marker=".")
-            sync_ax.axvline(row["av_offset_frames"], color="red", linestyle="--", label=f"offset {row['av_offset_frames']}")
+            sync_ax.axvline(
+                row["av_offset_frames"], color="red", linestyle="--", label=f"offset {row['av_offset_frames']}"
+            )
             sync_ax.legend(fontsize=8)
         else:
             sync_ax.text(0.5, 0.5, "no sync score", ha="center", va="center", transform=sync_ax.transAxes)
@@ -285,7 +297,9 @@ def write_plots(rows: list[dict], out_dir: Path) -> None:
             values = curves.get(name)
             if values:
                 ys = [None if v is None else (1 - v if name.startswith("temporal") else v) for v in values]
-                flicker_ax.plot(np.arange(len(ys)) + 0.5, [np.nan if y is None else y for y in ys], marker=".", label=label)
+                flicker_ax.plot(
+                    np.arange(len(ys)) + 0.5, [np.nan if y is None else y for y in ys], marker=".", label=label
+                )
         flicker_ax.set(xlabel="time (s)", title="flicker per second (lower is steadier)")
         if flicker_ax.lines:
             flicker_ax.legend(fontsize=8)

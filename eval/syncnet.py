@@ -106,7 +106,9 @@ def _read_state(path: Path, allow_pickle: bool) -> dict:
                 f"{path} is not a plain tensor state dict (torch.load(weights_only=True) refused it); "
                 "if you trust the file, load it with allow_pickle=True"
             ) from None
-        warnings.warn(f"loading {path} with full unpickling (weights_only=False): only do this for trusted files")
+        warnings.warn(
+            f"loading {path} with full unpickling (weights_only=False): only do this for trusted files", stacklevel=2
+        )
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001  (torch.load fails in many ways on a bad file; each becomes one line)
         message = f"cannot read SyncNet weights {path}: {type(e).__name__}: {e}".splitlines()[0]
@@ -193,9 +195,7 @@ def _resize(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (CROP, CROP))
 
 
-def face_crop(
-    frames: np.ndarray, boxes: np.ndarray | None = None, mode: str = "reference"
-) -> tuple[np.ndarray, str]:
+def face_crop(frames: np.ndarray, boxes: np.ndarray | None = None, mode: str = "reference") -> tuple[np.ndarray, str]:
     """(T, H, W, 3) uint8 -> ((T, 224, 224, 3) uint8 crops, face description).
 
     mode "reference": run_pipeline.py's crop around `boxes` ((T, 4) x1, y1, x2, y2), detected with the

@@ -69,8 +69,12 @@ def main() -> None:
             values = [f(r[key]) for r in rows if r.get(key) is not None]
             return round(float(np.mean(values)), 4) if values else None
 
-        return {"sync_confidence": mean("sync_confidence"), "abs_av_offset": mean("av_offset_frames", abs),
-                "temporal_flickering": mean("temporal_flickering"), "warping_error": mean("warping_error", float)}
+        return {
+            "sync_confidence": mean("sync_confidence"),
+            "abs_av_offset": mean("av_offset_frames", abs),
+            "temporal_flickering": mean("temporal_flickering"),
+            "warping_error": mean("warping_error", float),
+        }
 
     with tempfile.TemporaryDirectory() as work:
         gt_rows = []

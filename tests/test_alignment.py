@@ -155,7 +155,7 @@ def test_audio_driven_requests_take_their_phones_from_the_audio(samples):
     assert agreement(aligned_phones(s.audio, s.text), s.phone_ids)[0] > 0.7
     # a longer request than the audio: the padding is silence
     settings = resolve(GenerationRequest(audio=s.audio, seconds=frames / FPS + 1), SMALL_CONFIG)
-    assert (settings.phones[frames + 2:] == SIL).all()
+    assert (settings.phones[frames + 2 :] == SIL).all()
     with pytest.raises(ValueError, match="finite"):
         resolve(GenerationRequest(audio=np.full(16000, np.inf, np.float32)), SMALL_CONFIG)
 
@@ -201,6 +201,6 @@ def test_real_speech_drives_a_mouth_in_sync_with_it(real_clips):
     # measured (4 s, seed 0): own audio offset 0 and confidence 0.16-0.28 on every clip, another clip's
     # audio 0.05-0.10 (own/other 1.8-4.6x); with all-NULL phones (before) offsets of 11-15 frames and
     # confidence 0.03-0.13, the same for either audio
-    for name, (offset, confidence), (_, other_confidence) in rows:
+    for _name, (offset, confidence), (_, other_confidence) in rows:
         assert abs(offset) <= 1, report
         assert confidence > 1.5 * other_confidence, report

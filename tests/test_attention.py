@@ -40,14 +40,14 @@ LAYOUTS = {
 
 def qkv(n, batch=2, heads=3, dim=16, dtype=torch.float32, seed=0, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, heads, n, dim, generator=g).to(dtype).requires_grad_(requires_grad)
-            for _ in range(3)]
+    return [torch.randn(batch, heads, n, dim, generator=g).to(dtype).requires_grad_(requires_grad) for _ in range(3)]
 
 
 def brute_force_mask(frame_index, is_global, window):
     f, g = frame_index.tolist(), is_global.tolist()
-    return torch.tensor([[g[k] or (not g[q] and abs(f[q] - f[k]) <= window) for k in range(len(f))]
-                         for q in range(len(f))])
+    return torch.tensor(
+        [[g[k] or (not g[q] and abs(f[q] - f[k]) <= window) for k in range(len(f))] for q in range(len(f))]
+    )
 
 
 @pytest.mark.parametrize("window", [0, 2])
@@ -180,17 +180,40 @@ def test_auto_uses_chunked_on_cpu_and_supports_training():
 EAGER_FLEX = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 # (layout, window, n_global): L = 170, 1024 (a multiple of 128), 348, 19, 320 (150 globals: whole and mixed
 # global blocks), 355
-FLEX_CASES = [("170_tokens", 1, 4), ("1020_tokens", 12, 4), ("irregular", 5, 0), ("17_tokens", 1000, 2),
-              ("170_tokens", 0, 150), ("irregular", 2, 7)]
+FLEX_CASES = [
+    ("170_tokens", 1, 4),
+    ("1020_tokens", 12, 4),
+    ("irregular", 5, 0),
+    ("17_tokens", 1000, 2),
+    ("170_tokens", 0, 150),
+    ("irregular", 2, 7),
+]
 # moderate lengths for comparing tiles: (counts, n_global, window)
-TILE_CASES = [(av_counts(180), 16, 12), (irregular_counts(600), 5, 3), (irregular_counts(600), 0, 0),
-              (av_counts(100), 200, 2), ([], 300, 3), ([3] * 100, 128, 7), (av_counts(60), 4, 1000),
-              ([1] * 600, 0, 127), ([1] * 600, 3, 126), ([1] * 600, 0, 254)]  # 1 token per frame: at the edge of full
+TILE_CASES = [
+    (av_counts(180), 16, 12),
+    (irregular_counts(600), 5, 3),
+    (irregular_counts(600), 0, 0),
+    (av_counts(100), 200, 2),
+    ([], 300, 3),
+    ([3] * 100, 128, 7),
+    (av_counts(60), 4, 1000),
+    ([1] * 600, 0, 127),
+    ([1] * 600, 3, 126),
+    ([1] * 600, 0, 254),
+]  # 1 token per frame: at the edge of full
 
 
 def flex_tensors(block_mask):
-    names = ["kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
-             "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"]
+    names = [
+        "kv_num_blocks",
+        "kv_indices",
+        "full_kv_num_blocks",
+        "full_kv_indices",
+        "q_num_blocks",
+        "q_indices",
+        "full_q_num_blocks",
+        "full_q_indices",
+    ]
     return {name: getattr(block_mask, name) for name in names}
 
 
@@ -222,8 +245,9 @@ def test_flex_block_mask_is_the_one_create_block_mask_makes_from_the_mask(counts
     block_mask = mask.block_mask("cpu")
     assert "dense" not in mask._cache
     n, f, g = len(mask), mask.frame_index, mask.is_global
-    expected = create_block_mask(lambda b, h, q, k: allowed(f[q], f[k], g[q], g[k], window), None, None, n, n,
-                                 device="cpu")  # evaluates the (L, L) mask
+    expected = create_block_mask(
+        lambda b, h, q, k: allowed(f[q], f[k], g[q], g[k], window), None, None, n, n, device="cpu"
+    )  # evaluates the (L, L) mask
     assert block_mask.seq_lengths == expected.seq_lengths == (n, n)
     assert block_mask.BLOCK_SIZE == expected.BLOCK_SIZE
     for name, tensor in flex_tensors(expected).items():  # partial and full, the transposed ones too
@@ -241,8 +265,14 @@ def test_flex_block_mask_for_32k_tokens_needs_a_few_mb_not_the_l_by_l_mask(n_glo
     for 8.6 GB at once and fails under the child's 1 GiB address-space cap."""
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak resident set")
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "flex_mask.py"), "--worker", "new",
-           *map(str, [n_global, per_frame, n_frames, window]), "1024"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "flex_mask.py"),
+        "--worker",
+        "new",
+        *map(str, [n_global, per_frame, n_frames, window]),
+        "1024",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -272,8 +302,10 @@ def test_flex_rejects_globals_that_are_not_a_prefix_like_chunked():
     assert sliding_window_attention(q, k, v, mask, backend="dense").shape == q.shape  # dense takes any layout
 
 
-@pytest.mark.skipif(os.environ.get("AVGEN_TEST_FLEX_COMPILE") != "1",
-                    reason="torch.compile of flex_attention takes ~25 s on this CPU; set AVGEN_TEST_FLEX_COMPILE=1")
+@pytest.mark.skipif(
+    os.environ.get("AVGEN_TEST_FLEX_COMPILE") != "1",
+    reason="torch.compile of flex_attention takes ~25 s on this CPU; set AVGEN_TEST_FLEX_COMPILE=1",
+)
 def test_flex_compiled_on_cpu_equals_dense(monkeypatch):
     monkeypatch.setenv("AVGEN_FLEX_COMPILE", "1")
     mask = SlidingWindowMask(*frames_layout(LAYOUTS["1020_tokens"], 4), 12)
@@ -288,8 +320,9 @@ def test_flex_on_cuda_equals_dense_forward_and_backward(counts, n_global, window
     mask = SlidingWindowMask(*(t.cuda() for t in frames_layout(counts, n_global)), window)
     n = len(mask)
     f, g = mask.frame_index, mask.is_global
-    expected = create_block_mask(lambda b, h, q, k: allowed(f[q], f[k], g[q], g[k], window), None, None, n, n,
-                                 device="cuda")
+    expected = create_block_mask(
+        lambda b, h, q, k: allowed(f[q], f[k], g[q], g[k], window), None, None, n, n, device="cuda"
+    )
     for name, tensor in flex_tensors(expected).items():
         assert torch.equal(getattr(mask.block_mask("cuda"), name), tensor), name
     upstream = torch.randn(1, 2, n, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(1))

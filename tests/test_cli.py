@@ -179,7 +179,9 @@ def test_shipped_weights_say_the_transcript_with_a_mouth_in_sync(tmp_path):
     from eval.run import EvalSettings, SyncScorer, score_clip
 
     out = tmp_path / "hello.mp4"
-    run = avgen("generate", "--text", "Hello from the Black Forest", "--seconds", 4, "--seed", 0, "--out", out, "--json")
+    run = avgen(
+        "generate", "--text", "Hello from the Black Forest", "--seconds", 4, "--seed", 0, "--out", out, "--json"
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["trained"] is True and "UNTRAINED" not in run.stderr
     scorer = SyncScorer(EvalSettings(backend="learned"))

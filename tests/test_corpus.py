@@ -40,7 +40,7 @@ def quiet_frames(sample):
 def mouth_darkness(frames):
     """255 - mean gray level of the landmark scorer's fixed mouth region (rows 55-85 %, columns 30-70 %)."""
     s = frames.shape[1]
-    region = frames[:, int(0.55 * s):int(0.85 * s), int(0.30 * s):int(0.70 * s)].astype(float)
+    region = frames[:, int(0.55 * s) : int(0.85 * s), int(0.30 * s) : int(0.70 * s)].astype(float)
     return 255 - (region @ [0.299, 0.587, 0.114]).mean(axis=(1, 2))
 
 
@@ -178,7 +178,9 @@ def test_eyes_blink_every_few_seconds_for_three_or_four_frames():
     # far more than it does over 2 frames of open eyes
     band = s.frames[:, 16:32, 13:51].astype(float)
     blink = np.mean([np.abs(band[b + 1] - band[b - 1]).mean() for b in starts if b >= 1])
-    still = np.mean([np.abs(band[k] - band[k - 2]).mean() for k in range(2, len(band)) if not shut[k - 2:k + 1].any()])
+    still = np.mean(
+        [np.abs(band[k] - band[k - 2]).mean() for k in range(2, len(band)) if not shut[k - 2 : k + 1].any()]
+    )
     assert blink > 3 * still
 
 
@@ -210,8 +212,9 @@ def test_corpus_streams_each_index_once_across_workers_and_ranks():
     expected = sorted((i, make_sample(i, "heldout", 3, 0.4).text) for i in range(5, 11))
     assert texts(SyntheticCorpus("heldout", seed=3, count=6, seconds=0.4, start=5)) == expected
     assert texts(SyntheticCorpus("heldout", seed=3, count=6, seconds=0.4, start=5), workers=2) == expected
-    ranks = [texts(SyntheticCorpus("heldout", seed=3, count=6, seconds=0.4, start=5, rank=r, world_size=2))
-             for r in (0, 1)]
+    ranks = [
+        texts(SyntheticCorpus("heldout", seed=3, count=6, seconds=0.4, start=5, rank=r, world_size=2)) for r in (0, 1)
+    ]
     assert sorted(ranks[0] + ranks[1]) == expected and not set(ranks[0]) & set(ranks[1])
     assert len(SyntheticCorpus(count=6)) == 6
     endless = iter(SyntheticCorpus(seconds=0.2))
@@ -252,4 +255,3 @@ def test_corpus_main_refuses_bad_arguments(tmp_path):
         corpus_main(tmp_path, 1, 0, "train", -1.0)
     with pytest.raises(ValueError, match="size"):
         corpus_main(tmp_path, 1, 0, "train", None, size=63)
-

@@ -146,6 +146,7 @@ def test_drawn_audio_envelope_is_speech_like_not_periodic():
 # drawn ground truth: held-out corpus clips (identities and sentences never trained on), their mouths
 # drawn from the speech in the same frame, so in sync by construction; natural sentence lengths
 
+
 @cache
 def heldout_offsets(n=20, min_frames=50):
     offsets, index = [], 0
@@ -172,7 +173,8 @@ def real_clip_paths():
 
 
 needs_real_clips = pytest.mark.skipif(
-    not real_clip_paths(), reason=f"real talking-head clips not found in {REAL_CLIPS} (evaluation data, not shipped)")
+    not real_clip_paths(), reason=f"real talking-head clips not found in {REAL_CLIPS} (evaluation data, not shipped)"
+)
 
 
 @cache

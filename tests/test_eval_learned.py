@@ -92,8 +92,9 @@ def test_evaluate_with_the_learned_backend_scores_files(heldout, tmp_path):
     sample = heldout[0]
     write_mp4(tmp_path / "synced.mp4", sample.frames, sample.audio)
     write_mp4(tmp_path / "delayed.mp4", sample.frames, shift(sample.audio, 5))
-    rows = evaluate([str(tmp_path / "synced.mp4"), str(tmp_path / "delayed.mp4")], tmp_path / "out",
-                    EvalSettings(backend="learned"))
+    rows = evaluate(
+        [str(tmp_path / "synced.mp4"), str(tmp_path / "delayed.mp4")], tmp_path / "out", EvalSettings(backend="learned")
+    )
     for row in rows:
         assert row["error"] is None and row["backend"] == "learned"
         assert row["weights_hash"] == weights_hash() and "learned" in row["face"]

@@ -105,7 +105,7 @@ def test_score_syncnet_computes_the_reference_protocol_exactly(random_net):
     base = rng.integers(0, 256, (224, 224, 3))
     frames = np.clip(base + rng.integers(-40, 41, (frames_n, 224, 224, 3)), 0, 255).astype(np.uint8)
     t = np.arange(frames_n * 640 + 300) / 16000
-    audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(len(t)))
+    audio = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(len(t))
     audio = audio.astype(np.float32)
 
     result, face = score_syncnet(frames, audio, random_net, face_crop_mode="none", batch_size=8)

@@ -61,7 +61,9 @@ def test_face_mesh_rejects_bad_frames():
         face_mesh(np.zeros((0, 64, 64, 3), np.uint8))
 
 
-@pytest.mark.skipif(not REAL_CLIPS.is_dir(), reason=f"real clips not found in {REAL_CLIPS} (evaluation data, not shipped)")
+@pytest.mark.skipif(
+    not REAL_CLIPS.is_dir(), reason=f"real clips not found in {REAL_CLIPS} (evaluation data, not shipped)"
+)
 def test_lips_are_inside_blazeface_box_on_a_real_face():
     from avgen.media import read_mp4
 
@@ -74,8 +76,10 @@ def test_lips_are_inside_blazeface_box_on_a_real_face():
 
 
 def test_training_data_does_not_import_the_scorers():
-    code = ("import sys; from avgen.data import make_sample; from avgen.data.real import face_track; "
-            "face_track(make_sample(0, seconds=1.0).frames); "
-            "print(sorted(m for m in sys.modules if m == 'eval' or m.startswith('eval.')))")
+    code = (
+        "import sys; from avgen.data import make_sample; from avgen.data.real import face_track; "
+        "face_track(make_sample(0, seconds=1.0).frames); "
+        "print(sorted(m for m in sys.modules if m == 'eval' or m.startswith('eval.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"

@@ -83,7 +83,10 @@ def test_results_on_two_clips_with_an_untrained_checkpoint(make_results, tmp_pat
         values = cell_values(row)
         assert len(values) == 3, row
         for value in values:
-            assert value in ("n/a", "–") or NUMBER.match(value) or re.match(r"^\d+ s \(\d+\.\d+ h\)$", value), (row, value)
+            assert value in ("n/a", "–") or NUMBER.match(value) or re.match(r"^\d+ s \(\d+\.\d+ h\)$", value), (
+                row,
+                value,
+            )
             assert "nan" not in value.lower() and "inf" not in value.lower()
     # wall-clock sums the two sessions: 10 s + 12 s at step 20
     assert "22 s (0.01 h)" in text and "| training steps | – | 20 | 20 |" in text
@@ -120,8 +123,10 @@ def test_a_missing_checkpoint_is_reported_not_fatal(make_results, tmp_path):
 
 def test_training_log_wall_clock_and_ratio_statistics(make_results, tmp_path):
     log = tmp_path / "log.jsonl"
-    log.write_text('{"step": 10, "loss_gen": 1, "seconds": 50}\n{"step": 20, "loss_gen": 1, "seconds": 90}\n'
-                   '{"step": 30, "loss_gen": 1, "seconds": 30}\n{"step": 40, "loss_gen": 1, "seconds": 70}\n{"step": 5')
+    log.write_text(
+        '{"step": 10, "loss_gen": 1, "seconds": 50}\n{"step": 20, "loss_gen": 1, "seconds": 90}\n'
+        '{"step": 30, "loss_gen": 1, "seconds": 30}\n{"step": 40, "loss_gen": 1, "seconds": 70}\n{"step": 5'
+    )
     rows = make_results.read_training_log(log)
     assert [r["wall"] for r in rows] == [50, 90, 120, 160]
     assert make_results.wall_at(rows, 40) == (160, "")

@@ -65,7 +65,7 @@ def test_click_at_frame_k_stays_within_one_frame_after_round_trip(tmp_path):
     k = 30
     audio = np.zeros(T * SAMPLES_PER_FRAME, np.float32)
     start = k * SAMPLES_PER_FRAME
-    audio[start:start + 80] = sine(1000, 80, amp=0.9)  # 5 ms burst
+    audio[start : start + 80] = sine(1000, 80, amp=0.9)  # 5 ms burst
     write_mp4(tmp_path / "click.mp4", moving_frames(), audio)
     got = read_mp4(tmp_path / "click.mp4").audio
     onset = np.argmax(np.abs(got) > 0.5 * np.abs(got).max())
@@ -98,8 +98,13 @@ def test_streams_are_h264_yuv420p_and_aac_48k_with_equal_durations(clip_path):
 
 
 def test_metadata_round_trips_including_custom_keys(tmp_path):
-    meta = {"avgen_seed": "1234", "avgen_steps": "20", "avgen_cfg": "3.5",
-            "avgen_checkpoint": "ckpt/tiny-0001.pt", "comment": "a cat meows"}
+    meta = {
+        "avgen_seed": "1234",
+        "avgen_steps": "20",
+        "avgen_cfg": "3.5",
+        "avgen_checkpoint": "ckpt/tiny-0001.pt",
+        "comment": "a cat meows",
+    }
     write_mp4(tmp_path / "m.mp4", moving_frames(10), sine(n=10 * SAMPLES_PER_FRAME), metadata=meta)
     got = read_mp4(tmp_path / "m.mp4").metadata
     assert {k: got.get(k) for k in meta} == meta
@@ -180,12 +185,15 @@ def test_odd_frame_sizes_raise_value_error(tmp_path, shape):
         write_mp4(tmp_path / "x.mp4", np.zeros(shape, np.uint8), np.zeros(3200, np.float32))
 
 
-@pytest.mark.parametrize("frames, audio", [
-    (np.zeros((0, 64, 64, 3), np.uint8), np.zeros(0, np.float32)),       # empty
-    (np.zeros((5, 64, 64, 3), np.float32), np.zeros(3200, np.float32)),  # wrong dtype
-    (np.zeros((5, 64, 64), np.uint8), np.zeros(3200, np.float32)),       # no channels
-    (np.zeros((5, 64, 64, 3), np.uint8), np.zeros((2, 3200), np.float32)),  # stereo audio
-])
+@pytest.mark.parametrize(
+    "frames, audio",
+    [
+        (np.zeros((0, 64, 64, 3), np.uint8), np.zeros(0, np.float32)),  # empty
+        (np.zeros((5, 64, 64, 3), np.float32), np.zeros(3200, np.float32)),  # wrong dtype
+        (np.zeros((5, 64, 64), np.uint8), np.zeros(3200, np.float32)),  # no channels
+        (np.zeros((5, 64, 64, 3), np.uint8), np.zeros((2, 3200), np.float32)),  # stereo audio
+    ],
+)
 def test_bad_frames_or_audio_raise_value_error(tmp_path, frames, audio):
     with pytest.raises(ValueError):
         write_mp4(tmp_path / "x.mp4", frames, audio)
@@ -215,8 +223,10 @@ def test_read_mp4_on_truncated_moov_first_file_raises_media_error(tmp_path):
     frames = np.random.default_rng(0).integers(0, 256, (T, 64, 64, 3), dtype=np.uint8)
     write_mp4(tmp_path / "noisy.mp4", frames, sine())
     fast = tmp_path / "fast.mp4"
-    with av.open(str(tmp_path / "noisy.mp4")) as src, \
-            av.open(str(fast), "w", format="mp4", options={"movflags": "faststart"}) as dst:
+    with (
+        av.open(str(tmp_path / "noisy.mp4")) as src,
+        av.open(str(fast), "w", format="mp4", options={"movflags": "faststart"}) as dst,
+    ):
         streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
         for p in src.demux():
             if p.dts is not None:

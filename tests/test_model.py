@@ -42,8 +42,12 @@ def test_presets_are_valid_and_tiny_is_the_cpu_default():
 
 @pytest.mark.parametrize(
     "change, message",
-    [(dict(height=60), "multiples of 16"), (dict(hidden=100, heads=3), "divisible"),
-     (dict(overlap_seconds=5.0), "overlap"), (dict(sampler="ddim"), "sampler")],
+    [
+        (dict(height=60), "multiples of 16"),
+        (dict(hidden=100, heads=3), "divisible"),
+        (dict(overlap_seconds=5.0), "overlap"),
+        (dict(sampler="ddim"), "sampler"),
+    ],
 )
 def test_invalid_configs_are_rejected_at_construction(change, message):
     with pytest.raises(ValueError, match=message):

@@ -1,16 +1,38 @@
 import pytest
 import torch
 
-from avgen.phones import (NULL_PHONE, PHONE_IDS, PHONES, SILENCE, PhoneSpan, frame_phone_ids,
-                          phone_timeline, text_to_phones, timeline_seconds, words)
+from avgen.phones import (
+    NULL_PHONE,
+    PHONE_IDS,
+    PHONES,
+    SILENCE,
+    PhoneSpan,
+    frame_phone_ids,
+    phone_timeline,
+    text_to_phones,
+    timeline_seconds,
+    words,
+)
 from avgen.timeline import FPS
 
-WEIRD_TEXTS = ["😀🎉", "日本語", "\x00", "!!!", "", "   \n\t", "—", "\u200b\ufeff", "ｆｕｌｌ１２",
-               "Ωμέγα Straße café", "a" * 5000, "Hello, world! " * 360]
+WEIRD_TEXTS = [
+    "😀🎉",
+    "日本語",
+    "\x00",
+    "!!!",
+    "",
+    "   \n\t",
+    "—",
+    "\u200b\ufeff",
+    "ｆｕｌｌ１２",
+    "Ωμέγα Straße café",
+    "a" * 5000,
+    "Hello, world! " * 360,
+]
 
 
 def contains(seq, sub):
-    return any(seq[i:i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
+    return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
 
 
 def test_phone_inventory_has_null_silence_and_39_arpabet_phones():
@@ -79,7 +101,9 @@ def test_natural_timeline_is_contiguous_with_plausible_total_and_edge_silence():
     assert_contiguous_from_zero(timeline)
     assert 1.2 <= timeline_seconds(timeline) <= 3.5
     assert [s.phone for s in timeline] == [SILENCE, *text_to_phones(text), SILENCE]
-    speech = timeline_seconds(timeline) - (timeline[0].end - timeline[0].start) - (timeline[-1].end - timeline[-1].start)
+    speech = (
+        timeline_seconds(timeline) - (timeline[0].end - timeline[0].start) - (timeline[-1].end - timeline[-1].start)
+    )
     assert 10 <= (len(timeline) - 2) / speech <= 16  # phones per second
 
 

@@ -32,7 +32,7 @@ def paste(faces: np.ndarray, ys, xs) -> np.ndarray:
     out = np.empty((len(faces), H, W, 3), np.uint8)
     out[:] = GREEN
     for i, (y, x) in enumerate(zip(np.broadcast_to(ys, len(faces)), np.broadcast_to(xs, len(faces)))):
-        out[i, y:y + FACE, x:x + FACE] = faces[i]
+        out[i, y : y + FACE, x : x + FACE] = faces[i]
     return out
 
 
@@ -98,7 +98,7 @@ def clip_named(data, name):
 
 
 def face_region(path_frames, y, x, size=64):
-    return cv2.resize(path_frames[y:y + FACE, x:x + FACE], (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(path_frames[y : y + FACE, x : x + FACE], (size, size), interpolation=cv2.INTER_AREA)
 
 
 def corr(a, b):
@@ -107,8 +107,20 @@ def corr(a, b):
 
 def test_finds_clips_recursively_ignoring_hidden_and_other_files(dataset):
     found = [p.relative_to(dataset.root).as_posix() for p in dataset.paths]
-    assert found == sorted(["a.mp4", "sub/b.mp4", "c.mp4", heldout_name(), "noaudio.mp4", "silent.mp4",
-                            "short.mp4", "noface.mp4", "garbage.mp4", "badjson.mp4"])
+    assert found == sorted(
+        [
+            "a.mp4",
+            "sub/b.mp4",
+            "c.mp4",
+            heldout_name(),
+            "noaudio.mp4",
+            "silent.mp4",
+            "short.mp4",
+            "noface.mp4",
+            "garbage.mp4",
+            "badjson.mp4",
+        ]
+    )
     assert sorted(c.relpath for c in dataset.clips) == sorted(["a.mp4", "sub/b.mp4", "c.mp4", heldout_name()])
 
 
@@ -141,6 +153,7 @@ def test_crop_holds_the_face_off_centre(folder, dataset):
     # a tight margin frames the face as drawn: the crop matches the face region resized, not
     # the whole frame nor a region beside the face
     tight = load_clip(folder / "a.mp4", size=64, margin=0.06)
+
     def match(y, x):
         return np.mean([corr(tight.frames[i], face_region(frames[i], y, x)) for i in range(0, 100, 5)])
 

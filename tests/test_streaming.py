@@ -64,7 +64,7 @@ def test_vocoder_seams_are_no_louder_than_the_sound_between_them(speech_latents)
 def test_a_clip_written_in_pieces_with_the_audio_behind_equals_one_written_whole(tmp_path):
     rng = np.random.default_rng(0)
     frames = np.clip(rng.normal(128, 40, (50, 32, 48, 3)).cumsum(0) / 8 + 64, 0, 255).astype(np.uint8)
-    audio = (0.3 * np.sin(np.arange(50 * SAMPLES_PER_FRAME) * 0.07) * rng.uniform(0.5, 1, 50 * SAMPLES_PER_FRAME))
+    audio = 0.3 * np.sin(np.arange(50 * SAMPLES_PER_FRAME) * 0.07) * rng.uniform(0.5, 1, 50 * SAMPLES_PER_FRAME)
     audio = audio.astype(np.float32)
     write_mp4(tmp_path / "whole.mp4", frames, audio, metadata={"k": "v"})
     with Mp4Writer(tmp_path / "pieces.mp4", 48, 32, metadata={"k": "v"}) as out:

@@ -158,7 +158,9 @@ def test_self_flow_adds_gamma_times_the_negative_cosine_of_the_head_and_the_teac
     _spy_forward(monkeypatch, teacher, teacher_calls)
     losses = {}
     for gamma in (0.0, 0.8):
-        loss, _ = self_flow_loss(model, teacher, head, batch, torch.Generator().manual_seed(1), SelfFlowSettings(gamma=gamma))
+        loss, _ = self_flow_loss(
+            model, teacher, head, batch, torch.Generator().manual_seed(1), SelfFlowSettings(gamma=gamma)
+        )
         losses[gamma] = loss
     student_layer, teacher_layer = SelfFlowSettings().layers(4)
     prediction = head(student_calls[-1]["features"][student_layer])

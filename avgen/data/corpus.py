@@ -57,6 +57,7 @@ class Sample:
 
 # ------------------------------------------------------------------ split
 
+
 def _hash(x: int, salt: int) -> int:
     """splitmix64 of (x, salt): a fixed, well-mixed hash (Python's hash() is salted per process)."""
     z = (x * 0x9E3779B97F4A7C15 + salt * 0xBF58476D1CE4E5B9 + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
@@ -87,38 +88,74 @@ def _draw(rng: np.random.Generator, pool: int, split_of, split: str) -> int:
 
 # ------------------------------------------------------------------ sentences
 
-NAMES = ("Anna Ben Clara David Emma Frank Grace Henry Iris Jack Kate Leo Maria Nora Oscar Paul Rosa Sam "
-         "Tom Vera Lucy Peter Sarah Mark Julia Adam Helen Simon Laura Daniel Alice Victor Olivia Martin "
-         "Sophie Lena Max Eva Hugo Nina").split()
-NOUNS = ("book table window garden river mountain city house car train letter phone cup bread apple "
-         "song story picture door road ship bridge forest market school office bottle basket chair lamp "
-         "map key coat hat shoe bag box ball bike boat camera clock desk dog cat horse bird fish cake "
-         "flower tree stone shell guitar piano paper pencil plate spoon blanket pillow kettle ladder "
-         "mirror radio ticket wallet umbrella jacket candle engine rocket banana lemon cherry carrot "
-         "sandwich pocket").split()
-PLACES = ("park station kitchen library beach market village museum garden harbour office hotel bakery "
-          "island valley farm hospital theatre restaurant airport bridge castle church garage cinema "
-          "square corner shop lake hill").split()
-ADJECTIVES = ("big small old new red blue green yellow quiet loud happy bright dark warm cold early late "
-              "simple strange beautiful heavy light empty full famous busy lucky funny gentle brave clever "
-              "friendly golden silver wooden tiny huge broken shiny soft lovely careful calm").split()
-VERBS = [v.split("/") for v in (  # base / past / -ing
-    "see/saw/seeing find/found/finding bring/brought/bringing open/opened/opening make/made/making "
-    "take/took/taking paint/painted/painting build/built/building carry/carried/carrying "
-    "watch/watched/watching clean/cleaned/cleaning buy/bought/buying sell/sold/selling "
-    "need/needed/needing like/liked/liking want/wanted/wanting keep/kept/keeping move/moved/moving "
-    "follow/followed/following fix/fixed/fixing hold/held/holding push/pushed/pushing pull/pulled/pulling "
-    "borrow/borrowed/borrowing lose/lost/losing draw/drew/drawing wash/washed/washing hide/hid/hiding "
-    "share/shared/sharing check/checked/checking send/sent/sending catch/caught/catching "
-    "throw/threw/throwing cook/cooked/cooking order/ordered/ordering forget/forgot/forgetting").split()]
-MOVES = [v.split("/") for v in (
-    "walk/walked/walking run/ran/running travel/travelled/travelling drive/drove/driving "
-    "swim/swam/swimming wait/waited/waiting work/worked/working sing/sang/singing dance/danced/dancing "
-    "sleep/slept/sleeping read/read/reading listen/listened/listening study/studied/studying "
-    "play/played/playing rest/rested/resting").split()]
-TIMES = ("today", "tomorrow", "yesterday", "tonight", "later", "soon", "again", "every morning", "last night",
-         "this weekend", "in the evening", "after lunch", "on Monday", "on Friday", "next summer",
-         "before dinner", "at noon", "all day", "once a week", "in the spring", "this afternoon")
+NAMES = (
+    "Anna Ben Clara David Emma Frank Grace Henry Iris Jack Kate Leo Maria Nora Oscar Paul Rosa Sam "
+    "Tom Vera Lucy Peter Sarah Mark Julia Adam Helen Simon Laura Daniel Alice Victor Olivia Martin "
+    "Sophie Lena Max Eva Hugo Nina"
+).split()
+NOUNS = (
+    "book table window garden river mountain city house car train letter phone cup bread apple "
+    "song story picture door road ship bridge forest market school office bottle basket chair lamp "
+    "map key coat hat shoe bag box ball bike boat camera clock desk dog cat horse bird fish cake "
+    "flower tree stone shell guitar piano paper pencil plate spoon blanket pillow kettle ladder "
+    "mirror radio ticket wallet umbrella jacket candle engine rocket banana lemon cherry carrot "
+    "sandwich pocket"
+).split()
+PLACES = (
+    "park station kitchen library beach market village museum garden harbour office hotel bakery "
+    "island valley farm hospital theatre restaurant airport bridge castle church garage cinema "
+    "square corner shop lake hill"
+).split()
+ADJECTIVES = (
+    "big small old new red blue green yellow quiet loud happy bright dark warm cold early late "
+    "simple strange beautiful heavy light empty full famous busy lucky funny gentle brave clever "
+    "friendly golden silver wooden tiny huge broken shiny soft lovely careful calm"
+).split()
+VERBS = [
+    v.split("/")
+    for v in (  # base / past / -ing
+        "see/saw/seeing find/found/finding bring/brought/bringing open/opened/opening make/made/making "
+        "take/took/taking paint/painted/painting build/built/building carry/carried/carrying "
+        "watch/watched/watching clean/cleaned/cleaning buy/bought/buying sell/sold/selling "
+        "need/needed/needing like/liked/liking want/wanted/wanting keep/kept/keeping move/moved/moving "
+        "follow/followed/following fix/fixed/fixing hold/held/holding push/pushed/pushing pull/pulled/pulling "
+        "borrow/borrowed/borrowing lose/lost/losing draw/drew/drawing wash/washed/washing hide/hid/hiding "
+        "share/shared/sharing check/checked/checking send/sent/sending catch/caught/catching "
+        "throw/threw/throwing cook/cooked/cooking order/ordered/ordering forget/forgot/forgetting"
+    ).split()
+]
+MOVES = [
+    v.split("/")
+    for v in (
+        "walk/walked/walking run/ran/running travel/travelled/travelling drive/drove/driving "
+        "swim/swam/swimming wait/waited/waiting work/worked/working sing/sang/singing dance/danced/dancing "
+        "sleep/slept/sleeping read/read/reading listen/listened/listening study/studied/studying "
+        "play/played/playing rest/rested/resting"
+    ).split()
+]
+TIMES = (
+    "today",
+    "tomorrow",
+    "yesterday",
+    "tonight",
+    "later",
+    "soon",
+    "again",
+    "every morning",
+    "last night",
+    "this weekend",
+    "in the evening",
+    "after lunch",
+    "on Monday",
+    "on Friday",
+    "next summer",
+    "before dinner",
+    "at noon",
+    "all day",
+    "once a week",
+    "in the spring",
+    "this afternoon",
+)
 MANNERS = "quickly slowly quietly carefully happily suddenly finally together".split()
 HABITS = "always never often really rarely sometimes".split()
 PREPOSITIONS = "near behind inside beside under above across outside".split()
@@ -161,10 +198,25 @@ def _clause(rng: np.random.Generator) -> str:
     noun = pick(NOUNS)
     noun2 = pick([n for n in NOUNS if n != noun])
     name = pick(NAMES)
-    words = dict(name=name, Name=name, noun=noun, noun2=noun2, adj=pick(ADJECTIVES), place=pick(PLACES),
-                 verb=verb[0], past=verb[1], verb_ing=verb[2], move=move[0], move_past=move[1],
-                 move_ing=move[2], time=pick(TIMES), manner=pick(MANNERS), habit=pick(HABITS), prep=pick(PREPOSITIONS),
-                 feeling=pick(FEELINGS))
+    words = dict(
+        name=name,
+        Name=name,
+        noun=noun,
+        noun2=noun2,
+        adj=pick(ADJECTIVES),
+        place=pick(PLACES),
+        verb=verb[0],
+        past=verb[1],
+        verb_ing=verb[2],
+        move=move[0],
+        move_past=move[1],
+        move_ing=move[2],
+        time=pick(TIMES),
+        manner=pick(MANNERS),
+        habit=pick(HABITS),
+        prep=pick(PREPOSITIONS),
+        feeling=pick(FEELINGS),
+    )
     template = pick(TEMPLATES)
     # the second {name} in a template is another person
     if template.count("ame}") > 1:
@@ -201,6 +253,7 @@ def sentence_text(sentence: int, seconds: float | None = None) -> str:
 
 # ------------------------------------------------------------------ samples
 
+
 def prosody(phones: list[PhoneSpan], rng: np.random.Generator) -> np.ndarray:
     """Emphasis 0..1 per span: about a third of the vowels are stressed (louder, higher, wider open)."""
     return np.array([float(rng.random() < 0.35) if p.phone in VOWELS else 0.5 for p in phones])
@@ -212,8 +265,9 @@ def _streams(seed: int, split: str, index: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in ss.spawn(3)]
 
 
-def make_sample(index: int, split: str = "train", seed: int = 0, seconds: float | None = None,
-                size: int = 64) -> Sample:
+def make_sample(
+    index: int, split: str = "train", seed: int = 0, seconds: float | None = None, size: int = 64
+) -> Sample:
     """Sample `index` of the corpus `seed`'s `split`: the same arguments always give the same sample.
 
     `seconds=None` gives a sentence at its natural length (about 1.5-5 s); otherwise the clip lasts
@@ -233,11 +287,28 @@ def make_sample(index: int, split: str = "train", seed: int = 0, seconds: float 
     mouth = mouth_track(phones, n_frames, emphasis)
     blinks = blink_track(n_frames, video)
     frames = render(face_for(identity), mouth, blinks, head_motion(n_frames, video), size)
-    speech = synthesize(phones, n_frames * SAMPLES_PER_FRAME, voice_for(identity), audio,
-                        question=text.rstrip().endswith("?"), emphasis=emphasis)
-    return Sample(frames=frames, audio=speech, text=text, phones=phones,
-                  phone_ids=frame_phone_ids(phones, n_frames), identity=identity, sentence=sentence,
-                  split=split, seed=seed, index=index, mouth_open=mouth[:, 0].copy(), eyes_closed=blinks)
+    speech = synthesize(
+        phones,
+        n_frames * SAMPLES_PER_FRAME,
+        voice_for(identity),
+        audio,
+        question=text.rstrip().endswith("?"),
+        emphasis=emphasis,
+    )
+    return Sample(
+        frames=frames,
+        audio=speech,
+        text=text,
+        phones=phones,
+        phone_ids=frame_phone_ids(phones, n_frames),
+        identity=identity,
+        sentence=sentence,
+        split=split,
+        seed=seed,
+        index=index,
+        mouth_open=mouth[:, 0].copy(),
+        eyes_closed=blinks,
+    )
 
 
 def reference_frame(sample_or_identity: Sample | int, size: int | None = None) -> np.ndarray:
@@ -274,9 +345,17 @@ class SyntheticCorpus(IterableDataset):
     DataLoader workers and distributed ranks (`rank` of `world_size`) each take every n-th index, so
     together they produce each index exactly once."""
 
-    def __init__(self, split: str = "train", seed: int = 0, count: int | None = None,
-                 seconds: float | None = None, size: int = 64, start: int = 0, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(
+        self,
+        split: str = "train",
+        seed: int = 0,
+        count: int | None = None,
+        seconds: float | None = None,
+        size: int = 64,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         _check_split(split)
         if count is not None and count < 0:
             raise ValueError(f"count must be >= 0, not {count}")
@@ -303,6 +382,7 @@ class SyntheticCorpus(IterableDataset):
 
 # ------------------------------------------------------------------ clips on disk
 
+
 def clip_metadata(sample: Sample) -> dict:
     return {
         "transcript": sample.text,
@@ -328,8 +408,15 @@ def _json_text(meta: dict) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def write_clips(out_dir, count: int, split: str = "train", seed: int = 0, seconds: float | None = None,
-                size: int = 64, progress=None) -> list[Path]:
+def write_clips(
+    out_dir,
+    count: int,
+    split: str = "train",
+    seed: int = 0,
+    seconds: float | None = None,
+    size: int = 64,
+    progress=None,
+) -> list[Path]:
     """Write samples 0..count-1 as out_dir/NNNN.mp4 (H.264 + AAC) and NNNN.json (transcript, phone
     timeline as [phone, start, end] in seconds, identity, sentence, split, seed). Returns the MP4 paths."""
     from avgen.media import write_mp4
@@ -345,8 +432,12 @@ def write_clips(out_dir, count: int, split: str = "train", seed: int = 0, second
         sample = make_sample(i, split, seed, seconds, size)
         meta = clip_metadata(sample)
         path = out / f"{i:0{digits}d}.mp4"
-        tags = {"title": sample.text, "comment": f"avgen synthetic corpus: split {split}, seed {seed}, index {i}",
-                "avgen_identity": sample.identity, "avgen_sentence": sample.sentence}
+        tags = {
+            "title": sample.text,
+            "comment": f"avgen synthetic corpus: split {split}, seed {seed}, index {i}",
+            "avgen_identity": sample.identity,
+            "avgen_sentence": sample.sentence,
+        }
         write_mp4(path, sample.frames, sample.audio, metadata=tags)
         path.with_suffix(".json").write_text(_json_text(meta))
         paths.append(path)
@@ -355,8 +446,15 @@ def write_clips(out_dir, count: int, split: str = "train", seed: int = 0, second
     return paths
 
 
-def corpus_main(out_dir, clips: int, seed: int = 0, split: str = "train", seconds: float | None = None,
-                size: int = 64, progress=None) -> list[Path]:
+def corpus_main(
+    out_dir,
+    clips: int,
+    seed: int = 0,
+    split: str = "train",
+    seconds: float | None = None,
+    size: int = 64,
+    progress=None,
+) -> list[Path]:
     """`avgen corpus`: write a sample set a person can look at (see write_clips)."""
     if seconds is not None and not seconds > 0:
         raise ValueError(f"--seconds must be positive, not {seconds}")

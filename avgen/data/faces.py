@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from avgen.data.smoothing import gaussian_kernel, smooth
 from avgen.phones import SILENCE, PhoneSpan
 from avgen.timeline import FPS
-from avgen.data.smoothing import gaussian_kernel, smooth
 
 _SHIFT = 4  # cv2 fixed-point drawing: 1/16 px positions and axes
 _ONE = 1 << _SHIFT
@@ -33,10 +33,20 @@ RGB = tuple[int, int, int]
 
 # ------------------------------------------------------------------ identity
 
-SKIN_TONES = np.array([(255, 226, 200), (241, 196, 162), (226, 174, 134), (200, 138, 98),
-                       (164, 104, 70), (122, 78, 52), (96, 62, 44)], dtype=float)
-HAIR_COLOURS = [(22, 20, 20), (52, 36, 26), (96, 64, 40), (128, 62, 32), (196, 164, 104),
-                (150, 146, 142), (214, 212, 206), (72, 48, 36)]
+SKIN_TONES = np.array(
+    [(255, 226, 200), (241, 196, 162), (226, 174, 134), (200, 138, 98), (164, 104, 70), (122, 78, 52), (96, 62, 44)],
+    dtype=float,
+)
+HAIR_COLOURS = [
+    (22, 20, 20),
+    (52, 36, 26),
+    (96, 64, 40),
+    (128, 62, 32),
+    (196, 164, 104),
+    (150, 146, 142),
+    (214, 212, 206),
+    (72, 48, 36),
+]
 EYE_COLOURS = [(92, 60, 34), (48, 32, 22), (70, 112, 164), (80, 120, 78), (112, 120, 128), (122, 96, 52)]
 HAIR_STYLES = ("short", "long", "bald", "side", "bun", "curly")
 MOUTH_INSIDE = (34, 10, 16)
@@ -117,7 +127,8 @@ def face_for(identity: int) -> Face:
         eye_colour=_jitter(rng, EYE_COLOURS[rng.integers(len(EYE_COLOURS))], 10),
         brow=_mix(hair, (20, 15, 10), 0.35),
         glasses=_jitter(rng, ((30, 30, 34), (120, 90, 60), (150, 150, 160))[rng.integers(3)], 10)
-        if rng.random() < 0.2 else None,
+        if rng.random() < 0.2
+        else None,
         centre_y=centre_y,
         face_w=rng.uniform(0.23, 0.30),
         face_h=face_h,
@@ -140,6 +151,7 @@ def face_for(identity: int) -> Face:
 
 
 # ------------------------------------------------------------------ mouth shapes from phones
+
 
 @dataclass(frozen=True)
 class Viseme:
@@ -280,6 +292,7 @@ def head_motion(n_frames: int, rng: np.random.Generator) -> np.ndarray:
 
 # ------------------------------------------------------------------ drawing
 
+
 class _Pen:
     """Draws ellipses and lines in head coordinates (fractions of the frame, relative to the head
     centre), rotated by the head's roll and moved with it."""
@@ -296,8 +309,9 @@ class _Pen:
 
     def ellipse(self, u, v, a, b, colour, angle=0.0, start=0, end=360, thickness=-1):
         axes = (max(1, int(round(a * self.size * _ONE))), max(1, int(round(b * self.size * _ONE))))
-        cv2.ellipse(self.img, self.point(u, v), axes, self.roll + angle, start, end, colour, thickness,
-                    cv2.LINE_AA, _SHIFT)
+        cv2.ellipse(
+            self.img, self.point(u, v), axes, self.roll + angle, start, end, colour, thickness, cv2.LINE_AA, _SHIFT
+        )
 
     def line(self, u0, v0, u1, v1, colour, thickness=1):
         cv2.line(self.img, self.point(u0, v0), self.point(u1, v1), colour, thickness, cv2.LINE_AA, _SHIFT)
@@ -386,8 +400,13 @@ def _draw_mouth(pen: _Pen, f: Face, shape: np.ndarray) -> None:
         pen.ellipse(0, v + 0.1 * lip, half_w * 0.35, 0.45 * lip * min(1.0, tongue), TONGUE)
 
 
-def draw_frame(f: Face, backdrop: np.ndarray, mouth: np.ndarray, closure: float,
-               motion: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+def draw_frame(
+    f: Face,
+    backdrop: np.ndarray,
+    mouth: np.ndarray,
+    closure: float,
+    motion: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> np.ndarray:
     """One frame: `mouth` is a row of mouth_track, `closure` the eyelids (0 open .. 1 shut),
     `motion` (dx, dy, roll degrees) the head's offset from its rest pose."""
     img = backdrop.copy()

@@ -103,8 +103,9 @@ class BadClip(ValueError):
 
 # ------------------------------------------------------------------ split and files
 
+
 def clip_split(relpath: str | Path) -> str:
-    """"heldout" for about one clip in ten, by a SHA-256 of its path relative to the dataset root."""
+    """ "heldout" for about one clip in ten, by a SHA-256 of its path relative to the dataset root."""
     key = Path(relpath).as_posix().encode()
     return SPLITS[int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % HELDOUT_MODULUS == 0]
 
@@ -112,8 +113,13 @@ def clip_split(relpath: str | Path) -> str:
 def find_clips(root: str | Path) -> list[Path]:
     """Video files under `root`, recursively, sorted by relative path; hidden files and folders skipped."""
     root = Path(root)
-    found = [p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    found = [
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in VIDEO_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -136,6 +142,7 @@ def read_transcript(video: Path) -> str:
 
 
 # ------------------------------------------------------------------ face track and crop
+
 
 def _moving_average(values: np.ndarray, width: int) -> np.ndarray:
     """Centred moving average over `width` (odd) samples; the ends are padded by point reflection,
@@ -177,12 +184,13 @@ def crop_squares(track: np.ndarray, width: int, height: int, margin: float = MAR
 def crop_frames(frames: np.ndarray, squares: np.ndarray, size: int) -> np.ndarray:
     out = np.empty((len(frames), size, size, 3), np.uint8)
     for i, (x0, y0, side) in enumerate(squares):
-        region = np.ascontiguousarray(frames[i, y0:y0 + side, x0:x0 + side])
+        region = np.ascontiguousarray(frames[i, y0 : y0 + side, x0 : x0 + side])
         out[i] = cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
     return out
 
 
 # ------------------------------------------------------------------ transcripts over windows
+
 
 def _word_spans(text: str, timeline: list[PhoneSpan]) -> list[tuple[str, float]]:
     """(word, centre time) of the transcript's normalised words on a phone_timeline of it."""
@@ -204,8 +212,11 @@ def window_phones(timeline: list[PhoneSpan], start: float, seconds: float) -> li
     if not timeline:
         return []
     end = start + seconds
-    spans = [PhoneSpan(s.phone, max(s.start, start) - start, min(s.end, end) - start)
-             for s in timeline if s.end > start and s.start < end]
+    spans = [
+        PhoneSpan(s.phone, max(s.start, start) - start, min(s.end, end) - start)
+        for s in timeline
+        if s.end > start and s.start < end
+    ]
     spans = [s for s in spans if s.end > s.start] or [PhoneSpan(timeline[-1].phone, 0.0, seconds)]
     spans[0] = PhoneSpan(spans[0].phone, 0.0, spans[0].end)
     spans[-1] = PhoneSpan(spans[-1].phone, spans[-1].start, float(seconds))
@@ -213,6 +224,7 @@ def window_phones(timeline: list[PhoneSpan], start: float, seconds: float) -> li
 
 
 # ------------------------------------------------------------------ one clip
+
 
 @dataclass
 class RealClip:
@@ -241,15 +253,28 @@ class RealClip:
         return int(np.argmin(energy))
 
 
-def load_clip(path: str | Path, size: int = 64, margin: float = MARGIN, *, root: str | Path | None = None,
-              number: int = 0, min_seconds: float = 0.0, max_clip_seconds: float = MAX_CLIP_SECONDS) -> RealClip:
+def load_clip(
+    path: str | Path,
+    size: int = 64,
+    margin: float = MARGIN,
+    *,
+    root: str | Path | None = None,
+    number: int = 0,
+    min_seconds: float = 0.0,
+    max_clip_seconds: float = MAX_CLIP_SECONDS,
+) -> RealClip:
     """Decode, face-track and crop one clip (see the module docstring). Raises BadClip saying why not."""
     path = Path(path)
     relpath = path.relative_to(root).as_posix() if root is not None else path.name
     text = read_transcript(path)
     try:
-        clip = read_mp4(path, sample_rate=SAMPLE_RATE, fps=FPS, max_side=max(MIN_DECODE_SIDE, 8 * size),
-                        max_seconds=max_clip_seconds)
+        clip = read_mp4(
+            path,
+            sample_rate=SAMPLE_RATE,
+            fps=FPS,
+            max_side=max(MIN_DECODE_SIDE, 8 * size),
+            max_seconds=max_clip_seconds,
+        )
     except MediaError as e:
         raise BadClip(str(e)) from None
     if clip.audio.size == 0:
@@ -265,10 +290,20 @@ def load_clip(path: str | Path, size: int = 64, margin: float = MARGIN, *, root:
     height, width = frames.shape[1:3]
     squares = crop_squares(track, width, height, margin)
     phones = phone_timeline(text, n / FPS) if text else []
-    return RealClip(path=path, relpath=relpath, number=number, split=clip_split(relpath), text=text,
-                    frames=crop_frames(frames, squares, size), audio=audio.astype(np.float32, copy=False),
-                    phones=phones, squares=squares, decoded_size=(width, height), face_fraction=fraction,
-                    source_fps=clip.source_fps)
+    return RealClip(
+        path=path,
+        relpath=relpath,
+        number=number,
+        split=clip_split(relpath),
+        text=text,
+        frames=crop_frames(frames, squares, size),
+        audio=audio.astype(np.float32, copy=False),
+        phones=phones,
+        squares=squares,
+        decoded_size=(width, height),
+        face_fraction=fraction,
+        source_fps=clip.source_fps,
+    )
 
 
 def clip_window(clip: RealClip, start: int, frames: int, index: int = 0) -> Sample:
@@ -283,9 +318,18 @@ def clip_window(clip: RealClip, start: int, frames: int, index: int = 0) -> Samp
     else:
         phone_ids = torch.full((frames,), PHONE_IDS[NULL_PHONE], dtype=torch.long)
         text = ""
-    audio = clip.audio[start * SAMPLES_PER_FRAME:(start + frames) * SAMPLES_PER_FRAME]
-    return Sample(frames=clip.frames[start:start + frames], audio=audio, text=text, phones=phones,
-                  phone_ids=phone_ids, identity=clip.number, sentence=clip.number, split=clip.split, index=index)
+    audio = clip.audio[start * SAMPLES_PER_FRAME : (start + frames) * SAMPLES_PER_FRAME]
+    return Sample(
+        frames=clip.frames[start : start + frames],
+        audio=audio,
+        text=text,
+        phones=phones,
+        phone_ids=phone_ids,
+        identity=clip.number,
+        sentence=clip.number,
+        split=clip.split,
+        index=index,
+    )
 
 
 def real_sample(path: str | Path, size: int = 64, margin: float = MARGIN) -> Sample:
@@ -297,6 +341,7 @@ def real_sample(path: str | Path, size: int = 64, margin: float = MARGIN) -> Sam
 
 # ------------------------------------------------------------------ the dataset
 
+
 class RealClips(Dataset):
     """Training windows over a folder of talking-head clips, as `Sample`s (see the module docstring).
 
@@ -304,10 +349,17 @@ class RealClips(Dataset):
     step between window starts (default `seconds`). `progress(fraction, message)` follows the
     one-time preparation."""
 
-    def __init__(self, root: str | Path, split: str | None = "train", seconds: float = 2.0,
-                 hop: float | None = None, size: int = 64, margin: float = MARGIN,
-                 max_clip_seconds: float = MAX_CLIP_SECONDS,
-                 progress: Callable[[float, str], None] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = "train",
+        seconds: float = 2.0,
+        hop: float | None = None,
+        size: int = 64,
+        margin: float = MARGIN,
+        max_clip_seconds: float = MAX_CLIP_SECONDS,
+        progress: Callable[[float, str], None] | None = None,
+    ):
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"clip folder {root} does not exist or is not a folder")
@@ -333,12 +385,24 @@ class RealClips(Dataset):
         if self._clips is not None:
             return self
         clips, skipped = [], []
-        chosen = [(k, p) for k, p in enumerate(self.paths)
-                  if self.split is None or clip_split(p.relative_to(self.root)) == self.split]
+        chosen = [
+            (k, p)
+            for k, p in enumerate(self.paths)
+            if self.split is None or clip_split(p.relative_to(self.root)) == self.split
+        ]
         for done, (number, path) in enumerate(chosen, 1):
             try:
-                clips.append(load_clip(path, self.size, self.margin, root=self.root, number=number,
-                                       min_seconds=self.seconds, max_clip_seconds=self.max_clip_seconds))
+                clips.append(
+                    load_clip(
+                        path,
+                        self.size,
+                        self.margin,
+                        root=self.root,
+                        number=number,
+                        min_seconds=self.seconds,
+                        max_clip_seconds=self.max_clip_seconds,
+                    )
+                )
             except BadClip as e:
                 skipped.append((path, str(e)))
             except Exception as e:  # noqa: BLE001 - one odd file must not stop a long preparation
@@ -346,11 +410,15 @@ class RealClips(Dataset):
             if self.progress is not None:
                 self.progress(done / len(chosen), path.name)
         self._clips, self._skipped = clips, skipped
-        self._windows = [(c, s) for c, clip in enumerate(clips)
-                         for s in range(0, len(clip.frames) - self.window + 1, self.hop)]
+        self._windows = [
+            (c, s) for c, clip in enumerate(clips) for s in range(0, len(clip.frames) - self.window + 1, self.hop)
+        ]
         if skipped:
-            warnings.warn(f"{len(skipped)} of {len(chosen)} clips under {self.root} skipped (see .skipped), "
-                          f"e.g. {skipped[0][0].name}: {skipped[0][1]}", stacklevel=2)
+            warnings.warn(
+                f"{len(skipped)} of {len(chosen)} clips under {self.root} skipped (see .skipped), "
+                f"e.g. {skipped[0][0].name}: {skipped[0][1]}",
+                stacklevel=2,
+            )
         return self
 
     @property

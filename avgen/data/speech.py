@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avgen.data.smoothing import gaussian_kernel, smooth
 from avgen.phones import SILENCE, PhoneSpan
 from avgen.timeline import SAMPLE_RATE
-from avgen.data.smoothing import gaussian_kernel, smooth
 
 VOICE_SALT = 0x5EED_5AFE
 HOP = 80  # 5 ms control grid
@@ -66,6 +66,7 @@ def voice_for(identity: int) -> Voice:
 
 # ------------------------------------------------------------------ the phone table
 
+
 @dataclass(frozen=True)
 class Sound:
     kind: str  # vowel, glide, nasal, stop, fricative, affricate, aspirate
@@ -82,16 +83,27 @@ def _vowel(f1, f2, f3, level=0.0, to=None) -> Sound:
 
 # Adult formant averages (Peterson & Barney, Hillenbrand); consonants carry their place's locus.
 SOUNDS: dict[str, Sound] = {
-    "IY": _vowel(280, 2250, 2950, -4), "IH": _vowel(400, 1950, 2550, -3), "EH": _vowel(550, 1800, 2500, -1.5),
-    "AE": _vowel(680, 1700, 2400), "AH": _vowel(600, 1200, 2450, -1), "AA": _vowel(740, 1100, 2450),
-    "AO": _vowel(580, 860, 2400, -0.5), "UH": _vowel(450, 1050, 2250, -3), "UW": _vowel(320, 900, 2250, -4),
+    "IY": _vowel(280, 2250, 2950, -4),
+    "IH": _vowel(400, 1950, 2550, -3),
+    "EH": _vowel(550, 1800, 2500, -1.5),
+    "AE": _vowel(680, 1700, 2400),
+    "AH": _vowel(600, 1200, 2450, -1),
+    "AA": _vowel(740, 1100, 2450),
+    "AO": _vowel(580, 860, 2400, -0.5),
+    "UH": _vowel(450, 1050, 2250, -3),
+    "UW": _vowel(320, 900, 2250, -4),
     "ER": _vowel(480, 1350, 1700, -3),
-    "AY": _vowel(720, 1150, 2450, 0, (400, 2000, 2600)), "AW": _vowel(720, 1150, 2450, 0, (430, 950, 2300)),
-    "EY": _vowel(500, 1850, 2500, -1, (330, 2200, 2850)), "OW": _vowel(540, 900, 2350, -1, (380, 850, 2250)),
+    "AY": _vowel(720, 1150, 2450, 0, (400, 2000, 2600)),
+    "AW": _vowel(720, 1150, 2450, 0, (430, 950, 2300)),
+    "EY": _vowel(500, 1850, 2500, -1, (330, 2200, 2850)),
+    "OW": _vowel(540, 900, 2350, -1, (380, 850, 2250)),
     "OY": _vowel(560, 880, 2400, 0, (400, 1950, 2550)),
-    "L": Sound("glide", ((360, 1050, 2800),), True, -6), "R": Sound("glide", ((380, 1150, 1550),), True, -5),
-    "W": Sound("glide", ((320, 700, 2250),), True, -6), "Y": Sound("glide", ((280, 2150, 3000),), True, -6),
-    "M": Sound("nasal", ((260, 1050, 2200),), True, -11), "N": Sound("nasal", ((260, 1600, 2600),), True, -10),
+    "L": Sound("glide", ((360, 1050, 2800),), True, -6),
+    "R": Sound("glide", ((380, 1150, 1550),), True, -5),
+    "W": Sound("glide", ((320, 700, 2250),), True, -6),
+    "Y": Sound("glide", ((280, 2150, 3000),), True, -6),
+    "M": Sound("nasal", ((260, 1050, 2200),), True, -11),
+    "N": Sound("nasal", ((260, 1600, 2600),), True, -10),
     "NG": Sound("nasal", ((260, 2000, 2700),), True, -10),
     "P": Sound("stop", ((250, 850, 2250),), False, -10, (1200, 1800), 0.7),
     "B": Sound("stop", ((250, 850, 2250),), True, -12, (1200, 1800), 0.7),
@@ -141,8 +153,17 @@ def _db(x: float) -> float:
 
 def _targets(timeline: list[PhoneSpan], n: int, emphasis) -> _Tracks:
     t = np.arange(n) * HOP / SAMPLE_RATE
-    tr = _Tracks(np.tile([500.0, 1500.0, 2500.0], (n, 1)), np.full(n, 0.3), np.zeros(n), np.zeros(n),
-                 np.full(n, 3000.0), np.full(n, 2000.0), np.zeros(n), np.full(n, np.inf), np.zeros(n))
+    tr = _Tracks(
+        np.tile([500.0, 1500.0, 2500.0], (n, 1)),
+        np.full(n, 0.3),
+        np.zeros(n),
+        np.zeros(n),
+        np.full(n, 3000.0),
+        np.full(n, 2000.0),
+        np.zeros(n),
+        np.full(n, np.inf),
+        np.zeros(n),
+    )
     for span, stress in zip(timeline, emphasis):
         lo, hi = np.searchsorted(t, [span.start, span.end])
         if hi <= lo or span.phone == SILENCE or span.phone not in SOUNDS:
@@ -199,8 +220,9 @@ def _formant_gain(freqs: np.ndarray, formants: np.ndarray, scale: float) -> np.n
     return gain
 
 
-def _pitch(n: int, timeline: list[PhoneSpan], voice: Voice, accent: np.ndarray, question: bool,
-           rng: np.random.Generator) -> np.ndarray:
+def _pitch(
+    n: int, timeline: list[PhoneSpan], voice: Voice, accent: np.ndarray, question: bool, rng: np.random.Generator
+) -> np.ndarray:
     """(n,) Hz on the control grid: declination over the speech, accents, a final fall or rise, jitter."""
     t = np.arange(n) * HOP / SAMPLE_RATE
     speech = [s for s in timeline if s.phone != SILENCE]
@@ -215,8 +237,9 @@ def _pitch(n: int, timeline: list[PhoneSpan], voice: Voice, accent: np.ndarray, 
     return voice.f0 * contour * (1 + voice.jitter * wobble)
 
 
-def _voiced(f0: np.ndarray, amp: np.ndarray, formants: np.ndarray, cutoff: np.ndarray, voice: Voice,
-            n_samples: int) -> np.ndarray:
+def _voiced(
+    f0: np.ndarray, amp: np.ndarray, formants: np.ndarray, cutoff: np.ndarray, voice: Voice, n_samples: int
+) -> np.ndarray:
     """Additive harmonic synthesis; each control frame's harmonic spectrum has unit power times amp."""
     k = np.arange(1, int(NYQUIST_GUARD // f0.min()) + 1, dtype=np.float64)
     freqs = f0[:, None] * k[None, :]  # (n, K)
@@ -235,7 +258,7 @@ def _voiced(f0: np.ndarray, amp: np.ndarray, formants: np.ndarray, cutoff: np.nd
     chunk = 8000
     for a in range(0, n_samples, chunk):
         b = min(n_samples, a + chunk)
-        active = np.flatnonzero(w[i0[a]: i0[b - 1] + 2].max(axis=0) > 1e-6)
+        active = np.flatnonzero(w[i0[a] : i0[b - 1] + 2].max(axis=0) > 1e-6)
         if not active.size:
             continue
         lo, fr = i0[a:b], frac[a:b]
@@ -255,7 +278,7 @@ def _noise(spectra: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.
     out = np.zeros((n + 1) * HOP)
     out[: n * HOP] += shaped[:, :HOP].reshape(-1)
     out[HOP:] += shaped[:, HOP:].reshape(-1)
-    return out[HOP: HOP + n_samples].astype(np.float32)
+    return out[HOP : HOP + n_samples].astype(np.float32)
 
 
 def _speech_mask(timeline: list[PhoneSpan], n_samples: int) -> np.ndarray:
@@ -278,22 +301,32 @@ def _speech_mask(timeline: list[PhoneSpan], n_samples: int) -> np.ndarray:
             continue
         mask[a:b] = 1
         r = min(ramp, (b - a) // 2)
-        mask[a: a + r] = edge[:r] if r else mask[a: a + r]
-        mask[b - r: b] = edge[:r][::-1] if r else mask[b - r: b]
+        mask[a : a + r] = edge[:r] if r else mask[a : a + r]
+        mask[b - r : b] = edge[:r][::-1] if r else mask[b - r : b]
     return mask
 
 
-def synthesize(timeline: list[PhoneSpan], n_samples: int, voice: Voice, rng: np.random.Generator,
-               question: bool = False, emphasis=None) -> np.ndarray:
+def synthesize(
+    timeline: list[PhoneSpan],
+    n_samples: int,
+    voice: Voice,
+    rng: np.random.Generator,
+    question: bool = False,
+    emphasis=None,
+) -> np.ndarray:
     """(n_samples,) float32 speech at 16 kHz saying `timeline`; silent (noise floor) in its silences.
 
     `emphasis` (one value 0..1 per span, default none) makes vowels louder and gives them a pitch
     accent; pass the same values to faces.mouth_track, which opens the mouth wider on them."""
     n = n_samples // HOP + 2
     tr = _targets(timeline, n, np.zeros(len(timeline)) if emphasis is None else np.asarray(emphasis, float))
-    formants = np.stack([
-        smooth(tr.formants[:, j] * tr.dominance, gaussian_kernel(4.0)) / smooth(tr.dominance, gaussian_kernel(4.0))
-        for j in range(3)], axis=1)
+    formants = np.stack(
+        [
+            smooth(tr.formants[:, j] * tr.dominance, gaussian_kernel(4.0)) / smooth(tr.dominance, gaussian_kernel(4.0))
+            for j in range(3)
+        ],
+        axis=1,
+    )
     ramp = gaussian_kernel(1.0)
     voicing = smooth(tr.voicing, ramp)
     shimmer = smooth(rng.standard_normal(n), gaussian_kernel(1.5))
@@ -307,8 +340,9 @@ def synthesize(timeline: list[PhoneSpan], n_samples: int, voice: Voice, rng: np.
     bins = np.fft.rfftfreq(2 * HOP, 1 / SAMPLE_RATE)[None, :]
     shaped = np.exp(-0.5 * ((bins - tr.noise_centre[:, None]) / tr.noise_spread[:, None]) ** 2)
     shaped /= np.sqrt((shaped**2).mean(axis=1, keepdims=True))
-    breathy = _formant_gain(np.broadcast_to(bins, (n, bins.shape[1])), formants * voice.formant_scale,
-                            voice.formant_scale) * np.exp(-bins / 3000)
+    breathy = _formant_gain(
+        np.broadcast_to(bins, (n, bins.shape[1])), formants * voice.formant_scale, voice.formant_scale
+    ) * np.exp(-bins / 3000)
     breathy /= np.sqrt((breathy**2).mean(axis=1, keepdims=True))
     breath = aspiration + voice.breathiness * voicing
     noise = _noise(frication[:, None] * shaped + breath[:, None] * breathy, n_samples, rng)

@@ -96,7 +96,7 @@ def acceptance(systems: dict[str, System], summary) -> list[str]:
                 lines.append(f"- {label}: n/a")
                 continue
             winner = ("Self-Flow" if (ms > mb) == (better == "higher") else "baseline") if ms != mb else "tie"
-            overlap = (finite(hb) is not None and finite(hs) is not None and abs(ms - mb) <= hb + hs)
+            overlap = finite(hb) is not None and finite(hs) is not None and abs(ms - mb) <= hb + hs
             digits = DIGITS[metric]
             lines.append(f"- {label} ({better} is better): baseline {fmt_ci((mb, hb, 0), digits)}, "
                          f"Self-Flow {fmt_ci((ms, hs, 0), digits)} "
@@ -107,7 +107,9 @@ def acceptance(systems: dict[str, System], summary) -> list[str]:
         else:
             lb, _nb = loss_at(b.log_rows, common)
             ls, _ns = loss_at(s.log_rows, common)
-            winner = "n/a" if lb is None or ls is None else ("Self-Flow" if ls < lb else "baseline" if lb < ls else "tie")
+            winner = (
+                "n/a" if lb is None or ls is None else ("Self-Flow" if ls < lb else "baseline" if lb < ls else "tie")
+            )
             lines.append(f"- generation loss (loss_gen, mean of the logged rows in steps {window_text(common)}, "
                          f"the largest step both logs reach): baseline {fmt(lb, 4)}, Self-Flow {fmt(ls, 4)} → lower: {winner} "
                          "(Self-Flow's is measured on dual-timestep inputs: indicative only)")  # fmt: skip

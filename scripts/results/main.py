@@ -17,7 +17,9 @@ from results.metrics import summarise
 from results.plots import plot_bars, plot_contact_sheet, plot_losses, plot_mouth_signals
 from results.report import write_report
 
-DESCRIPTION = "Results of ground truth, baseline flow matching and Self-Flow on held-out clips (see scripts/make_results.py)."
+DESCRIPTION = (
+    "Results of ground truth, baseline flow matching and Self-Flow on held-out clips (see scripts/make_results.py)."
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

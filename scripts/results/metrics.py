@@ -72,8 +72,16 @@ def summarise(systems: dict[str, System]) -> dict[str, dict[str, tuple]]:
             if not system.available:
                 continue
             if metric.startswith("ratio_"):
-                base = {"ratio_learned": "conf_learned", "ratio_landmarks": "conf_landmarks", "ratio_mouth": "mouth_motion"}[metric]
-                summary[metric][key] = ratio_of_means(per_clip(system, base), per_clip(gt, base)) if gt.available else (None, None, None, 0)
+                base = {
+                    "ratio_learned": "conf_learned",
+                    "ratio_landmarks": "conf_landmarks",
+                    "ratio_mouth": "mouth_motion",
+                }[metric]
+                summary[metric][key] = (
+                    ratio_of_means(per_clip(system, base), per_clip(gt, base))
+                    if gt.available
+                    else (None, None, None, 0)
+                )
             elif metric.startswith("within1_"):
                 summary[metric][key] = wilson(per_clip(system, metric))
             else:

@@ -50,7 +50,9 @@ def plot_losses(systems: dict[str, System], path: Path) -> None:
             if finite(system.train_seconds) is not None:
                 axes[1].axvline(system.train_seconds / 3600, color=COLORS[key], linestyle=":", linewidth=1)
     axes[0].set(xlabel="training step", ylabel="flow-matching loss (loss_gen)", title="loss vs step")
-    axes[1].set(xlabel="wall-clock training time (h)", ylabel="flow-matching loss (loss_gen)", title="loss vs wall-clock")
+    axes[1].set(
+        xlabel="wall-clock training time (h)", ylabel="flow-matching loss (loss_gen)", title="loss vs wall-clock"
+    )
     for ax in axes:
         if drawn:
             ax.legend(fontsize=8)
@@ -127,7 +129,7 @@ def plot_contact_sheet(systems: dict[str, System], samples, count: int, path: Pa
             ax.set_ylabel(SHORT[key], fontsize=9, rotation=0, ha="right", va="center")
             if r == 0:
                 text = samples[c].text if len(samples[c].text) < 90 else samples[c].text[:87] + "..."
-                ax.set_title(f"held-out clip {c}: \"{text}\"  (frames {', '.join(map(str, picks))})", fontsize=8)
+                ax.set_title(f'held-out clip {c}: "{text}"  (frames {", ".join(map(str, picks))})', fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -153,7 +155,11 @@ def plot_mouth_signals(systems: dict[str, System], samples, count: int, path: Pa
             if system.available and c < len(system.clips) and system.clips[c].mouth_signal is not None:
                 signal = system.clips[c].mouth_signal
                 ax.plot(np.arange(len(signal)) / FPS, signal, color=COLORS[key], linewidth=1.2, label=SHORT[key])
-        ax.set(xlabel="time (s)", ylabel="mouth signal", title=f"held-out clip {c}: mouth opening (eval.landmarks.mouth_signal)")
+        ax.set(
+            xlabel="time (s)",
+            ylabel="mouth signal",
+            title=f"held-out clip {c}: mouth opening (eval.landmarks.mouth_signal)",
+        )
         ax.legend(fontsize=7, loc="upper right")
         ax.grid(alpha=0.3)
     fig.tight_layout()
