@@ -66,7 +66,7 @@ def cmd_generate(args) -> int:
     torch.set_num_threads(args.threads)
     check_writable(args.out)  # fail before minutes of work, not after
     request = GenerationRequest(
-        text=args.text, seconds=args.seconds, steps=args.steps, cfg=args.cfg, shift=args.shift,
+        text=args.text, seconds=args.seconds, steps=args.steps, guidance=args.cfg, shift=args.shift,
         sampler=args.sampler, seed=args.seed,
         reference_image=read_image(args.reference_image) if args.reference_image else None,
         audio=read_audio(args.audio) if args.audio else None,
@@ -74,11 +74,11 @@ def cmd_generate(args) -> int:
     started = time.monotonic()
     notices: list[str] = []
     generator = Generator.load(args.checkpoint, device=args.device, seed=args.seed, warn=notices.append)
-    generator.check(request)  # a bad request fails here, before the untrained-model notice and any work
+    # A bad request fails in `open`, before the untrained-model notice, the progress bar and any work.
+    result = generator.open(request, None if args.quiet else lambda fraction, message: bar(fraction, message))
     for notice in notices:
         print(notice, file=sys.stderr)
-    progress = None if args.quiet else ProgressBar("generate")
-    result = generator.open(request, progress)
+    bar = ProgressBar("generate")
     write_stream(result, args.out)  # frames and audio go to the MP4 as chunks finish
     elapsed = time.monotonic() - started
     summary = {

@@ -45,7 +45,7 @@ class Config:
     # default sampler
     sampler: str = "euler"
     steps: int = 8
-    cfg: float = 2.0
+    guidance: float = 2.0  # classifier-free guidance scale (`--cfg` on the command line)
     shift: float = 1.0
 
     def __post_init__(self) -> None:
@@ -101,6 +101,8 @@ class Config:
     @classmethod
     def from_json(cls, text: str) -> Config:
         fields = json.loads(text)
+        if "cfg" in fields:  # written before the guidance scale had its own name
+            fields["guidance"] = fields.pop("cfg")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(fields) - known
         if unknown:
@@ -134,7 +136,7 @@ PRESETS: dict[str, Config] = {
         overlap_seconds=1.0,
         steps=30,
         shift=3.0,
-        cfg=4.0,
+        guidance=4.0,
         sampler="heun",
     ),
 }

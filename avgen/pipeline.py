@@ -43,7 +43,7 @@ class GenerationRequest:
     text: str = ""
     seconds: float | None = None  # None: as long as the transcript (or the given audio) takes
     steps: int | None = None  # None: the checkpoint config's defaults
-    cfg: float | None = None
+    guidance: float | None = None  # classifier-free guidance scale (`--cfg`)
     shift: float | None = None
     sampler: str | None = None
     seed: int = 0
@@ -86,7 +86,7 @@ class Settings:
 
     frames: int
     steps: int
-    cfg: float
+    guidance: float
     shift: float
     sampler: str
     phones: torch.Tensor  # (T,) phone ids
@@ -151,7 +151,7 @@ def resolve(request: GenerationRequest, cfg: Config) -> Settings:
     steps = cfg.steps if request.steps is None else request.steps
     if not 1 <= steps <= MAX_STEPS:
         raise GenerationError(f"steps must be between 1 and {MAX_STEPS}, not {steps}")
-    guidance = cfg.cfg if request.cfg is None else request.cfg
+    guidance = cfg.guidance if request.guidance is None else request.guidance
     if not np.isfinite(guidance) or not 0 <= guidance <= 30:
         raise GenerationError(f"cfg must be between 0 and 30, not {guidance}")
     shift = cfg.shift if request.shift is None else request.shift
@@ -265,7 +265,7 @@ class Generator:
             "avgen_version": __version__,
             "avgen_seed": str(request.seed),
             "avgen_steps": str(s.steps),
-            "avgen_cfg": f"{s.cfg:g}",
+            "avgen_cfg": f"{s.guidance:g}",
             "avgen_sampler": s.sampler,
             "avgen_shift": f"{s.shift:g}",
             "avgen_checkpoint": self.checkpoint_id,
@@ -326,7 +326,7 @@ class Generator:
                 done = (index * s.steps + step) / (len(spans) * s.steps)
                 report(0.99 * done, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
 
-            x = denoise(self._velocity_fn(phones, reference, s.cfg), noise, condition, clean, schedule,
+            x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
                         s.sampler, on_step)  # fmt: skip
             frames = self._decode_video(x.video[:, context:])
             if s.audio is not None:

@@ -271,7 +271,7 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
 
     cfg, model = generator.cfg, generator.model
     settings = resolve(GenerationRequest(text=TEXT, seconds=seconds[0], seed=0), cfg)
-    batch = 1 if settings.cfg == 1.0 else 2  # classifier-free guidance runs cond + uncond as one batch
+    batch = 1 if settings.guidance == 1.0 else 2  # classifier-free guidance runs cond + uncond as one batch
     evals_per_step = 2 if settings.sampler == "heun" else 1
     t = cfg.chunk_frames
     g = torch.Generator().manual_seed(0)
@@ -396,7 +396,7 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
             }
     return {
         "transformer_forward": {
-            "input": f"batch {batch} (cfg={settings.cfg:g}: cond + uncond), {t} frames = {t * (nv + 1)} tokens",
+            "input": f"batch {batch} (cfg={settings.guidance:g}: cond + uncond), {t} frames = {t * (nv + 1)} tokens",
             "steps": settings.steps,
             "sampler": settings.sampler,
             "evaluations_per_step": evals_per_step,
@@ -455,7 +455,7 @@ def main() -> int:
                 k: getattr(preset("tiny"), k)
                 for k in (
                     "steps",
-                    "cfg",
+                    "guidance",
                     "sampler",
                     "shift",
                     "chunk_seconds",

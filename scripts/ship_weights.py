@@ -40,7 +40,8 @@ def main() -> None:
         raise SystemExit(f"{args.source} is {size / 2**20:.1f} MiB; the limit for shipped weights is 30 MiB")
     model = load_checkpoint(args.source)
     changes = {k: getattr(args, k) for k in ("steps", "cfg", "shift", "sampler") if getattr(args, k) is not None}
-    model.cfg = dataclasses.replace(model.cfg, **changes)
+    fields = {"guidance" if k == "cfg" else k: v for k, v in changes.items()}  # --cfg is the guidance scale
+    model.cfg = dataclasses.replace(model.cfg, **fields)
     meta = {k: v for k, v in read_metadata(args.source).items() if k not in ("format", "config")}
     meta["shipped_from"] = f"{Path(args.source).name} sha256 {file_hash(args.source)}"
     meta["sampler_defaults"] = json.dumps(changes)

@@ -88,7 +88,9 @@ def main() -> None:
         for setting in parse_grid(args.grid):
             rows, began = [], time.monotonic()
             for i, sample in enumerate(samples):
-                request = generation_request(sample, i, **setting)
+                request = generation_request(
+                    sample, i, **{"guidance" if k == "cfg" else k: v for k, v in setting.items()}
+                )
                 path = Path(work) / f"gen{i}.mp4"
                 write_result(generator.generate(request), path)
                 rows.append(score_clip(str(path), scorer))

@@ -6,7 +6,7 @@ from avgen.config import Config
 
 # A small model whose every layer does something (DiT-style zero-initialised output layers would
 # make an untrained model ignore its conditions), in short chunks so chunking is exercised.
-SMALL_CONFIG = Config(hidden=64, depth=2, heads=2, chunk_seconds=1.0, overlap_seconds=0.2, steps=2, cfg=2.0)
+SMALL_CONFIG = Config(hidden=64, depth=2, heads=2, chunk_seconds=1.0, overlap_seconds=0.2, steps=2, guidance=2.0)
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def test_progress_reports_rise_to_done(generator):
         (GenerationRequest(text="hi", seconds=MAX_SECONDS + 1), "at most"),
         (GenerationRequest(text="hi", seconds=0.01), "one frame"),
         (GenerationRequest(text="hi", steps=0), "steps"),
-        (GenerationRequest(text="hi", cfg=-1), "cfg"),
+        (GenerationRequest(text="hi", guidance=-1), "cfg"),
         (GenerationRequest(text="hi", sampler="ddim"), "sampler"),
         (GenerationRequest(text=""), "nothing to generate"),
         (GenerationRequest(text="x" * 30_000), "characters"),

@@ -15,7 +15,7 @@ from results.training_log import read_training_log, wall_at
 
 def generation_request(sample, seed: int, **settings):
     """The request that regenerates a corpus sample: its transcript and length, its identity's reference
-    frame, `seed`; `settings` (steps, cfg, shift, sampler) left None take the checkpoint's defaults."""
+    frame, `seed`; `settings` (steps, guidance, shift, sampler) left None take the checkpoint's defaults."""
     from avgen.data.corpus import reference_frame
     from avgen.pipeline import GenerationRequest
 
@@ -86,11 +86,13 @@ def produce_clips(systems: dict[str, System], samples, args, work: Path) -> None
         else:
             generator = Generator.load(system.metadata["_copy"])
             cfg = generator.cfg
-            system.sampler = {"steps": args.steps or cfg.steps, "cfg": cfg.cfg if args.cfg is None else args.cfg,
+            system.sampler = {"steps": args.steps or cfg.steps, "cfg": cfg.guidance if args.cfg is None else args.cfg,
                               "sampler": cfg.sampler, "shift": cfg.shift if args.shift is None else args.shift}  # fmt: skip
             for i, sample in enumerate(samples):
                 began = time.monotonic()
-                request = generation_request(sample, args.seed + i, steps=args.steps, cfg=args.cfg, shift=args.shift)
+                request = generation_request(
+                    sample, args.seed + i, steps=args.steps, guidance=args.cfg, shift=args.shift
+                )
                 result = generator.generate(request)
                 path = folder / f"clip{i:03d}.mp4"
                 write_result(result, path)
