@@ -381,12 +381,14 @@ def train_model(cfg: TrainConfig) -> Path:
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """`out`, `codecs` and `data` resolved against this process's working folder ("" stays "")."""
+    """`out`, `codecs`, `init` and `data` resolved against this process's working folder ("" stays "")."""
 
     def resolve(path: str) -> str:
         return str(Path(path).resolve()) if path else path
 
-    return dataclasses.replace(cfg, out=resolve(cfg.out), codecs=resolve(cfg.codecs), data=resolve(cfg.data))
+    return dataclasses.replace(
+        cfg, out=resolve(cfg.out), codecs=resolve(cfg.codecs), init=resolve(cfg.init), data=resolve(cfg.data)
+    )
 
 
 def _codecs_path(cfg: TrainConfig) -> Path:

@@ -66,6 +66,17 @@ def test_an_interrupted_run_resumes_to_exactly_the_same_weights(codecs, tmp_path
     assert (tmp_path / "a" / kept[0]).read_bytes() == straight.read_bytes()
 
 
+def test_fine_tuning_starts_the_transformer_and_its_ema_from_a_generation_checkpoint(codecs, tmp_path):
+    _, codecs_path = codecs
+    common = TOY + [f"codecs={codecs_path}", "objective=flow", "steps=2"]
+    trained = train_model(load_config(None, common + [f"out={tmp_path / 'a'}"], "model"))
+    still = train_model(load_config(None, common + ["lr=0", f"init={trained}", f"out={tmp_path / 'b'}"], "model"))
+    fresh = train_model(load_config(None, common + ["lr=0", f"out={tmp_path / 'c'}"], "model"))
+    start, tuned, scratch = _model_state(trained), _model_state(still), _model_state(fresh)
+    assert all(torch.equal(start[key], tuned[key]) for key in start)  # lr 0: the EMA export is the start
+    assert not all(torch.equal(start[key], scratch[key]) for key in start)
+
+
 def test_config_files_and_overrides_are_typed_and_checked(tmp_path):
     file = tmp_path / "c.toml"
     file.write_text('[train]\nsteps = 50\nobjective = "flow"\nbf16 = false\n')
