@@ -175,8 +175,10 @@ class JobRunner:
             scorer = self.scorer(spec.backend)
         except ValueError as e:
             raise _Invalid(str(e)) from e
-        suffix = Path(spec.name).suffix.lower()
-        clip = _put(workdir, "clip" + (suffix if suffix in CLIP_SUFFIXES else ".mp4"), spec.clip)
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(spec.name).name)[-80:].lstrip(".")
+        if Path(name).suffix.lower() not in CLIP_SUFFIXES:
+            name += ".mp4"  # the suffix is the decoder's hint; messages then name the upload as its owner knows it
+        clip = _put(workdir, name, spec.clip)
         return self._evaluate(spec, scorer, clip, workdir)
 
     def _evaluate(self, spec: EvaluateSpec, scorer: SyncScorer, clip: Path, workdir: Path) -> Iterator[Event]:
