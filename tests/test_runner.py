@@ -60,7 +60,7 @@ def test_generate_job_streams_progress_then_a_playable_scored_mp4(runner, privat
     assert fractions == sorted(fractions) and fractions[0] < 0.5 and fractions[-1] == 1.0
     steps = sampler_steps(events)  # 1.2 s is two 1-second chunks (0.2 s overlap) of 3 steps each
     assert [p.step for p in steps] == list(range(1, 7)) and {p.steps for p in progress} == {6}
-    assert any("scoring" in p.message for p in progress)
+    assert any("scoring" in p.message for p in progress) and all(p.step <= p.steps for p in progress)
 
     done = events[-1]
     assert done.media_type == "video/mp4" and done.metadata["avgen_seed"] == "3"
@@ -87,15 +87,18 @@ def test_cancel_stops_within_one_step_keeps_nothing_and_says_canceled(runner, pr
 
     def spy(*args, **kwargs):  # counts sampler evaluations (one per euler step: guidance is batched)
         calls.append(flag.is_set())
+        if len(calls) == 4:
+            ahead.set()
         return forward(*args, **kwargs)
 
-    flag = threading.Event()
+    flag, ahead = threading.Event(), threading.Event()
     events = []
     transformer.forward = spy
     try:
         for event in runner.run(GenerateSpec(text="a long one", seconds=2.0, steps=8), cancelled=flag.is_set):
             events.append((flag.is_set(), event))
             if len([e for _, e in events if isinstance(e, Progress)]) == 2:
+                ahead.wait(timeout=60)  # the sampler is already past step 3: its progress is queued, unseen
                 flag.set()
     finally:
         del transformer.forward
