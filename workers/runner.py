@@ -69,7 +69,11 @@ class JobRunner:
     def run(self, spec: GenerateSpec | EvaluateSpec, cancelled: Callable[[], bool] = lambda: False) -> Iterator[Event]:
         """Started, Progress..., then exactly one Succeeded / Failed / Canceled. Bad input gives
         Failed(invalid-request) before Started; `cancelled` must be callable from any thread."""
-        workdir = Path(tempfile.mkdtemp(prefix="avgen-job-"))
+        try:
+            workdir = Path(tempfile.mkdtemp(prefix="avgen-job-"))
+        except OSError as e:
+            yield Failed(INTERNAL, f"no room for the job's temporary files: {_one_line(e, Path('/nonexistent'))}")
+            return
         try:
             if cancelled():
                 yield Canceled()
