@@ -191,6 +191,7 @@ def test_heartbeat_keeps_a_lease_and_an_expired_lease_is_requeued_then_failed(st
     for attempt in (2, 3):
         again = store.lease("w2", 10)
         assert again.id == job.id and again.attempts == attempt and again.lease_token != lease.lease_token
+        assert not store.finish(job.id, lease.lease_token, Status.SUCCEEDED)  # the first worker's token is stale
         clock.advance(11)
         (expired,) = store.requeue_expired(max_attempts=3)
     assert expired.status == Status.FAILED and expired.error["type"] == "worker-lost"
@@ -272,6 +273,30 @@ def test_progress_needs_the_lease_and_is_an_event(store):
     got = store.get("alice", job.id)
     assert (got.progress, got.progress_message) == (0.5, "chunk 2/4")
     assert store.events_after(job.id)[-1].data == {"fraction": 0.5, "message": "chunk 2/4"}
+
+
+def test_each_status_change_and_its_event_commit_in_one_transaction(store, clock):
+    statements = []
+    store._db().set_trace_callback(statements.append)  # a spy on this thread's connection: SQL still runs
+
+    def one_transaction(operation):
+        statements.clear()
+        operation()
+        assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+        assert statements.count("BEGIN IMMEDIATE") == 1 and statements.count("COMMIT") == 1
+        assert any(s.startswith(("INSERT INTO jobs", "UPDATE jobs")) for s in statements)
+        assert any(s.startswith("INSERT INTO events") for s in statements)
+
+    one_transaction(lambda: store.create("alice", "generate", {}))
+    one_transaction(lambda: store.create("alice", "generate", {"n": 2}))
+    jobs = []
+    one_transaction(lambda: jobs.append(store.lease("w", 10)))
+    one_transaction(lambda: store.finish(jobs[0].id, jobs[0].lease_token, Status.FAILED, error={"type": "x"}))
+    one_transaction(lambda: jobs.append(store.lease("w", 10)))
+    one_transaction(lambda: store.set_progress(jobs[1].id, jobs[1].lease_token, 0.5))
+    one_transaction(lambda: store.request_cancel("alice", jobs[1].id))
+    clock.advance(11)
+    one_transaction(store.requeue_expired)
 
 
 def test_events_have_increasing_sequence_ids_and_resume_after_any_of_them(store, clock):
