@@ -9,7 +9,8 @@ dies stops heartbeating; `requeue_expired` puts its job back in the queue, or fa
 Invariants:
 - Every status change appends its event (queued, started, succeeded, failed, canceled, ...) in the same
   transaction, and events carry one global sequence id (AUTOINCREMENT never reuses a value), so an SSE
-  client resuming after `Last-Event-ID` sees each later event exactly once, across restarts.
+  client resuming after `Last-Event-ID` sees each later event exactly once, across restarts. Writers are
+  serialized, so events commit in seq order: a reader never sees seq n+1 while seq n is still to come.
 - Idempotency (IETF Idempotency-Key draft): UNIQUE(owner, idempotency_key) decides races, not a check
   before the insert; the body hash (canonical JSON of kind, spec, parent) tells a retry from a misuse.
   Keys are kept as long as their job.
