@@ -1,0 +1,550 @@
+"""The durable job store: jobs, their events and idempotency keys in one SQLite file. All SQL lives here.
+
+Life of a job: `create` (queued) → `lease` by a worker (running, with a lease token and expiry; the worker
+`heartbeat`s and `set_progress`es with that token) → `finish` (succeeded / failed / canceled). A worker that
+dies stops heartbeating; `requeue_expired` puts its job back in the queue, or fails it (error type
+`worker-lost`) after its last attempt, so no job stays running forever. Ray runs a task at least once;
+`finish` is a conditional UPDATE (status running and the token matches), so completion happens exactly once.
+
+Invariants:
+- Every status change appends its event (queued, started, succeeded, failed, canceled, ...) in the same
+  transaction, and events carry one global sequence id (AUTOINCREMENT never reuses a value), so an SSE
+  client resuming after `Last-Event-ID` sees each later event exactly once, across restarts. Writers are
+  serialized, so events commit in seq order: a reader never sees seq n+1 while seq n is still to come.
+- Idempotency (IETF Idempotency-Key draft): UNIQUE(owner, idempotency_key) decides races, not a check
+  before the insert; the body hash (canonical JSON of kind, spec, parent) tells a retry from a misuse.
+  Keys are kept as long as their job.
+- Fair order: round-robin across owners, FIFO within an owner. The next job leased belongs to the owner
+  whose last lease is the oldest (an owner never leased comes first; ties go to the owner with the older
+  queued job), and is that owner's oldest queued job. One owner's 1000 queued jobs then delay another
+  owner's single job by at most one lease per owner. `queue_position` computes the same order.
+- Times are UTC epoch seconds (float) from the injectable `clock`.
+
+Threading: one connection per thread (threading.local), each in autocommit mode with explicit
+`BEGIN IMMEDIATE` for every write. Threads of one process then meet the same SQLite locking that separate
+processes (API and worker pool) meet, readers never wait for writers (WAL), and no Python lock can hide a
+race that the schema would let through. Connections are closed by `close()`; the thread pools of a server
+reuse their threads, so the number of connections stays bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workers.jobs import Status
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    num              INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order
+    id               TEXT NOT NULL UNIQUE,
+    owner            TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    spec             TEXT NOT NULL,
+    parent           TEXT REFERENCES jobs(id),
+    status           TEXT NOT NULL,
+    idempotency_key  TEXT,
+    body_hash        TEXT NOT NULL,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    started_at       REAL,
+    finished_at      REAL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    worker_id        TEXT,
+    lease_token      TEXT,
+    lease_expires_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress         REAL NOT NULL DEFAULT 0,
+    progress_message TEXT,
+    result           TEXT,
+    error            TEXT,
+    UNIQUE (owner, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, owner, num);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, num);
+CREATE TABLE IF NOT EXISTS owners (
+    owner      TEXT PRIMARY KEY,
+    last_lease INTEGER NOT NULL  -- a lease counter, not a time: fair even when the clock stands still
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    type   TEXT NOT NULL,
+    data   TEXT NOT NULL,
+    at     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
+"""
+
+
+class StoreError(Exception):
+    """A request the store refuses; the message says why."""
+
+
+class IdempotencyConflict(StoreError):
+    """The idempotency key was already used by this owner with another body (HTTP 422)."""
+
+
+class Conflict(StoreError):
+    """The job's state forbids the request, e.g. canceling a finished job (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    owner: str
+    kind: str
+    spec: dict
+    parent: str | None
+    status: Status
+    idempotency_key: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    worker_id: str | None
+    lease_token: str | None
+    lease_expires_at: float | None
+    cancel_requested: bool
+    progress: float
+    progress_message: str | None
+    result: Any
+    error: Any
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    job_id: str
+    type: str
+    data: dict
+    at: float
+
+
+_JOB_COLUMNS = ", ".join(Job.__dataclass_fields__)
+
+
+def _job(row: sqlite3.Row | None) -> Job | None:
+    if row is None:
+        return None
+    d = dict(row)
+    return Job(
+        **{
+            **d,
+            "spec": json.loads(d["spec"]),
+            "status": Status(d["status"]),
+            "cancel_requested": bool(d["cancel_requested"]),
+            "result": None if d["result"] is None else json.loads(d["result"]),
+            "error": None if d["error"] is None else json.loads(d["error"]),
+        }
+    )
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _encode_cursor(num: int) -> str:
+    return base64.urlsafe_b64encode(f"before:{num}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, num = text.split(":")
+        if prefix != "before":
+            raise ValueError
+        return int(num)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"cursor {cursor!r} was not given out by this store; pass the next_cursor of a list") from None
+
+
+class JobStore:
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.clock = clock
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has job-store schema version {version}, newer than this code's {SCHEMA_VERSION}; "
+                    "upgrade avgen"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- connections and transactions ------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"the job store {self.path} is closed")
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")  # a committed job survives power loss, not only a crash
+            db.execute("PRAGMA foreign_keys = ON")
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken with the write lock up front (BEGIN IMMEDIATE) so that a read inside it
+        cannot be overtaken by another writer."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._connections_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- jobs ------------------------------------------------------------------------------------------------
+
+    def create(
+        self,
+        owner: str,
+        kind: str,
+        spec: dict,
+        idempotency_key: str | None = None,
+        parent: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Queue a job; committed before it returns. With an idempotency key already used by this owner:
+        the same body returns the original job and created=False, another body raises IdempotencyConflict."""
+        if not isinstance(spec, dict):
+            raise TypeError(f"spec must be a dict, not {type(spec).__name__}")
+        body_hash = hashlib.sha256(_canonical({"kind": kind, "spec": spec, "parent": parent}).encode()).hexdigest()
+        now = self.clock()
+        job_id = uuid.uuid4().hex
+        with self._write() as db:
+            if parent is not None and self._get(db, owner, parent) is None:
+                raise StoreError(f"parent job {parent!r} not found for this owner")
+            try:
+                db.execute(
+                    "INSERT INTO jobs (id, owner, kind, spec, parent, status, idempotency_key, body_hash, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job_id,
+                        owner,
+                        kind,
+                        _canonical(spec),
+                        parent,
+                        Status.QUEUED,
+                        idempotency_key,
+                        body_hash,
+                        now,
+                        now,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                if idempotency_key is None:
+                    raise
+                row = db.execute(
+                    f"SELECT {_JOB_COLUMNS}, body_hash FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                    (owner, idempotency_key),
+                ).fetchone()
+                if row["body_hash"] != body_hash:
+                    raise IdempotencyConflict(
+                        f"idempotency key {idempotency_key!r} was already used with another request body; "
+                        "use a new key for a new request"
+                    ) from None
+                return _job({k: row[k] for k in Job.__dataclass_fields__}), False
+            self._event(db, job_id, "queued", {"status": Status.QUEUED}, now)
+            return self._job(db, job_id), True
+
+    def get(self, owner: str, job_id: str) -> Job | None:
+        """The job if it exists and belongs to owner; None otherwise (another owner's job is not told apart)."""
+        return self._get(self._db(), owner, job_id)
+
+    def job(self, job_id: str) -> Job | None:
+        """The job whoever owns it: for workers and the pool, never for answering a caller."""
+        return self._job(self._db(), job_id)
+
+    def list(
+        self,
+        owner: str,
+        status: Status | str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """The owner's jobs, newest first, and the cursor of the next page (None on the last page)."""
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit must be between 1 and 1000, not {limit}")
+        where, args = ["owner = ?"], [owner]
+        if status is not None:
+            where.append("status = ?")
+            args.append(Status(status))
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if cursor is not None:
+            where.append("num < ?")
+            args.append(_decode_cursor(cursor))
+        rows = (
+            self._db()
+            .execute(
+                f"SELECT {_JOB_COLUMNS}, num FROM jobs WHERE {' AND '.join(where)} ORDER BY num DESC LIMIT ?",
+                (*args, limit + 1),
+            )
+            .fetchall()
+        )
+        jobs = [_job({k: r[k] for k in Job.__dataclass_fields__}) for r in rows[:limit]]
+        return jobs, (_encode_cursor(rows[limit - 1]["num"]) if len(rows) > limit else None)
+
+    def counts(self, owner: str | None = None) -> dict[Status, int]:
+        """How many jobs are in each status (every status present), of one owner or of all."""
+        sql = (
+            "SELECT status, COUNT(*) FROM jobs" + (" WHERE owner = ?" if owner is not None else "") + " GROUP BY status"
+        )
+        found = dict(self._db().execute(sql, () if owner is None else (owner,)).fetchall())
+        return {s: found.get(s.value, 0) for s in Status}
+
+    # -- the queue -------------------------------------------------------------------------------------------
+
+    def queue_position(self, job_id: str) -> int | None:
+        """How many queued jobs `lease` will hand out before this one (0: it is next); None if not queued.
+
+        Round-robin serves owners in a fixed order (see `_NEXT_OWNER`), one job each per round, so the job that is
+        the r-th of its owner comes after min(n, r) jobs of every owner with n queued jobs, plus one more job of
+        each owner served before its own owner in a round that still has an r-th job."""
+        db = self._db()
+        me = db.execute("SELECT owner, num, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if me is None or me["status"] != Status.QUEUED:
+            return None
+        rank = db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status = ? AND num < ?",
+            (me["owner"], Status.QUEUED, me["num"]),
+        ).fetchone()[0]
+        ahead, before_me = 0, True
+        for owner, n in db.execute(_OWNER_ORDER, (Status.QUEUED,)).fetchall():
+            if owner == me["owner"]:
+                before_me = False
+            ahead += min(n, rank) + (1 if before_me and n > rank else 0)
+        return ahead
+
+    def lease(self, worker_id: str, lease_seconds: float) -> Job | None:
+        """Take the next queued job (fair order, module docstring) for worker_id: running, a fresh lease token,
+        attempts + 1, a lease expiring lease_seconds from now. None when nothing is queued. Atomic: two workers
+        never lease the same job."""
+        now = self.clock()
+        with self._write() as db:
+            row = db.execute(_OWNER_ORDER + " LIMIT 1", (Status.QUEUED,)).fetchone()
+            if row is None:
+                return None
+            owner = row[0]
+            job_id = db.execute(
+                "SELECT id FROM jobs WHERE owner = ? AND status = ? ORDER BY num LIMIT 1", (owner, Status.QUEUED)
+            ).fetchone()[0]
+            db.execute(
+                "UPDATE jobs SET status = ?, worker_id = ?, lease_token = ?, lease_expires_at = ?, attempts = attempts + 1,"
+                " started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ? AND status = ?",
+                (Status.RUNNING, worker_id, uuid.uuid4().hex, now + lease_seconds, now, now, job_id, Status.QUEUED),
+            )
+            db.execute(
+                "INSERT INTO owners (owner, last_lease) VALUES (?, (SELECT COALESCE(MAX(last_lease), 0) + 1 FROM owners))"
+                " ON CONFLICT (owner) DO UPDATE SET last_lease = excluded.last_lease",
+                (owner,),
+            )
+            job = self._job(db, job_id)
+            self._event(
+                db, job_id, "started", {"status": Status.RUNNING, "attempt": job.attempts, "worker": worker_id}, now
+            )
+            return job
+
+    def heartbeat(self, job_id: str, token: str, lease_seconds: float) -> bool:
+        """Extend the lease; False when the lease is no longer this token's (expired and requeued, finished)."""
+        now = self.clock()
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ? AND status = ? AND lease_token = ?",
+                (now + lease_seconds, now, job_id, Status.RUNNING, token),
+            )
+            return cur.rowcount == 1
+
+    def set_progress(self, job_id: str, token: str, fraction: float, message: str | None = None) -> bool:
+        """Record progress (0..1) under the lease token, with its event; False when the lease is not held."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be within 0..1, not {fraction}")
+        now = self.clock()
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET progress = ?, progress_message = ?, updated_at = ?"
+                " WHERE id = ? AND status = ? AND lease_token = ?",
+                (fraction, message, now, job_id, Status.RUNNING, token),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._event(db, job_id, "progress", {"fraction": fraction, "message": message}, now)
+            return True
+
+    def requeue_expired(self, now: float | None = None, max_attempts: int = 3) -> list[Job]:
+        """Running jobs whose lease has expired: back to queued, or failed (error type worker-lost) once they
+        have had max_attempts, or canceled if a cancel was requested. Returns them as they are now."""
+        now = self.clock() if now is None else now
+        changed = []
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, attempts, cancel_requested FROM jobs WHERE status = ? AND lease_expires_at < ?",
+                (Status.RUNNING, now),
+            ).fetchall()
+            for job_id, attempts, cancel_requested in rows:
+                if cancel_requested:
+                    status, error = Status.CANCELED, None
+                elif attempts >= max_attempts:
+                    status = Status.FAILED
+                    error = {
+                        "type": "worker-lost",
+                        "detail": f"the worker stopped answering on each of {attempts} attempts",
+                    }
+                else:
+                    status, error = Status.QUEUED, None
+                db.execute(
+                    "UPDATE jobs SET status = ?, error = ?, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,"
+                    " finished_at = ?, updated_at = ? WHERE id = ?",
+                    (
+                        status,
+                        None if error is None else _canonical(error),
+                        None if status == Status.QUEUED else now,
+                        now,
+                        job_id,
+                    ),
+                )
+                data = {"status": status, "reason": "lease-expired", "attempts": attempts}
+                self._event(db, job_id, status.value, data if error is None else {**data, "error": error}, now)
+                changed.append(self._job(db, job_id))
+        return changed
+
+    def finish(self, job_id: str, token: str, status: Status | str, result: Any = None, error: Any = None) -> bool:
+        """Complete a running job, exactly once: True for the call that did it; False (nothing changed) when the
+        job is not running under this token, e.g. a retried duplicate or a worker whose lease was requeued."""
+        status = Status(status)
+        if status not in (Status.SUCCEEDED, Status.FAILED, Status.CANCELED):
+            raise ValueError(f"a worker finishes a job as succeeded, failed or canceled, not {status}")
+        now = self.clock()
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ?, updated_at = ?, lease_token = NULL,"
+                " lease_expires_at = NULL, progress = CASE WHEN ? THEN 1.0 ELSE progress END"
+                " WHERE id = ? AND status = ? AND lease_token = ?",
+                (
+                    status,
+                    None if result is None else _canonical(result),
+                    None if error is None else _canonical(error),
+                    now,
+                    now,
+                    status == Status.SUCCEEDED,
+                    job_id,
+                    Status.RUNNING,
+                    token,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            data = {"status": status} | ({"error": error} if error is not None else {})
+            self._event(db, job_id, status.value, data, now)
+            return True
+
+    def request_cancel(self, owner: str, job_id: str) -> Job | None:
+        """Cancel the owner's job: a queued one is canceled at once (it never runs); a running one gets
+        cancel_requested and its worker confirms with finish(..., canceled); canceling a canceled job changes
+        nothing. Raises Conflict for a job that already succeeded, failed or expired. None if no such job."""
+        now = self.clock()
+        with self._write() as db:
+            job = self._get(db, owner, job_id)
+            if job is None or job.status == Status.CANCELED:
+                return job
+            if job.status.is_terminal:
+                raise Conflict(f"job {job_id} already {job.status}; only a queued or running job can be canceled")
+            if job.status == Status.QUEUED:
+                db.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+                    (Status.CANCELED, now, now, job_id),
+                )
+                self._event(db, job_id, "canceled", {"status": Status.CANCELED}, now)
+            elif not job.cancel_requested:
+                db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
+                self._event(db, job_id, "cancel-requested", {}, now)
+            return self._job(db, job_id)
+
+    # -- events ----------------------------------------------------------------------------------------------
+
+    def append_event(self, job_id: str, type: str, data: dict) -> int:
+        """Append an event to a job's stream; returns its sequence id (global, increasing, never reused)."""
+        with self._write() as db:
+            return self._event(db, job_id, type, data, self.clock())
+
+    def events_after(self, job_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        """The job's events with seq > after_seq, in order (after_seq: the SSE Last-Event-ID)."""
+        rows = self._db().execute(
+            "SELECT seq, job_id, type, data, at FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after_seq, -1 if limit is None else limit),
+        )
+        return [Event(seq, jid, type_, json.loads(data), at) for seq, jid, type_, data, at in rows]
+
+    # -- inside a transaction ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, job_id: str, type: str, data: dict, at: float) -> int:
+        return db.execute(
+            "INSERT INTO events (job_id, type, data, at) VALUES (?, ?, ?, ?)", (job_id, type, _canonical(data), at)
+        ).lastrowid
+
+    @staticmethod
+    def _job(db: sqlite3.Connection, job_id: str) -> Job | None:
+        return _job(db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, owner: str, job_id: str) -> Job | None:
+        return _job(
+            db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)).fetchone()
+        )
+
+
+# Owners with queued jobs, in the order lease serves them: the least recently leased first (never leased: 0),
+# ties to the owner whose oldest queued job is older.
+_OWNER_ORDER = (
+    "SELECT q.owner, q.n FROM (SELECT owner, COUNT(*) AS n, MIN(num) AS first FROM jobs WHERE status = ? GROUP BY owner) q"
+    " LEFT JOIN owners o ON o.owner = q.owner ORDER BY COALESCE(o.last_lease, 0), q.first"
+)
