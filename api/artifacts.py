@@ -1,0 +1,67 @@
+"""Uploads and results on disk, under one root folder: the only place the service touches files.
+
+    root/uploads/<owner digest>/<upload id>        the uploaded bytes, as received
+    root/uploads/<owner digest>/<upload id>.json   {"kind": "image"|"audio"|"video", "bytes": n, "created_at": t}
+    root/results/<job id>.<suffix>                 a finished job's result (MP4, or a PNG plot)
+
+Ids are generated here (uuid4 hex), never taken from a client, so no path a client sends reaches the
+filesystem. Each file is written whole (avgen.files.atomic_path) or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+from avgen.files import atomic_path, write_text_atomic
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+RESULT_SUFFIXES = {"video/mp4": ".mp4", "image/png": ".png"}
+
+
+class Artifacts:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        (self.root / "uploads").mkdir(parents=True, exist_ok=True)
+        (self.root / "results").mkdir(parents=True, exist_ok=True)
+
+    def _owner_dir(self, owner: str) -> Path:
+        return self.root / "uploads" / hashlib.sha256(owner.encode()).hexdigest()[:32]
+
+    def save_upload(self, owner: str, data: bytes, kind: str) -> str:
+        """Store an upload already checked by the caller; returns its new id."""
+        upload_id = uuid.uuid4().hex
+        folder = self._owner_dir(owner)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / upload_id) as tmp:
+            tmp.write_bytes(data)
+        meta = {"kind": kind, "bytes": len(data), "created_at": time.time()}
+        write_text_atomic(folder / f"{upload_id}.json", json.dumps(meta))
+        return upload_id
+
+    def upload_info(self, owner: str, upload_id: str) -> dict | None:
+        """The upload's metadata, or None if `owner` has no such upload (another owner's is None too)."""
+        if not isinstance(upload_id, str) or not _ID.match(upload_id):
+            return None
+        meta = self._owner_dir(owner) / f"{upload_id}.json"
+        return json.loads(meta.read_text()) if meta.is_file() else None
+
+    def upload_bytes(self, owner: str, upload_id: str) -> bytes | None:
+        if self.upload_info(owner, upload_id) is None:
+            return None
+        return (self._owner_dir(owner) / upload_id).read_bytes()
+
+    def save_result(self, job_id: str, data: bytes, media_type: str) -> Path:
+        path = self.result_path(job_id, media_type)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        return path
+
+    def result_path(self, job_id: str, media_type: str = "video/mp4") -> Path:
+        if not _ID.match(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        return self.root / "results" / f"{job_id}{RESULT_SUFFIXES[media_type]}"
