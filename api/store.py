@@ -430,31 +430,42 @@ class JobStore:
                 (Status.RUNNING, now),
             ).fetchall()
             for job_id, attempts, cancel_requested in rows:
-                if cancel_requested:
-                    status, error = Status.CANCELED, None
-                elif attempts >= max_attempts:
-                    status = Status.FAILED
-                    error = {
-                        "type": "worker-lost",
-                        "detail": f"the worker stopped answering on each of {attempts} attempts",
-                    }
-                else:
-                    status, error = Status.QUEUED, None
-                db.execute(
-                    "UPDATE jobs SET status = ?, error = ?, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,"
-                    " finished_at = ?, updated_at = ? WHERE id = ?",
-                    (
-                        status,
-                        None if error is None else _canonical(error),
-                        None if status == Status.QUEUED else now,
-                        now,
-                        job_id,
-                    ),
-                )
-                data = {"status": status, "reason": "lease-expired", "attempts": attempts}
-                self._event(db, job_id, status.value, data if error is None else {**data, "error": error}, now)
-                changed.append(self._job(db, job_id))
+                changed.append(self._requeue(db, job_id, attempts, cancel_requested, max_attempts, "lease-expired", now))
         return changed
+
+    def requeue(self, job_id: str, token: str, reason: str, max_attempts: int = 3) -> Job | None:
+        """Give back a running job whose worker is known to be gone (its actor or node died), as if its lease
+        had expired now: queued again, failed (worker-lost) after max_attempts, or canceled if a cancel was
+        requested. None (nothing changed) when the job is not running under this token."""
+        now = self.clock()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT attempts, cancel_requested FROM jobs WHERE id = ? AND status = ? AND lease_token = ?",
+                (job_id, Status.RUNNING, token),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._requeue(db, job_id, row[0], row[1], max_attempts, reason, now)
+
+    def _requeue(
+        self, db: sqlite3.Connection, job_id: str, attempts: int, cancel_requested: int, max_attempts: int,
+        reason: str, now: float,
+    ) -> Job:  # fmt: skip
+        if cancel_requested:
+            status, error = Status.CANCELED, None
+        elif attempts >= max_attempts:
+            status = Status.FAILED
+            error = {"type": "worker-lost", "detail": f"the worker stopped answering on each of {attempts} attempts"}
+        else:
+            status, error = Status.QUEUED, None
+        db.execute(
+            "UPDATE jobs SET status = ?, error = ?, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,"
+            " finished_at = ?, updated_at = ? WHERE id = ?",
+            (status, None if error is None else _canonical(error), None if status == Status.QUEUED else now, now, job_id),
+        )
+        data = {"status": status, "reason": reason, "attempts": attempts}
+        self._event(db, job_id, status.value, data if error is None else {**data, "error": error}, now)
+        return self._job(db, job_id)
 
     def finish(self, job_id: str, token: str, status: Status | str, result: Any = None, error: Any = None) -> bool:
         """Complete a running job, exactly once: True for the call that did it; False (nothing changed) when the

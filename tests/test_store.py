@@ -201,6 +201,18 @@ def test_heartbeat_keeps_a_lease_and_an_expired_lease_is_requeued_then_failed(st
     assert types == ["queued", "started", "queued", "started", "queued", "started", "failed"]
 
 
+def test_requeue_gives_back_a_dead_workers_job_under_its_token_only(store):
+    job, _ = store.create("alice", "generate", {})
+    lease = store.lease("w1", 10)
+    assert store.requeue(job.id, "not-the-token", "actor-died") is None
+    back = store.requeue(job.id, lease.lease_token, "actor-died", max_attempts=2)
+    assert (back.status, back.attempts, back.lease_token) == (Status.QUEUED, 1, None)
+    assert store.requeue(job.id, lease.lease_token, "actor-died") is None  # once only
+    again = store.lease("w2", 10)
+    assert store.requeue(job.id, again.lease_token, "actor-died", max_attempts=2).status == Status.FAILED
+    assert store.events_after(job.id)[2].data == {"status": "queued", "reason": "actor-died", "attempts": 1}
+
+
 def test_finish_happens_exactly_once(store):
     job, _ = store.create("alice", "generate", {})
     lease = store.lease("w", 60)
