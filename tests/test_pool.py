@@ -1,0 +1,109 @@
+"""The worker pool on a real local Ray, with the small model, a real SQLite job store and real result files:
+events flow to the store per sampler step, each job finishes exactly once, cancel reaches the running actor,
+and a job whose actor dies is run again by a fresh one."""
+
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from api.artifacts import Artifacts  # noqa: E402
+from api.store import JobStore  # noqa: E402
+from avgen.media import read_mp4  # noqa: E402
+from workers.jobs import Status  # noqa: E402
+from workers.pool import Pool  # noqa: E402
+
+FINAL = {"succeeded", "failed", "canceled"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(local_ray, small_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    store = JobStore(root / "jobs.db")
+    pool = Pool(store, Artifacts(root / "artifacts"), small_checkpoint, workers=2, lease_seconds=20, poll_seconds=0.05)
+    wait_for(pool.ready, "an actor to load")
+    yield pool
+    pool.stop(grace_seconds=5)
+    store.close()
+
+
+def wait_for(condition, what, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def finished(pool, job_id):
+    return wait_for(lambda: (j := pool.store.job(job_id)).status.is_terminal and j, f"job {job_id} to finish")
+
+
+def event_types(pool, job_id):
+    return [e.type for e in pool.store.events_after(job_id)]
+
+
+def test_a_generate_job_succeeds_with_progress_per_step_and_a_result_that_decodes(pool, tmp_path):
+    job, _ = pool.store.create("alice", "generate", {"text": "hello", "seconds": 1.2, "steps": 3, "score": False})
+    done = finished(pool, job.id)
+    assert (done.status, done.attempts, done.progress) == (Status.SUCCEEDED, 1, 1.0)
+    events = pool.store.events_after(job.id)
+    assert [e.type for e in events][:2] == ["queued", "started"] and [e.type for e in events][-1] == "succeeded"
+    progress = [e for e in events if e.type == "progress"]
+    assert len(progress) >= 6  # two 1-second chunks of 3 sampler steps each, each step an event
+    assert [p.data["fraction"] for p in progress] == sorted(p.data["fraction"] for p in progress)
+    assert done.result["media_type"] == "video/mp4" and done.result["metadata"]
+    assert len(read_mp4(done.result["path"]).frames) == 30  # 1.2 s at 25 fps
+
+
+def test_a_missing_upload_fails_the_job_as_invalid_without_running_it(pool):
+    spec = {"text": "hi", "seconds": 0.4, "reference_image": "0" * 32, "score": False}
+    job, _ = pool.store.create("alice", "generate", spec)
+    done = finished(pool, job.id)
+    assert done.status == Status.FAILED and done.error["type"] == "invalid-request"
+    assert "not found" in done.error["detail"] and event_types(pool, job.id) == ["queued", "started", "failed"]
+
+
+def test_six_jobs_on_two_actors_each_finish_exactly_once(pool):
+    jobs = [pool.store.create(f"owner{i % 2}", "generate", {"seconds": 0.4, "seed": i, "score": False})[0]
+            for i in range(6)]  # fmt: skip
+    done = [finished(pool, j.id) for j in jobs]
+    assert all(d.status == Status.SUCCEEDED and d.attempts == 1 for d in done)
+    assert len({d.worker_id for d in done}) == 2  # both actors worked
+    for d in done:
+        assert [t for t in event_types(pool, d.id) if t in FINAL] == ["succeeded"]
+        assert len(read_mp4(d.result["path"]).frames) == 10
+
+
+def test_canceling_a_running_job_stops_its_actor_and_keeps_no_result(pool):
+    job, _ = pool.store.create("bob", "generate", {"text": "long", "seconds": 3.0, "steps": 8, "score": False})
+    wait_for(lambda: pool.store.job(job.id).progress > 0, "the job to make progress")
+    pool.store.request_cancel("bob", job.id)
+    done = finished(pool, job.id)
+    assert done.status == Status.CANCELED and done.progress < 1.0
+    assert event_types(pool, job.id)[-1] == "canceled"
+    assert not pool.artifacts.result_path(job.id).exists()
+
+
+def test_a_job_whose_actor_is_killed_is_run_again_by_a_new_actor(pool):
+    job, _ = pool.store.create("carol", "generate", {"text": "again", "seconds": 3.0, "steps": 8, "score": False})
+    wait_for(lambda: pool.store.job(job.id).progress > 0, "the job to make progress")
+    (slot,) = [s for s in pool.slots if s.job is not None and s.job.id == job.id]
+    ray.kill(slot.actor)
+    done = finished(pool, job.id)
+    assert (done.status, done.attempts) == (Status.SUCCEEDED, 2)
+    types = event_types(pool, job.id)
+    assert types.count("started") == 2 and [t for t in types if t in FINAL] == ["succeeded"]
+    requeued = [e.data for e in pool.store.events_after(job.id) if e.type == "queued" and e.data.get("reason")]
+    assert requeued == [{"status": "queued", "reason": "worker-died", "attempts": 1}]
+    assert len(read_mp4(done.result["path"]).frames) == 75
+    wait_for(lambda: all(s.loaded for s in pool.slots), "the replacement actor to load")

@@ -1,0 +1,246 @@
+"""The worker pool, driver side (runs inside `avgen serve`): N WorkerActors fed from the job store.
+
+    pool = start_pool(config, store, artifacts)   # ray.init (RAY_ADDRESS joins a cluster), starts the actors
+    pool.ready()                                   # at least one actor has loaded its model
+    pool.stop(grace_seconds=30)
+
+Data flow. A dispatcher thread, every `poll_seconds`: requeue_expired; for each idle, loaded actor, lease a
+job, build its spec (uploads read here, as bytes: nothing travels through a shared disk) and start a consumer
+thread; for each running job, heartbeat its lease and forward a requested cancel to its actor. The consumer
+iterates the actor's streaming generator, one event per sampler step, and writes them to the store under the
+job's lease token: Progress → set_progress; Succeeded → the DRIVER saves the result bytes (Artifacts) and
+finish(succeeded); Failed → finish(failed, {"type", "detail"}); Canceled → finish(canceled).
+
+Failure. Ray runs a task at least once; `finish` is a conditional UPDATE on the lease token, so a job
+completes exactly once. An actor or node that dies mid-job surfaces as a Ray error in the consumer: the
+job is given back under its token (store.requeue: queued again with its attempt count, or failed
+worker-lost after max_attempts) and the dead actor is replaced. Heartbeats come from the dispatcher only
+while the consumer runs, so a hung or dead driver lets the lease expire and requeue_expired brings the job
+back. A lost lease (set_progress says False) cancels the actor's run, since its work can no longer count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from api.artifacts import Artifacts
+from api.store import Job, JobStore
+from workers.actor import new_actor, start_run
+from workers.jobs import INTERNAL, INVALID_REQUEST, Canceled, EvaluateSpec, Failed, GenerateSpec, Progress, Succeeded
+
+log = logging.getLogger(__name__)
+
+SUFFIX_BY_KIND = {"video": ".mp4", "audio": ".wav", "image": ".png"}
+
+
+class _BadInput(ValueError):
+    """The stored spec cannot become a job (a missing upload, an unfinished parent job); message says why."""
+
+
+@dataclass
+class _Slot:
+    actor: Any
+    ready_ref: Any
+    loaded: bool = False
+    dead: bool = False
+    job: Job | None = None
+    thread: threading.Thread | None = None
+    last_heartbeat: float = 0.0
+    cancel_sent: bool = False
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+class Pool:
+    def __init__(
+        self,
+        store: JobStore,
+        artifacts: Artifacts,
+        checkpoint: str | Path | None,
+        workers: int,
+        device: str = "cpu",
+        threads: int = 1,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 3,
+        poll_seconds: float = 0.2,
+    ):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.store, self.artifacts = store, artifacts
+        self.checkpoint, self.device, self.threads = checkpoint, device, threads
+        self.lease_seconds, self.max_attempts, self.poll_seconds = lease_seconds, max_attempts, poll_seconds
+        self.slots = [self._new_slot() for _ in range(workers)]
+        self._stopping = threading.Event()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="avgen-pool", daemon=True)
+        self._dispatcher.start()
+
+    def _new_slot(self) -> _Slot:
+        actor = new_actor(self.checkpoint, self.device, self.threads)
+        return _Slot(actor, actor.ready.remote())
+
+    def ready(self) -> bool:
+        return any(s.loaded and not s.dead for s in self.slots)
+
+    def stop(self, grace_seconds: float = 30.0) -> None:
+        """Lease no more jobs; let running ones finish for up to grace_seconds; give the rest back to the queue
+        (their attempt counts stay) and end the actors."""
+        self._stopping.set()
+        deadline = time.monotonic() + grace_seconds
+        for slot in self.slots:
+            if slot.thread is not None:
+                slot.thread.join(max(0.0, deadline - time.monotonic()))
+        self._dispatcher.join()
+        for slot in self.slots:
+            job = slot.job
+            if job is not None:
+                self.store.requeue(job.id, job.lease_token, "shutdown", self.max_attempts)
+            ray.kill(slot.actor)
+
+    # -- dispatcher thread ------------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 (the loop must outlive one bad tick; the store keeps the truth)
+                log.exception("pool dispatcher tick failed")
+            self._stopping.wait(self.poll_seconds)
+
+    def _tick(self) -> None:
+        self.store.requeue_expired(max_attempts=self.max_attempts)
+        for i, slot in enumerate(self.slots):
+            if slot.dead and slot.job is None:
+                ray.kill(slot.actor)
+                self.slots[i] = slot = self._new_slot()
+            if not slot.loaded:
+                done, _ = ray.wait([slot.ready_ref], timeout=0)
+                if not done:
+                    continue
+                try:
+                    slot.loaded = ray.get(done[0])
+                except ray.exceptions.RayError:
+                    log.exception("a worker actor failed to load; starting another")
+                    slot.dead = True
+                    continue
+            job = slot.job
+            if job is None:
+                if not self._stopping.is_set() and (job := self.store.lease(slot.worker_id, self.lease_seconds)):
+                    slot.job, slot.cancel_sent, slot.last_heartbeat = job, False, time.monotonic()
+                    slot.thread = threading.Thread(target=self._consume, args=(slot, job), daemon=True)
+                    slot.thread.start()
+                continue
+            if time.monotonic() - slot.last_heartbeat > self.lease_seconds / 4:
+                slot.last_heartbeat = time.monotonic()
+                self.store.heartbeat(job.id, job.lease_token, self.lease_seconds)
+            if not slot.cancel_sent and (now := self.store.job(job.id)) is not None and now.cancel_requested:
+                slot.cancel_sent = True
+                slot.actor.cancel.remote(job.id)
+
+    # -- one job, on its consumer thread ----------------------------------------------------------------------
+
+    def _consume(self, slot: _Slot, job: Job) -> None:
+        token = job.lease_token
+        try:
+            try:
+                spec = self._spec(job)
+            except _BadInput as e:
+                self.store.finish(job.id, token, "failed", error={"type": INVALID_REQUEST, "detail": str(e)})
+                return
+            for ref in start_run(slot.actor, job.id, spec):
+                event = ray.get(ref)
+                if isinstance(event, Progress):
+                    if not self.store.set_progress(job.id, token, min(1.0, max(0.0, event.fraction)), event.message):
+                        slot.actor.cancel.remote(job.id)  # the lease is gone: this run can no longer count
+                elif isinstance(event, Succeeded):
+                    self._succeed(job, event)
+                    return
+                elif isinstance(event, Failed):
+                    self.store.finish(job.id, token, "failed", error={"type": event.error_type, "detail": event.detail})
+                    return
+                elif isinstance(event, Canceled):
+                    self.store.finish(job.id, token, "canceled")
+                    return
+            self.store.finish(job.id, token, "failed", error={"type": INTERNAL, "detail": "the run ended without a result"})
+        except ray.exceptions.RayError as e:  # the actor or its node died (or the object holding an event was lost)
+            log.warning("job %s lost its worker (%s); giving it back to the queue", job.id, type(e).__name__)
+            slot.dead = True
+            self.store.requeue(job.id, token, "worker-died", self.max_attempts)
+        except Exception as e:  # noqa: BLE001 (the job fails, the pool lives on)
+            log.exception("job %s failed in the pool", job.id)
+            detail = f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
+            self.store.finish(job.id, token, "failed", error={"type": INTERNAL, "detail": detail})
+        finally:
+            slot.job = None
+
+    def _succeed(self, job: Job, event: Succeeded) -> None:
+        path = self.artifacts.save_result(job.id, event.result, event.media_type) if event.result else None
+        result = {
+            "media_type": event.media_type or None,
+            "path": None if path is None else str(path),
+            "metadata": event.metadata,
+            "scores": event.scores,
+        }
+        self.store.finish(job.id, job.lease_token, "succeeded", result=result)
+
+    def _spec(self, job: Job) -> GenerateSpec | EvaluateSpec:
+        spec = job.spec
+        if job.kind == "generate":
+            return GenerateSpec(
+                text=spec.get("text", ""), seconds=spec.get("seconds"), seed=spec.get("seed", 0),
+                steps=spec.get("steps"), cfg=spec.get("cfg"), sampler=spec.get("sampler"), shift=spec.get("shift"),
+                score=spec.get("score", True),
+                reference_image=self._upload(job.owner, spec.get("reference_image"), "reference_image"),
+                audio=self._upload(job.owner, spec.get("audio"), "audio"),
+            )  # fmt: skip
+        if job.kind == "evaluate":
+            backend = spec.get("backend", "learned")
+            if spec.get("job") is not None:
+                parent = self.store.get(job.owner, spec["job"])
+                if parent is None or parent.status != "succeeded" or not (parent.result or {}).get("path"):
+                    raise _BadInput(f"job {spec['job']} has no finished result to evaluate")
+                path = Path(parent.result["path"])
+                return EvaluateSpec(clip=path.read_bytes(), backend=backend, name=path.name)
+            info = self.artifacts.upload_info(job.owner, spec.get("upload"))
+            clip = self._upload(job.owner, spec.get("upload"), "upload")
+            name = f"{spec['upload']}{SUFFIX_BY_KIND.get(info['kind'], '.mp4')}"
+            return EvaluateSpec(clip=clip, backend=backend, name=name)
+        raise _BadInput(f"unknown job kind {job.kind!r}: generate or evaluate")
+
+    def _upload(self, owner: str, upload_id: str | None, name: str) -> bytes | None:
+        if upload_id is None:
+            if name == "upload":
+                raise _BadInput("an evaluate job needs an upload or a job")
+            return None
+        data = self.artifacts.upload_bytes(owner, upload_id)
+        if data is None:
+            raise _BadInput(f"{name}: upload {upload_id} not found (uploads are per owner and may have expired)")
+        return data
+
+
+def start_pool(config: Any, store: JobStore, artifacts: Artifacts) -> Pool:
+    """Join Ray (RAY_ADDRESS: a cluster's address; else a local one) and start the pool `config` describes:
+    checkpoint, device (default: cuda when the cluster has GPUs), threads per CPU actor, workers (a number,
+    or "auto": one per GPU, else one per `threads` CPUs), lease_seconds, max_attempts."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
+    cluster = ray.cluster_resources()
+    gpus, cpus = int(cluster.get("GPU", 0)), int(cluster.get("CPU", 1))
+    device = getattr(config, "device", None) or ("cuda" if gpus else "cpu")
+    threads = max(1, int(getattr(config, "threads", 1) or 1))
+    workers = getattr(config, "workers", "auto")
+    if workers == "auto":
+        workers = gpus if device.startswith("cuda") and gpus else max(1, cpus // threads)
+    return Pool(
+        store, artifacts, getattr(config, "checkpoint", None), int(workers), device=device, threads=threads,
+        lease_seconds=float(getattr(config, "lease_seconds", 60.0)),
+        max_attempts=int(getattr(config, "max_attempts", 3)),
+    )  # fmt: skip
