@@ -106,4 +106,5 @@ def test_a_job_whose_actor_is_killed_is_run_again_by_a_new_actor(pool):
     requeued = [e.data for e in pool.store.events_after(job.id) if e.type == "queued" and e.data.get("reason")]
     assert requeued == [{"status": "queued", "reason": "worker-died", "attempts": 1}]
     assert len(read_mp4(done.result["path"]).frames) == 75
-    wait_for(lambda: all(s.loaded for s in pool.slots), "the replacement actor to load")
+    replaced = lambda: slot not in pool.slots and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
+    wait_for(replaced, "a new actor to take the killed one's place")
