@@ -12,7 +12,7 @@ from api.artifacts import Artifacts  # noqa: E402
 from api.store import JobStore  # noqa: E402
 from avgen.media import read_mp4  # noqa: E402
 from workers.jobs import Status  # noqa: E402
-from workers.pool import Pool  # noqa: E402
+from workers.pool import Pool, worker_count  # noqa: E402
 
 FINAL = {"succeeded", "failed", "canceled"}
 
@@ -108,3 +108,26 @@ def test_a_job_whose_actor_is_killed_is_run_again_by_a_new_actor(pool):
     assert len(read_mp4(done.result["path"]).frames) == 75
     replaced = lambda: slot not in pool.slots and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
     wait_for(replaced, "a new actor to take the killed one's place")
+
+
+def test_an_evaluate_job_scores_an_upload_or_a_finished_jobs_result(pool):
+    generated, _ = pool.store.create("dave", "generate", {"text": "score me", "seconds": 0.8, "score": False})
+    generated = finished(pool, generated.id)
+    upload = pool.artifacts.save_upload("dave", pool.artifacts.result_path(generated.id).read_bytes(), "video")
+    by_upload, _ = pool.store.create("dave", "evaluate", {"upload": upload, "backend": "learned"})
+    by_job, _ = pool.store.create("dave", "evaluate", {"job": generated.id, "backend": "learned"})
+    not_mine, _ = pool.store.create("erin", "evaluate", {"job": generated.id, "backend": "learned"})
+    for job in (by_upload, by_job):
+        done = finished(pool, job.id)
+        assert done.status == Status.SUCCEEDED, done.error
+        assert done.result["scores"]["frames"] == 20 and done.result["media_type"] == "image/png"
+        assert pool.artifacts.result_path(job.id, "image/png").read_bytes().startswith(b"\x89PNG")
+    refused = finished(pool, not_mine.id)
+    assert refused.status == Status.FAILED and refused.error["type"] == "invalid-request"
+
+
+def test_auto_workers_is_one_per_gpu_else_one_per_threads_cpus():
+    assert worker_count("auto", "cuda", 4, {"CPU": 32, "GPU": 3}) == 3
+    assert worker_count("auto", "cpu", 4, {"CPU": 10}) == 2
+    assert worker_count("auto", "cpu", 4, {"CPU": 2}) == 1
+    assert worker_count(5, "cpu", 1, {"CPU": 2}) == 5

@@ -233,14 +233,21 @@ def start_pool(config: Any, store: JobStore, artifacts: Artifacts) -> Pool:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
     cluster = ray.cluster_resources()
-    gpus, cpus = int(cluster.get("GPU", 0)), int(cluster.get("CPU", 1))
-    device = getattr(config, "device", None) or ("cuda" if gpus else "cpu")
+    device = getattr(config, "device", None) or ("cuda" if cluster.get("GPU", 0) else "cpu")
     threads = max(1, int(getattr(config, "threads", 1) or 1))
-    workers = getattr(config, "workers", "auto")
-    if workers == "auto":
-        workers = gpus if device.startswith("cuda") and gpus else max(1, cpus // threads)
+    workers = worker_count(getattr(config, "workers", "auto"), device, threads, cluster)
     return Pool(
-        store, artifacts, getattr(config, "checkpoint", None), int(workers), device=device, threads=threads,
+        store, artifacts, getattr(config, "checkpoint", None), workers, device=device, threads=threads,
         lease_seconds=float(getattr(config, "lease_seconds", 60.0)),
         max_attempts=int(getattr(config, "max_attempts", 3)),
     )  # fmt: skip
+
+
+def worker_count(workers: int | str, device: str, threads: int, cluster: dict[str, float]) -> int:
+    """How many actors: a number as given, or "auto": one per GPU of the cluster (device cuda), else one per
+    `threads` CPUs (at least one)."""
+    if workers != "auto":
+        return int(workers)
+    if str(device).startswith("cuda"):
+        return max(1, int(cluster.get("GPU", 0)))
+    return max(1, int(cluster.get("CPU", 1)) // max(1, threads))
