@@ -85,7 +85,7 @@ def test_six_jobs_on_two_actors_each_finish_exactly_once(pool):
 
 
 def test_canceling_a_running_job_stops_its_actor_and_keeps_no_result(pool):
-    job, _ = pool.store.create("bob", "generate", {"text": "long", "seconds": 3.0, "steps": 8, "score": False})
+    job, _ = pool.store.create("bob", "generate", {"text": "long", "seconds": 4.0, "steps": 12, "score": False})
     wait_for(lambda: pool.store.job(job.id).progress > 0, "the job to make progress")
     pool.store.request_cancel("bob", job.id)
     done = finished(pool, job.id)
@@ -95,7 +95,7 @@ def test_canceling_a_running_job_stops_its_actor_and_keeps_no_result(pool):
 
 
 def test_a_job_whose_actor_is_killed_is_run_again_by_a_new_actor(pool):
-    job, _ = pool.store.create("carol", "generate", {"text": "again", "seconds": 3.0, "steps": 8, "score": False})
+    job, _ = pool.store.create("carol", "generate", {"text": "again", "seconds": 4.0, "steps": 12, "score": False})
     wait_for(lambda: pool.store.job(job.id).progress > 0, "the job to make progress")
     (slot,) = [s for s in pool.slots if s.job is not None and s.job.id == job.id]
     ray.kill(slot.actor)
@@ -105,7 +105,7 @@ def test_a_job_whose_actor_is_killed_is_run_again_by_a_new_actor(pool):
     assert types.count("started") == 2 and [t for t in types if t in FINAL] == ["succeeded"]
     requeued = [e.data for e in pool.store.events_after(job.id) if e.type == "queued" and e.data.get("reason")]
     assert requeued == [{"status": "queued", "reason": "worker-died", "attempts": 1}]
-    assert len(read_mp4(done.result["path"]).frames) == 75
+    assert len(read_mp4(done.result["path"]).frames) == 100
     replaced = lambda: slot not in pool.slots and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
     wait_for(replaced, "a new actor to take the killed one's place")
 

@@ -48,9 +48,9 @@ def test_a_node_that_leaves_mid_job_sends_the_job_to_an_actor_on_another_node(cl
     try:
         wait_for(pool.ready, "the actor to load")
         assert node_of(pool.slots[0].actor) == first.node_id
-        job, _ = store.create("alice", "generate", {"text": "move", "seconds": 3.0, "steps": 8, "score": False})
+        second = cluster.add_node(num_cpus=1)  # now, so that it is up before the job ends
+        job, _ = store.create("alice", "generate", {"text": "move", "seconds": 4.0, "steps": 12, "score": False})
         wait_for(lambda: store.job(job.id).progress > 0, "the job to make progress")
-        second = cluster.add_node(num_cpus=1)
         cluster.remove_node(first)
 
         done = wait_for(lambda: (j := store.job(job.id)).status.is_terminal and j, "the job to finish")
@@ -59,7 +59,7 @@ def test_a_node_that_leaves_mid_job_sends_the_job_to_an_actor_on_another_node(cl
         assert [e.type for e in events if e.type in ("succeeded", "failed", "canceled")] == ["succeeded"]
         assert [e.data.get("reason") for e in events if e.type == "queued"] == [None, "worker-died"]
         assert node_of(pool.slots[0].actor) == second.node_id
-        assert len(read_mp4(done.result["path"]).frames) == 75
+        assert len(read_mp4(done.result["path"]).frames) == 100
     finally:
         pool.stop(grace_seconds=1)
         store.close()

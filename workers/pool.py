@@ -40,6 +40,7 @@ from workers.jobs import INTERNAL, INVALID_REQUEST, Canceled, EvaluateSpec, Fail
 
 log = logging.getLogger(__name__)
 
+RELOAD_SECONDS = 10.0  # between attempts to start an actor whose model failed to load
 SUFFIX_BY_KIND = {"video": ".mp4", "audio": ".wav", "image": ".png"}
 
 
@@ -57,6 +58,7 @@ class _Slot:
     thread: threading.Thread | None = None
     last_heartbeat: float = 0.0
     cancel_sent: bool = False
+    retry_at: float = 0.0  # monotonic time before which a dead slot is not restarted (a model that fails to load)
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
@@ -118,7 +120,7 @@ class Pool:
     def _tick(self) -> None:
         self.store.requeue_expired(max_attempts=self.max_attempts)
         for i, slot in enumerate(self.slots):
-            if slot.dead and slot.job is None:
+            if slot.dead and slot.job is None and time.monotonic() >= slot.retry_at:
                 ray.kill(slot.actor)
                 self.slots[i] = slot = self._new_slot()
             if not slot.loaded:
@@ -128,8 +130,8 @@ class Pool:
                 try:
                     slot.loaded = ray.get(done[0])
                 except ray.exceptions.RayError:
-                    log.exception("a worker actor failed to load; starting another")
-                    slot.dead = True
+                    log.exception("a worker actor failed to load; starting another in %s s", RELOAD_SECONDS)
+                    slot.dead, slot.retry_at = True, time.monotonic() + RELOAD_SECONDS
                     continue
             job = slot.job
             if job is None:
