@@ -126,6 +126,22 @@ def test_an_evaluate_job_scores_an_upload_or_a_finished_jobs_result(pool):
     assert refused.status == Status.FAILED and refused.error["type"] == "invalid-request"
 
 
+def test_stop_gives_a_running_job_back_to_the_queue_and_ends_the_actors(pool):  # the last test using the pool
+    job, _ = pool.store.create("frank", "generate", {"text": "stop", "seconds": 4.0, "steps": 12, "score": False})
+    wait_for(lambda: pool.store.job(job.id).progress > 0, "the job to make progress")
+    actors = [s.actor for s in pool.slots]
+    pool.stop(grace_seconds=0)
+    back = pool.store.job(job.id)
+    assert (back.status, back.attempts, back.lease_token) == (Status.QUEUED, 1, None)
+    assert pool.store.events_after(job.id)[-1].data == {"status": "queued", "reason": "shutdown", "attempts": 1}
+    assert not pool.ready()
+    for actor in actors:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actor.ready.remote())
+    time.sleep(0.3)
+    assert pool.store.job(job.id).status == Status.QUEUED  # nothing leases after stop
+
+
 def test_auto_workers_is_one_per_gpu_else_one_per_threads_cpus():
     assert worker_count("auto", "cuda", 4, {"CPU": 32, "GPU": 3}) == 3
     assert worker_count("auto", "cpu", 4, {"CPU": 10}) == 2

@@ -90,11 +90,11 @@ class Pool:
         return _Slot(actor, actor.ready.remote())
 
     def ready(self) -> bool:
-        return any(s.loaded and not s.dead for s in self.slots)
+        return not self._stopping.is_set() and any(s.loaded and not s.dead for s in self.slots)
 
     def stop(self, grace_seconds: float = 30.0) -> None:
         """Lease no more jobs; let running ones finish for up to grace_seconds; give the rest back to the queue
-        (their attempt counts stay) and end the actors."""
+        (queued again whatever their attempt count: a shutdown is not the job's fault) and end the actors."""
         self._stopping.set()
         deadline = time.monotonic() + grace_seconds
         for slot in self.slots:
@@ -104,8 +104,11 @@ class Pool:
         for slot in self.slots:
             job = slot.job
             if job is not None:
-                self.store.requeue(job.id, job.lease_token, "shutdown", self.max_attempts)
+                self.store.requeue(job.id, job.lease_token, "shutdown", max_attempts=job.attempts + 1)
             ray.kill(slot.actor)
+        for slot in self.slots:  # their actors are gone: they end at once, and touch the store no more
+            if slot.thread is not None:
+                slot.thread.join(10.0)
 
     # -- dispatcher thread ------------------------------------------------------------------------------------
 
