@@ -430,7 +430,9 @@ class JobStore:
                 (Status.RUNNING, now),
             ).fetchall()
             for job_id, attempts, cancel_requested in rows:
-                changed.append(self._requeue(db, job_id, attempts, cancel_requested, max_attempts, "lease-expired", now))
+                changed.append(
+                    self._requeue(db, job_id, attempts, cancel_requested, max_attempts, "lease-expired", now)
+                )
         return changed
 
     def requeue(self, job_id: str, token: str, reason: str, max_attempts: int = 3) -> Job | None:
@@ -461,7 +463,13 @@ class JobStore:
         db.execute(
             "UPDATE jobs SET status = ?, error = ?, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,"
             " finished_at = ?, updated_at = ? WHERE id = ?",
-            (status, None if error is None else _canonical(error), None if status == Status.QUEUED else now, now, job_id),
+            (
+                status,
+                None if error is None else _canonical(error),
+                None if status == Status.QUEUED else now,
+                now,
+                job_id,
+            ),
         )
         data = {"status": status, "reason": reason, "attempts": attempts}
         self._event(db, job_id, status.value, data if error is None else {**data, "error": error}, now)

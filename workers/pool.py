@@ -174,7 +174,9 @@ class Pool:
                 elif isinstance(event, Canceled):
                     self.store.finish(job.id, token, "canceled")
                     return
-            self.store.finish(job.id, token, "failed", error={"type": INTERNAL, "detail": "the run ended without a result"})
+            self.store.finish(
+                job.id, token, "failed", error={"type": INTERNAL, "detail": "the run ended without a result"}
+            )
         except ray.exceptions.RayError as e:  # the actor or its node died (or the object holding an event was lost)
             log.warning("job %s lost its worker (%s); giving it back to the queue", job.id, type(e).__name__)
             slot.dead = True
