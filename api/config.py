@@ -36,7 +36,8 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, api_keys_file: str | Path | None = None, env=None, **values) -> ServiceConfig:
-        """Keys from api_keys_file (one a line, # comments) or AVGEN_API_KEYS (comma-separated); the rest given."""
+        """Keys from api_keys_file (one a line, # comments) or AVGEN_API_KEYS (comma-separated); the caps from
+        AVGEN_MAX_QUEUED_PER_KEY, AVGEN_MAX_QUEUE, AVGEN_MAX_UPLOAD_BYTES, AVGEN_MAX_BODY_BYTES; the rest given."""
         env = os.environ if env is None else env
         if api_keys_file is not None:
             lines = Path(api_keys_file).read_text().splitlines()
@@ -46,6 +47,12 @@ class ServiceConfig:
         else:
             keys = [k.strip() for k in env.get("AVGEN_API_KEYS", "").split(",") if k.strip()]
         values = {k: v for k, v in values.items() if v is not None}
+        for name in ("max_queued_per_key", "max_queue", "max_upload_bytes", "max_body_bytes"):
+            variable = f"AVGEN_{name.upper()}"
+            if name not in values and env.get(variable):
+                if not env[variable].isdigit():
+                    raise ValueError(f"{variable} must be a whole number, not {env[variable]!r}")
+                values[name] = int(env[variable])
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])
         return cls(api_keys=tuple(keys), **values)

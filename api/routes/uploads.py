@@ -37,7 +37,10 @@ def media_kind(data: bytes) -> str:
             return "image"
     except UnidentifiedImageError:
         pass
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise ApiError(422, "Unprocessable Content", "the image has too many pixels; give one at most "
+                       f"{MAX_IMAGE_SIDE} pixels on each side") from None  # fmt: skip
+    except (OSError, SyntaxError, ValueError) as e:
         raise ApiError(422, "Unprocessable Content", f"the image cannot be decoded: {e}") from None
     import soundfile
 
