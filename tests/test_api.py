@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from api.deps import owner_of_key
+
 KEY_A, KEY_B, KEY_C = "a" * 16 + "-key-one", "b" * 16 + "-key-two", "c" * 16 + "-key-three"
 UPLOAD_CAP = 300_000
 PROBLEM = "application/problem+json"
@@ -40,7 +42,9 @@ def server(tmp_path_factory):
     env.pop("AVGEN_API_KEYS", None)
     log = open(root / "serve.log", "w")  # noqa: SIM115 - closed below
     cmd = [sys.executable, "-m", "avgen", "serve", "--port", str(port), "--data-dir", str(root / "data")]
-    proc = subprocess.Popen([*cmd, "--api-keys-file", str(keys)], env=env, stdout=log, stderr=log, start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, "--api-keys-file", str(keys)], env=env, stdout=log, stderr=log, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -95,7 +99,9 @@ def png_header_claiming(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
 def wav_bytes() -> bytes:
@@ -265,7 +271,11 @@ def test_list_pages_with_cursor_newest_first_and_filters(server):
 
 def test_real_png_wav_mp4_are_accepted_with_their_kind_judged_from_content(server, mp4_bytes):
     with client(server) as c:
-        for data, name, kind in [(png_bytes(), "a.mp4", "image"), (wav_bytes(), "b.png", "audio"), (mp4_bytes, "c.wav", "video")]:
+        for data, name, kind in [
+            (png_bytes(), "a.mp4", "image"),
+            (wav_bytes(), "b.png", "audio"),
+            (mp4_bytes, "c.wav", "video"),
+        ]:
             r = upload(c, data, name)
             assert r.status_code == 201, r.text
             assert r.json()["kind"] == kind and r.json()["bytes"] == len(data)
@@ -276,7 +286,9 @@ def test_real_png_wav_mp4_are_accepted_with_their_kind_judged_from_content(serve
         assert c.post("/v1/jobs", json={"kind": "evaluate", "upload": video, "backend": "landmarks"}).status_code == 202
         wrong = c.post("/v1/jobs", json={"kind": "generate", "text": "hi", "reference_image": audio})
         assert "is audio, not image" in assert_problem(wrong, 422)["detail"]
-        assert "not video" in assert_problem(c.post("/v1/jobs", json={"kind": "evaluate", "upload": image}), 422)["detail"]
+        assert (
+            "not video" in assert_problem(c.post("/v1/jobs", json={"kind": "evaluate", "upload": image}), 422)["detail"]
+        )
 
 
 def test_bad_uploads_are_clear_4xx_and_write_nothing_outside_the_data_dir(server, mp4_bytes):
@@ -319,3 +331,38 @@ def test_serve_refuses_a_public_host_without_keys(tmp_path):
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 1 and "without API keys" in r.stderr
+
+
+def test_sigterm_stops_serve_cleanly(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "AVGEN_API_KEYS": KEY_A}
+    cmd = [sys.executable, "-m", "avgen", "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/jobs",
+            json={"kind": "generate", "text": "kept"},
+            headers={"Authorization": f"Bearer {KEY_A}"},
+        )
+        assert r.status_code == 202, r.text
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(20)
+        log = proc.stderr.read().decode()
+        # uvicorn stops gracefully, then re-raises SIGTERM to avgen's handler, which unwinds: exit 128 + 15
+        assert code == 128 + signal.SIGTERM and "Traceback" not in log, log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+    from api.store import JobStore
+
+    with JobStore(tmp_path / "d" / "jobs.sqlite3") as store:  # the job outlived the process
+        assert store.get(owner_of_key(KEY_A), r.json()["id"]).status == "queued"
