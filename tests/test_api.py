@@ -12,6 +12,7 @@ import sys
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,19 +33,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
+@contextmanager
+def serve(root: Path, **env_extra):
+    """A real `avgen serve` on a free loopback port in its own process group, data in root/data, keys A, B, C."""
     keys = root / "keys.txt"
     keys.write_text(f"# test keys\n{KEY_A}\n{KEY_B}\n{KEY_C}\n")
     port = _free_port()
-    env = {**os.environ, "AVGEN_MAX_UPLOAD_BYTES": str(UPLOAD_CAP), "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), **env_extra}
     env.pop("AVGEN_API_KEYS", None)
     log = open(root / "serve.log", "w")  # noqa: SIM115 - closed below
     cmd = [sys.executable, "-m", "avgen", "serve", "--port", str(port), "--data-dir", str(root / "data")]
-    proc = subprocess.Popen(
-        [*cmd, "--api-keys-file", str(keys)], env=env, stdout=log, stderr=log, start_new_session=True
-    )
+    cmd += ["--api-keys-file", str(keys)]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -67,6 +67,12 @@ def server(tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with serve(tmp_path_factory.mktemp("serve"), AVGEN_MAX_UPLOAD_BYTES=str(UPLOAD_CAP)) as running:
+        yield running
 
 
 def client(server, key=KEY_A) -> httpx.Client:
@@ -366,3 +372,44 @@ def test_sigterm_stops_serve_cleanly(tmp_path):
 
     with JobStore(tmp_path / "d" / "jobs.sqlite3") as store:  # the job outlived the process
         assert store.get(owner_of_key(KEY_A), r.json()["id"]).status == "queued"
+
+
+def test_a_finished_job_result_is_served_with_range_and_etag_and_the_quota_is_429(tmp_path, mp4_bytes):
+    """The worker side done by hand on the same SQLite file, as the pool does: lease, write the file, finish."""
+    from api.artifacts import Artifacts
+    from api.store import JobStore
+
+    with serve(tmp_path, AVGEN_MAX_QUEUED_PER_KEY="2") as server, client(server) as c:
+        job = c.post("/v1/jobs", json={"kind": "generate", "text": "first"}).json()
+        c.post("/v1/jobs", json={"kind": "generate", "text": "second"})
+        over = assert_problem(c.post("/v1/jobs", json={"kind": "generate", "text": "third"}), 429)
+        assert "2 jobs" in over["detail"]
+        assert int(c.post("/v1/jobs", json={"kind": "generate", "text": "third"}).headers["retry-after"]) > 0
+        assert c.post("/v1/jobs", json={"kind": "generate", "text": "b's"}, headers=auth(KEY_B)).status_code == 202
+
+        with JobStore(server["data"] / "jobs.sqlite3") as store:
+            leased = store.lease("test-worker", 60)
+            assert leased.id == job["id"]  # the oldest job of the owner served first
+            assert c.get(job["urls"]["self"]).json()["status"] == "running"
+            assert "running" in assert_problem(c.get(job["urls"]["result"]), 409)["detail"]
+            path = Artifacts(server["data"]).save_result(job["id"], mp4_bytes, "video/mp4")
+            result = {"media_type": "video/mp4", "path": str(path.relative_to(server["data"])),
+                      "metadata": {"seconds": "1"}, "scores": {"sync": 0.5}}  # fmt: skip
+            assert store.finish(job["id"], leased.lease_token, "succeeded", result=result)
+
+        done = c.get(job["urls"]["self"]).json()
+        assert done["status"] == "succeeded" and done["scores"] == {"sync": 0.5}
+        assert done["result"] == {"media_type": "video/mp4", "metadata": {"seconds": "1"}}
+        whole = c.get(job["urls"]["result"])
+        assert whole.status_code == 200 and whole.content == mp4_bytes
+        assert whole.headers["content-type"] == "video/mp4" and whole.headers["etag"]
+        part = c.get(job["urls"]["result"], headers={"Range": "bytes=10-19"})
+        assert part.status_code == 206 and part.content == mp4_bytes[10:20]
+        events = parse_sse(c.get(job["urls"]["events"]).text)
+        assert [e["event"] for e in events] == ["queued", "started", "succeeded"]
+        assert c.post(job["urls"]["cancel"]).status_code == 409
+        assert c.post("/v1/jobs", json={"kind": "generate", "text": "third"}).status_code == 202  # room again
+
+
+def auth(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
