@@ -245,6 +245,19 @@ def test_cancel_a_queued_job_twice_and_follow_its_events(server):
         assert_problem(c.get(job["urls"]["events"], headers={"Last-Event-ID": "x"}), 400)
 
 
+def test_events_stream_live_until_the_final_event(server):
+    with client(server) as c:
+        job = c.post("/v1/jobs", json={"kind": "generate", "text": "watch me"}).json()
+        seen = []
+        with c.stream("GET", job["urls"]["events"]) as stream:
+            for line in stream.iter_lines():  # ends only when the server closes the stream
+                if line.startswith("event: "):
+                    seen.append(line.removeprefix("event: "))
+                    if seen == ["queued"]:
+                        assert c.post(job["urls"]["cancel"]).status_code == 200  # while the stream is open
+        assert seen == ["queued", "canceled"]
+
+
 def parse_sse(text: str) -> list[dict]:
     events = []
     for block in text.split("\n\n"):
