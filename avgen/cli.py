@@ -264,8 +264,10 @@ def cmd_serve(args) -> int:
         print(f"avgen serve: {url} (data in {config.data_dir})", file=sys.stderr)
         print(f"  try: curl -X POST {url}/v1/jobs{auth} -H 'Content-Type: application/json' "
               """-d '{"kind": "generate", "text": "hello there"}'""", file=sys.stderr)  # fmt: skip
-        server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
-        server.run()  # uvicorn handles SIGINT/SIGTERM: stops accepting, finishes requests, runs the lifespan end
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5)
+        )
+        server.run()  # uvicorn handles SIGINT/SIGTERM: stops accepting, gives requests (and open event streams) 5 s, runs the lifespan end
     return 0
 
 

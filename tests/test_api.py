@@ -249,7 +249,8 @@ def test_events_stream_live_until_the_final_event(server):
     with client(server) as c:
         job = c.post("/v1/jobs", json={"kind": "generate", "text": "watch me"}).json()
         seen = []
-        with c.stream("GET", job["urls"]["events"]) as stream:
+        # a read timeout under the 15 s keep-alive: a stream that does not close fails the test instead of hanging
+        with c.stream("GET", job["urls"]["events"], timeout=httpx.Timeout(20, read=5)) as stream:
             for line in stream.iter_lines():  # ends only when the server closes the stream
                 if line.startswith("event: "):
                     seen.append(line.removeprefix("event: "))
