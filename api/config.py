@@ -19,6 +19,7 @@ class ServiceConfig:
     max_upload_bytes: int = 200 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024  # JSON bodies
     insecure: bool = False  # allow a non-loopback host without keys
+    workers: str = "auto"  # worker pool size: "auto", a number, or "0" for none (API only, jobs stay queued)
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -26,6 +27,8 @@ class ServiceConfig:
         for name in ("max_queued_per_key", "max_queue", "max_upload_bytes", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.workers != "auto" and not self.workers.isdigit():
+            raise ValueError(f"workers must be a number (0: no pool) or auto, not {self.workers!r}")
         if any(not k or k.strip() != k or len(k) < 16 for k in self.api_keys):
             raise ValueError("API keys must be at least 16 characters, without surrounding spaces")
         if not self.api_keys and not self.insecure and not _is_loopback(self.host):

@@ -226,12 +226,16 @@ def _add_serve(sub) -> None:
     p.add_argument(
         "--data-dir", default="./avgen-data", help="folder of the job store and files (default ./avgen-data)"
     )
-    p.add_argument("--workers", default="auto", help="worker pool size, N or auto (used when the pool is installed)")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="worker pool size: N, auto, or 0 for none (API only: jobs stay queued for a pool elsewhere)",
+    )
     p.add_argument("--api-keys-file", help="file with one API key a line")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback host without API keys")
 
 
-def _start_pool(config, store, artifacts, workers: str):
+def _start_pool(config, store, artifacts):
     """The worker pool when workers.pool provides start_pool; None (jobs stay queued) when it does not."""
     try:
         from workers.pool import start_pool
@@ -249,15 +253,18 @@ def cmd_serve(args) -> int:
     from api.config import ServiceConfig
     from api.store import JobStore
 
-    if args.workers != "auto" and not (args.workers.isdigit() and int(args.workers) > 0):
-        raise ValueError(f"--workers must be a positive number or auto, not {args.workers!r}")
     config = ServiceConfig.from_env(
-        args.api_keys_file, host=args.host, port=args.port, data_dir=args.data_dir, insecure=args.insecure
+        args.api_keys_file,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        insecure=args.insecure,
+        workers=args.workers,
     )
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with JobStore(config.data_dir / "jobs.sqlite3") as store:
         artifacts = Artifacts(config.data_dir)
-        pool = _start_pool(config, store, artifacts, args.workers)
+        pool = None if config.workers == "0" else _start_pool(config, store, artifacts)
         app = create_app(config, store, artifacts, pool)
         url = f"http://{config.host}:{config.port}"
         auth = " -H 'Authorization: Bearer $KEY'" if config.api_keys else ""

@@ -1,4 +1,5 @@
-"""The HTTP API through a real `avgen serve` process: real SQLite file, real HTTP, no worker pool (jobs stay queued)."""
+"""The HTTP API through a real `avgen serve --workers 0` process: real SQLite file, real HTTP, no worker pool
+(jobs stay queued; a test leases and finishes one by hand, as the pool would)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,18 @@ def serve(root: Path, **env_extra):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), **env_extra}
     env.pop("AVGEN_API_KEYS", None)
     log = open(root / "serve.log", "w")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-m", "avgen", "serve", "--port", str(port), "--data-dir", str(root / "data")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "avgen",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(root / "data"),
+        "--workers",
+        "0",
+    ]
     cmd += ["--api-keys-file", str(keys)]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -356,7 +368,18 @@ def test_serve_refuses_a_public_host_without_keys(tmp_path):
 def test_sigterm_stops_serve_cleanly(tmp_path):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "AVGEN_API_KEYS": KEY_A}
-    cmd = [sys.executable, "-m", "avgen", "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "avgen",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--workers",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
