@@ -213,6 +213,71 @@ def cmd_corpus(args) -> int:
     return 0
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP API (jobs, uploads, events) over a job store in --data-dir",
+        description="Run the HTTP API. Jobs and uploads live under --data-dir (jobs.sqlite3, uploads/, results/). "
+        "API keys: --api-keys-file (one a line) or AVGEN_API_KEYS (comma-separated); without keys one anonymous "
+        "caller, allowed only on a loopback host unless --insecure.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--data-dir", default="./avgen-data", help="folder of the job store and files (default ./avgen-data)"
+    )
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="worker pool size: N, auto, or 0 for none (API only: jobs stay queued for a pool elsewhere)",
+    )
+    p.add_argument("--api-keys-file", help="file with one API key a line")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback host without API keys")
+
+
+def _start_pool(config, store, artifacts):
+    """The worker pool when workers.pool provides start_pool; None (jobs stay queued) when it does not."""
+    try:
+        from workers.pool import start_pool
+    except ImportError:
+        print("avgen serve: no worker pool (workers.pool.start_pool missing): jobs stay queued", file=sys.stderr)
+        return None
+    return start_pool(config, store, artifacts)
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.artifacts import Artifacts
+    from api.config import ServiceConfig
+    from api.store import JobStore
+
+    config = ServiceConfig.from_env(
+        args.api_keys_file,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        insecure=args.insecure,
+        workers=args.workers,
+    )
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with JobStore(config.data_dir / "jobs.sqlite3") as store:
+        artifacts = Artifacts(config.data_dir)
+        pool = None if config.workers == "0" else _start_pool(config, store, artifacts)
+        app = create_app(config, store, artifacts, pool)
+        url = f"http://{config.host}:{config.port}"
+        auth = " -H 'Authorization: Bearer $KEY'" if config.api_keys else ""
+        print(f"avgen serve: {url} (data in {config.data_dir})", file=sys.stderr)
+        print(f"  try: curl -X POST {url}/v1/jobs{auth} -H 'Content-Type: application/json' "
+              """-d '{"kind": "generate", "text": "hello there"}'""", file=sys.stderr)  # fmt: skip
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5)
+        )
+        server.run()  # uvicorn handles SIGINT/SIGTERM: stops accepting, gives requests (and open event streams) 5 s, runs the lifespan end
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="avgen", description="Joint audio-video generation: talking heads from text.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -220,10 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_train(sub)
     _add_corpus(sub)
+    _add_serve(sub)
     return parser
 
 
-COMMANDS = {"generate": cmd_generate, "eval": cmd_eval, "train": cmd_train, "corpus": cmd_corpus}
+COMMANDS = {"generate": cmd_generate, "eval": cmd_eval, "train": cmd_train, "corpus": cmd_corpus, "serve": cmd_serve}
 
 
 def _exit_on_sigterm(signum, frame):

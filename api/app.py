@@ -1,0 +1,44 @@
+"""create_app: the FastAPI application over a given config, job store, artifacts and (optional) worker pool."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.artifacts import Artifacts
+from api.config import ServiceConfig
+from api.routes import health, jobs, uploads
+from api.store import JobStore
+
+
+class BodyLimit:
+    """Refuse (413) a request whose declared body is larger than the cap, before reading it; uploads have theirs."""
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not scope["path"].startswith("/v1/uploads"):
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > self.max_body_bytes:
+                response = problems.problem(413, f"the request body is larger than {self.max_body_bytes} bytes")
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def create_app(config: ServiceConfig, store: JobStore, artifacts: Artifacts, pool=None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if pool is not None:
+            pool.stop()
+
+    app = FastAPI(title="avgen", version="1", lifespan=lifespan)
+    app.state.config, app.state.store, app.state.artifacts, app.state.pool = config, store, artifacts, pool
+    problems.install(app)
+    for module in (health, jobs, uploads):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_body_bytes=config.max_body_bytes)
+    return app

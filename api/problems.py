@@ -1,0 +1,54 @@
+"""Errors as problem+json (RFC 9457): every error answer of the API has this shape."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+MEDIA_TYPE = "application/problem+json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra):
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.headers, self.extra = status, title, detail, headers, extra
+
+
+def problem(status: int, detail: str, title: str | None = None, headers=None, instance: str | None = None, **extra):
+    body = {"type": "about:blank", "title": title or HTTPStatus(status).phrase, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    return JSONResponse({**body, **extra}, status_code=status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def _location(loc) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError):
+        return problem(e.status, e.detail, e.title, e.headers, request.url.path, **e.extra)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException):
+        detail = e.detail if isinstance(e.detail, str) else HTTPStatus(e.status_code).description
+        if e.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.url.path}"
+        if e.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        return problem(e.status_code, detail, headers=getattr(e, "headers", None), instance=request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):
+        errors = [{"loc": _location(err["loc"]), "msg": err["msg"]} for err in e.errors()]
+        detail = "; ".join(f"{err['loc']}: {err['msg']}" for err in errors)
+        return problem(422, detail, "Unprocessable Content", instance=request.url.path, errors=errors)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, e: Exception):
+        return problem(500, "an internal error; it has been logged", instance=request.url.path)

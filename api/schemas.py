@@ -1,0 +1,42 @@
+"""Request bodies of the HTTP API: flat JSON, unknown fields refused, ranges checked here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from avgen.pipeline import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS
+
+UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an id from POST /v1/uploads")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateBody(_Body):
+    kind: Literal["generate"]
+    text: str = Field("", max_length=MAX_TEXT_CHARS)
+    seconds: float | None = Field(None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, lt=2**63)
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    cfg: float | None = Field(None, ge=0, le=30, allow_inf_nan=False)
+    sampler: Literal["euler", "heun"] | None = None
+    shift: float | None = Field(None, gt=0, le=100, allow_inf_nan=False)
+    score: bool = True
+    reference_image: UploadId | None = None  # an image upload
+    audio: UploadId | None = None  # an audio or video upload: audio-driven, kept in the output
+
+
+class EvaluateBody(_Body):
+    kind: Literal["evaluate"]
+    upload: UploadId  # a video upload
+    backend: Literal["landmarks", "learned"] = "learned"
+    plot: bool = True
+
+
+JobBody = Annotated[GenerateBody | EvaluateBody, Field(discriminator="kind")]
+
+# which upload kinds each upload field accepts
+UPLOAD_FIELDS = {"reference_image": ("image",), "audio": ("audio", "video"), "upload": ("video",)}
