@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(root: Path, **env_extra):
+def serve(root: Path, workers: str = "0", **env_extra):
     """A real `avgen serve` on a free loopback port in its own process group, data in root/data, keys A, B, C."""
     keys = root / "keys.txt"
     keys.write_text(f"# test keys\n{KEY_A}\n{KEY_B}\n{KEY_C}\n")
@@ -53,7 +53,7 @@ def serve(root: Path, **env_extra):
         "--data-dir",
         str(root / "data"),
         "--workers",
-        "0",
+        workers,
     ]
     cmd += ["--api-keys-file", str(keys)]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)

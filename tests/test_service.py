@@ -1,0 +1,83 @@
+"""The whole service: a real `avgen serve` process with its Ray worker pool, real HTTP, a real SQLite
+file, the small model, a job from submission to the decoded MP4."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import httpx
+import pytest
+from test_api import client, serve
+
+from avgen.media import read_mp4
+
+
+def sse_events(c: httpx.Client, url: str, timeout: float = 240) -> list[dict]:
+    """Every event of a job's stream until the server closes it after the final event."""
+    events, current = [], {}
+    with c.stream("GET", url, timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith(("id:", "event:", "data:")):
+                key, _, value = line.partition(":")
+                current[key] = value.strip()
+            elif not line and current:
+                events.append({"id": int(current["id"]), "type": current["event"], "data": json.loads(current["data"])})
+                current = {}
+    return events
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, small_checkpoint):
+    root = tmp_path_factory.mktemp("service")
+    weights = root / "weights"
+    weights.mkdir()
+    shutil.copy(small_checkpoint, weights / "tiny.safetensors")
+    with serve(root, workers="1", AVGEN_WEIGHTS_DIR=str(weights)) as running:
+        deadline = time.monotonic() + 240
+        while httpx.get(f"{running['url']}/readyz", timeout=5).status_code != 200:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the worker pool never became ready: {(root / 'serve.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield running
+
+
+def test_a_generate_job_runs_on_the_ray_pool_and_its_mp4_downloads(service, tmp_path):
+    with client(service) as c:
+        r = c.post(
+            "/v1/jobs", json={"kind": "generate", "text": "Hello there", "seconds": 1.2, "seed": 3, "score": False}
+        )
+        assert r.status_code == 202, r.text
+        job = r.json()
+        events = sse_events(c, job["urls"]["events"])
+        types = [e["type"] for e in events]
+        assert types[0] == "queued" and "started" in types and types[-1] == "succeeded", types
+        assert [e["id"] for e in events] == sorted({e["id"] for e in events})  # unique, increasing
+        fractions = [e["data"]["fraction"] for e in events if e["type"] == "progress"]
+        assert fractions and fractions == sorted(fractions)
+        done = c.get(job["urls"]["self"]).json()
+        assert done["status"] == "succeeded" and done["attempts"] == 1
+        result = c.get(job["urls"]["result"])
+        assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+        (tmp_path / "result.mp4").write_bytes(result.content)
+        clip = read_mp4(tmp_path / "result.mp4")
+        assert len(clip.frames) == 30 and len(clip.audio) == 30 * 640
+        assert clip.metadata["avgen_seed"] == "3"
+
+
+def test_a_running_job_is_canceled_and_leaves_no_result(service):
+    with client(service) as c:
+        job = c.post(
+            "/v1/jobs", json={"kind": "generate", "text": "A longer one", "seconds": 20, "score": False}
+        ).json()
+        deadline = time.monotonic() + 120
+        while c.get(job["urls"]["self"]).json()["status"] != "running":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.2)
+        assert c.post(job["urls"]["cancel"]).status_code in (200, 202)
+        events = sse_events(c, job["urls"]["events"])
+        assert events[-1]["type"] == "canceled", [e["type"] for e in events]
+        assert c.get(job["urls"]["self"]).json()["status"] == "canceled"
+        assert c.get(job["urls"]["result"]).status_code == 409
