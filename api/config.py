@@ -20,10 +20,13 @@ class ServiceConfig:
     max_body_bytes: int = 1024 * 1024  # JSON bodies
     insecure: bool = False  # allow a non-loopback host without keys
     workers: str = "auto"  # worker pool size: "auto", a number, or "0" for none (API only, jobs stay queued)
+    lease_seconds: float = 60.0  # a job whose worker sends no heartbeat for this long goes back to the queue
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be between 1 and 65535, not {self.port}")
+        if not self.lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be positive, not {self.lease_seconds}")
         for name in ("max_queued_per_key", "max_queue", "max_upload_bytes", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
@@ -40,7 +43,8 @@ class ServiceConfig:
     @classmethod
     def from_env(cls, api_keys_file: str | Path | None = None, env=None, **values) -> ServiceConfig:
         """Keys from api_keys_file (one a line, # comments) or AVGEN_API_KEYS (comma-separated); the caps from
-        AVGEN_MAX_QUEUED_PER_KEY, AVGEN_MAX_QUEUE, AVGEN_MAX_UPLOAD_BYTES, AVGEN_MAX_BODY_BYTES; the rest given."""
+        AVGEN_MAX_QUEUED_PER_KEY, AVGEN_MAX_QUEUE, AVGEN_MAX_UPLOAD_BYTES, AVGEN_MAX_BODY_BYTES; the lease from
+        AVGEN_LEASE_SECONDS; the rest given."""
         env = os.environ if env is None else env
         if api_keys_file is not None:
             lines = Path(api_keys_file).read_text().splitlines()
@@ -56,6 +60,13 @@ class ServiceConfig:
                 if not env[variable].isdigit():
                     raise ValueError(f"{variable} must be a whole number, not {env[variable]!r}")
                 values[name] = int(env[variable])
+        if "lease_seconds" not in values and env.get("AVGEN_LEASE_SECONDS"):
+            try:
+                values["lease_seconds"] = float(env["AVGEN_LEASE_SECONDS"])
+            except ValueError:
+                raise ValueError(
+                    f"AVGEN_LEASE_SECONDS must be a number of seconds, not {env['AVGEN_LEASE_SECONDS']!r}"
+                ) from None
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])
         return cls(api_keys=tuple(keys), **values)

@@ -4,7 +4,9 @@ file, the small model, a job from submission to the decoded MP4."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 
 import httpx
@@ -81,3 +83,31 @@ def test_a_running_job_is_canceled_and_leaves_no_result(service):
         assert events[-1]["type"] == "canceled", [e["type"] for e in events]
         assert c.get(job["urls"]["self"]).json()["status"] == "canceled"
         assert c.get(job["urls"]["result"]).status_code == 409
+
+
+def test_a_killed_server_restarted_on_its_data_finishes_every_job_exactly_once(tmp_path, small_checkpoint):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(small_checkpoint, weights / "tiny.safetensors")
+    env = {"AVGEN_WEIGHTS_DIR": str(weights), "AVGEN_LEASE_SECONDS": "4"}
+    body = {"kind": "generate", "text": "Again and again", "seconds": 4, "score": False}
+    with serve(tmp_path, workers="1", **env) as first, client(first) as c:
+        ids = [c.post("/v1/jobs", json={**body, "seed": i}).json()["id"] for i in range(3)]
+        deadline = time.monotonic() + 240
+        while not any(c.get(f"/v1/jobs/{i}").json()["status"] == "running" for i in ids):
+            assert time.monotonic() < deadline, "no job ever started"
+            time.sleep(0.2)
+        os.killpg(first["proc"].pid, signal.SIGKILL)  # the whole server, mid-job, no chance to clean up
+        first["proc"].wait()
+    with serve(tmp_path, workers="1", **env) as second, client(second) as c:
+        deadline = time.monotonic() + 300
+        while not all(c.get(f"/v1/jobs/{i}").json()["status"] == "succeeded" for i in ids):
+            assert time.monotonic() < deadline, [c.get(f"/v1/jobs/{i}").json()["status"] for i in ids]
+            time.sleep(0.5)
+        for i in ids:
+            finals = [
+                e for e in sse_events(c, f"/v1/jobs/{i}/events") if e["type"] in ("succeeded", "failed", "canceled")
+            ]
+            assert [e["type"] for e in finals] == ["succeeded"], i
+            assert c.get(f"/v1/jobs/{i}/result").status_code == 200
+        assert max(c.get(f"/v1/jobs/{i}").json()["attempts"] for i in ids) == 2  # the one killed mid-job ran again
