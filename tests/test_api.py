@@ -366,48 +366,17 @@ def test_serve_refuses_a_public_host_without_keys(tmp_path):
 
 
 def test_sigterm_stops_serve_cleanly(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "AVGEN_API_KEYS": KEY_A}
-    cmd = [
-        sys.executable,
-        "-m",
-        "avgen",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path / "d"),
-        "--workers",
-        "0",
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/v1/jobs",
-            json={"kind": "generate", "text": "kept"},
-            headers={"Authorization": f"Bearer {KEY_A}"},
-        )
+    with serve(tmp_path) as server, client(server) as c:
+        r = c.post("/v1/jobs", json={"kind": "generate", "text": "kept"})
         assert r.status_code == 202, r.text
-        os.killpg(proc.pid, signal.SIGTERM)
-        code = proc.wait(20)
-        log = proc.stderr.read().decode()
-        # uvicorn stops gracefully, then re-raises SIGTERM to avgen's handler, which unwinds: exit 128 + 15
-        assert code == 128 + signal.SIGTERM and "Traceback" not in log, log
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stderr.close()
+        os.killpg(server["proc"].pid, signal.SIGTERM)
+        code = server["proc"].wait(20)
+    log = (tmp_path / "serve.log").read_text()
+    # uvicorn stops gracefully, then re-raises SIGTERM to avgen's handler, which unwinds: exit 128 + 15
+    assert code == 128 + signal.SIGTERM and "Traceback" not in log, log
     from api.store import JobStore
 
-    with JobStore(tmp_path / "d" / "jobs.sqlite3") as store:  # the job outlived the process
+    with JobStore(tmp_path / "data" / "jobs.sqlite3") as store:  # the job outlived the process
         assert store.get(owner_of_key(KEY_A), r.json()["id"]).status == "queued"
 
 

@@ -2,28 +2,18 @@
 leaves mid-job sends its job back to the queue, and an actor on another node finishes it exactly once.
 Media and results travel through Ray, not through a disk the nodes share."""
 
-import time
-
 import pytest
 
 ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
+from test_pool import wait_for  # noqa: E402
 
 from api.artifacts import Artifacts  # noqa: E402
 from api.store import JobStore  # noqa: E402
 from avgen.media import read_mp4  # noqa: E402
 from workers.jobs import Status  # noqa: E402
 from workers.pool import Pool  # noqa: E402
-
-
-def wait_for(condition, what, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def node_of(actor) -> str:
@@ -46,14 +36,14 @@ def test_a_node_that_leaves_mid_job_sends_the_job_to_an_actor_on_another_node(cl
     store = JobStore(tmp_path / "jobs.db")
     pool = Pool(store, Artifacts(tmp_path / "artifacts"), small_checkpoint, workers=1, poll_seconds=0.05)
     try:
-        wait_for(pool.ready, "the actor to load")
+        wait_for(pool.ready, "the actor to load", timeout=120)
         assert node_of(pool.slots[0].actor) == first.node_id
         second = cluster.add_node(num_cpus=1)  # now, so that it is up before the job ends
         job, _ = store.create("alice", "generate", {"text": "move", "seconds": 4.0, "steps": 12, "score": False})
-        wait_for(lambda: store.job(job.id).progress > 0, "the job to make progress")
+        wait_for(lambda: store.job(job.id).progress > 0, "the job to make progress", timeout=120)
         cluster.remove_node(first)
 
-        done = wait_for(lambda: (j := store.job(job.id)).status.is_terminal and j, "the job to finish")
+        done = wait_for(lambda: (j := store.job(job.id)).status.is_terminal and j, "the job to finish", timeout=120)
         assert (done.status, done.attempts) == (Status.SUCCEEDED, 2)
         events = store.events_after(job.id)
         assert [e.type for e in events if e.type in ("succeeded", "failed", "canceled")] == ["succeeded"]
