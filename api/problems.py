@@ -18,6 +18,26 @@ class ApiError(Exception):
         self.status, self.title, self.detail, self.headers, self.extra = status, title, detail, headers, extra
 
 
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what went wrong, in words a person can act on"},
+        "instance": {"type": "string"},
+    },
+}
+
+
+def responses(*statuses: int) -> dict:
+    """OpenAPI `responses` for the error answers a route may give, each as problem+json."""
+    return {
+        s: {"description": HTTPStatus(s).phrase, "content": {MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}}} for s in statuses
+    }
+
+
 def problem(status: int, detail: str, title: str | None = None, headers=None, instance: str | None = None, **extra):
     body = {"type": "about:blank", "title": title or HTTPStatus(status).phrase, "status": status, "detail": detail}
     if instance:

@@ -9,9 +9,25 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from api.deps import Caller, Config, Files
-from api.problems import ApiError
+from api.problems import ApiError, responses
 
-router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=responses(401, 422))
+
+# the body is read by hand (streamed, capped), so FastAPI cannot see it: described here for the OpenAPI schema
+MULTIPART_FILE = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
 
 MAX_IMAGE_SIDE = 8192
 MIN_IMAGE_SIDE = 16
@@ -103,7 +119,7 @@ async def _read_file_field(request: Request, cap: int) -> bytes:
         await form.close()
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=MULTIPART_FILE, responses=responses(400, 413, 415))
 async def upload(request: Request, caller: Caller, files: Files, config: Config):
     data = await _read_file_field(request, config.max_upload_bytes)
     kind = media_kind(data)
@@ -111,7 +127,7 @@ async def upload(request: Request, caller: Caller, files: Files, config: Config)
     return {"id": upload_id, "kind": kind, "bytes": len(data), "url": f"/v1/uploads/{upload_id}"}
 
 
-@router.get("/{upload_id}")
+@router.get("/{upload_id}", responses=responses(404))
 def upload_info(upload_id: str, caller: Caller, files: Files):
     info = files.upload_info(caller, upload_id)
     if info is None:
