@@ -544,17 +544,23 @@ class JobStore:
 
     # -- retention and metrics --------------------------------------------------------------------------------
 
+    CHUNK = 500  # jobs per statement (SQLite limits the variables of one) and per expiring transaction
+
     def expire_finished(self, before: float, reason: str = "retention") -> list[str]:
         """Succeeded jobs that finished before `before` become expired, each with its `expired` event in the same
         transaction; returns their ids, oldest first. Only succeeded jobs expire: a terminal job's result is
-        written before it succeeds and never after, so deleting an expired job's files races no worker."""
-        return self._expire("finished_at < ?", (before,), reason)
+        written before it succeeds and never after, so deleting an expired job's files races no worker.
+        A transaction per CHUNK jobs, so that a backlog (a first sweep) never holds the write lock for long."""
+        expired = []
+        while chunk := self._expire("finished_at < ?", (before,), reason):
+            expired += chunk
+        return expired
 
     def expire_jobs(self, job_ids: list[str], reason: str) -> list[str]:
         """Those of these jobs that are succeeded become expired (as expire_finished); returns their ids."""
         expired = []
-        for i in range(0, len(job_ids), 500):  # SQLite's limit on variables per statement
-            chunk = job_ids[i : i + 500]
+        for i in range(0, len(job_ids), self.CHUNK):
+            chunk = job_ids[i : i + self.CHUNK]
             expired += self._expire(f"id IN ({', '.join('?' * len(chunk))})", chunk, reason)
         return expired
 
@@ -564,8 +570,8 @@ class JobStore:
             ids = [
                 row[0]
                 for row in db.execute(
-                    f"SELECT id FROM jobs WHERE status = ? AND {where} ORDER BY finished_at, num",
-                    (Status.SUCCEEDED, *args),
+                    f"SELECT id FROM jobs WHERE status = ? AND {where} ORDER BY finished_at, num LIMIT ?",
+                    (Status.SUCCEEDED, *args, self.CHUNK),
                 )
             ]
             for job_id in ids:
@@ -576,8 +582,8 @@ class JobStore:
     def finish_states(self, job_ids: list[str]) -> dict[str, tuple[Status, float | None]]:
         """Status and finished_at of each of these jobs that exists (for the sweeper: which stored results count)."""
         found = {}
-        for i in range(0, len(job_ids), 500):
-            chunk = job_ids[i : i + 500]
+        for i in range(0, len(job_ids), self.CHUNK):
+            chunk = job_ids[i : i + self.CHUNK]
             rows = self._db().execute(
                 f"SELECT id, status, finished_at FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
             )

@@ -91,6 +91,19 @@ def test_old_results_expire_with_their_event_and_files_and_younger_ones_stay(sto
     assert store.finish(running.id, token, "succeeded")
 
 
+def test_a_backlog_expires_in_chunks_oldest_first(store, files, clock, monkeypatch):
+    monkeypatch.setattr(JobStore, "CHUNK", 2)  # a transaction per 2 jobs (500 in service)
+    t0 = clock.now
+    jobs = [run_job(store, files, clock, t0 + i) for i in range(5)]
+    spy = []
+    expire = store._expire
+    monkeypatch.setattr(store, "_expire", lambda *a: spy.append(expire(*a)) or spy[-1])
+    assert sweep(store, files, retention_seconds=DAY, now=t0 + DAY + 100).expired == jobs
+    assert [len(chunk) for chunk in spy] == [2, 2, 1, 0]
+    assert set(store.finish_states(jobs + ["0" * 32])) == set(jobs)  # read in chunks too; an unknown id is left out
+    assert not files.results()
+
+
 def test_a_sweep_cut_short_between_store_and_disk_is_finished_by_the_next(store, files, clock):
     job = run_job(store, files, clock, clock.now)
     assert store.expire_finished(before=clock.now + 1) == [job]  # expired in the store; the process died here
