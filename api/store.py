@@ -551,29 +551,29 @@ class JobStore:
         transaction; returns their ids, oldest first. Only succeeded jobs expire: a terminal job's result is
         written before it succeeds and never after, so deleting an expired job's files races no worker.
         A transaction per CHUNK jobs, so that a backlog (a first sweep) never holds the write lock for long."""
-        expired = []
-        while chunk := self._expire("finished_at < ?", (before,), reason):
-            expired += chunk
-        return expired
+        ids = self._db().execute(
+            "SELECT id FROM jobs WHERE status = ? AND finished_at < ? ORDER BY finished_at, num",
+            (Status.SUCCEEDED, before),
+        )
+        return self.expire_jobs([row[0] for row in ids], reason)
 
     def expire_jobs(self, job_ids: list[str], reason: str) -> list[str]:
-        """Those of these jobs that are succeeded become expired (as expire_finished); returns their ids."""
+        """Those of these jobs that are still succeeded become expired (as expire_finished); returns their ids."""
         expired = []
         for i in range(0, len(job_ids), self.CHUNK):
-            chunk = job_ids[i : i + self.CHUNK]
-            expired += self._expire(f"id IN ({', '.join('?' * len(chunk))})", chunk, reason)
+            expired += self._expire(job_ids[i : i + self.CHUNK], reason)
         return expired
 
-    def _expire(self, where: str, args, reason: str) -> list[str]:
+    def _expire(self, job_ids: list[str], reason: str) -> list[str]:
+        """One transaction: those of these jobs (CHUNK at most) still succeeded become expired."""
         now = self.clock()
         with self._write() as db:
-            ids = [
-                row[0]
-                for row in db.execute(
-                    f"SELECT id FROM jobs WHERE status = ? AND {where} ORDER BY finished_at, num LIMIT ?",
-                    (Status.SUCCEEDED, *args, self.CHUNK),
-                )
-            ]
+            rows = db.execute(
+                f"SELECT id FROM jobs WHERE status = ? AND id IN ({', '.join('?' * len(job_ids))})"
+                " ORDER BY finished_at, num",
+                (Status.SUCCEEDED, *job_ids),
+            )
+            ids = [row[0] for row in rows]
             for job_id in ids:
                 db.execute("UPDATE jobs SET status = ?, updated_at = ? WHERE id = ?", (Status.EXPIRED, now, job_id))
                 self._event(db, job_id, "expired", {"status": Status.EXPIRED, "reason": reason}, now)
