@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from api import problems
 from api.artifacts import Artifacts
 from api.config import ServiceConfig
-from api.routes import health, jobs, uploads
+from api.retention import Sweeper
+from api.routes import health, jobs, metrics, uploads
 from api.store import JobStore
 
 
@@ -31,14 +32,18 @@ class BodyLimit:
 def create_app(config: ServiceConfig, store: JobStore, artifacts: Artifacts, pool=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        sweeper = Sweeper(store, artifacts, config.retention_seconds, config.max_disk_bytes)
+        sweeper.start()
         yield
+        sweeper.stop()
         if pool is not None:
-            pool.stop()
+            pool.stop(grace_seconds=config.grace_seconds)
 
     app = FastAPI(title="avgen", version="1", lifespan=lifespan)
     app.state.config, app.state.store, app.state.artifacts, app.state.pool = config, store, artifacts, pool
     problems.install(app)
-    for module in (health, jobs, uploads):
+    app.state.metrics = metrics.new_registry(app.state)
+    for module in (health, jobs, uploads, metrics):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_body_bytes=config.max_body_bytes)
     return app

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from avgen.files import atomic_path, write_text_atomic
@@ -65,3 +67,62 @@ class Artifacts:
         if not _ID.match(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
         return self.root / "results" / f"{job_id}{RESULT_SUFFIXES[media_type]}"
+
+    # -- retention (api/retention.py): what is stored, how much, and deleting it ----------------------------------
+
+    def uploads(self) -> list[StoredUpload]:
+        """Every stored upload of every owner (files being written, whose names start with a dot, are not)."""
+        found = []
+        for meta in (self.root / "uploads").glob("*/*.json"):
+            if meta.name.startswith(".") or not _ID.match(meta.stem):
+                continue
+            try:
+                created_at = float(json.loads(meta.read_text())["created_at"])
+                size = meta.stat().st_size + (meta.parent / meta.stem).stat().st_size
+            except (OSError, ValueError, KeyError, TypeError):  # half deleted, or not ours: left alone
+                continue
+            found.append(StoredUpload(meta.parent / meta.stem, created_at, size))
+        return found
+
+    def delete_upload(self, upload: StoredUpload) -> None:
+        """The metadata goes first: from then on the upload is unknown (upload_info says None), then its bytes."""
+        upload.path.with_name(f"{upload.path.name}.json").unlink(missing_ok=True)
+        upload.path.unlink(missing_ok=True)
+
+    def results(self) -> dict[str, int]:
+        """Job id → bytes of its stored result files (files being written are not listed)."""
+        sizes: dict[str, int] = {}
+        for path in (self.root / "results").iterdir():
+            job_id = path.name.split(".")[0]
+            if _ID.match(job_id) and path.suffix in RESULT_SUFFIXES.values():
+                try:
+                    sizes[job_id] = sizes.get(job_id, 0) + path.stat().st_size
+                except OSError:  # deleted meanwhile
+                    continue
+        return sizes
+
+    def delete_result(self, job_id: str) -> None:
+        for media_type in RESULT_SUFFIXES:
+            self.result_path(job_id, media_type).unlink(missing_ok=True)
+
+    def disk_bytes(self) -> dict[str, int]:
+        """Bytes of every file under uploads/ and results/ (files being written too: they take disk)."""
+        return {area: _tree_bytes(self.root / area) for area in ("uploads", "results")}
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    path: Path  # the bytes; its metadata beside it, with .json added
+    created_at: float
+    bytes: int  # of both files
+
+
+def _tree_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:  # deleted meanwhile
+                continue
+    return total

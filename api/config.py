@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+DAY = 86400.0
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY}
+_BYTES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,13 @@ class ServiceConfig:
     insecure: bool = False  # allow a non-loopback host without keys
     workers: str = "auto"  # worker pool size: "auto", a number, or "0" for none (API only, jobs stay queued)
     lease_seconds: float = 60.0  # a job whose worker sends no heartbeat for this long goes back to the queue
+    threads: int = 2  # torch threads per worker actor (and, with workers auto on CPU, CPUs per actor)
+    max_attempts: int = 3  # runs of a job whose worker dies before it fails with worker-lost
+    checkpoint: str | None = None  # model weights for the workers; None: the shipped ones
+    device: str | None = None  # cpu, cuda or cuda:N; None: cuda when the Ray cluster has GPUs, else cpu
+    retention_seconds: float = 7 * DAY  # results and uploads are deleted this long after a job finished / an upload
+    max_disk_bytes: int | None = None  # uploads + results above this: the oldest go first; None: no cap
+    grace_seconds: float = 30.0  # on SIGTERM, running jobs get this long to finish before going back to the queue
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -30,6 +45,17 @@ class ServiceConfig:
         for name in ("max_queued_per_key", "max_queue", "max_upload_bytes", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in ("threads", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.device is not None and not _DEVICE.match(self.device):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, not {self.device!r}")
+        if not self.retention_seconds > 0:
+            raise ValueError(f"retention must be positive, not {self.retention_seconds} s")
+        if self.max_disk_bytes is not None and self.max_disk_bytes < 1:
+            raise ValueError(f"max_disk must be positive, not {self.max_disk_bytes} bytes")
+        if not self.grace_seconds >= 0:
+            raise ValueError(f"grace_seconds must be 0 or more, not {self.grace_seconds}")
         if self.workers != "auto" and not self.workers.isdigit():
             raise ValueError(f"workers must be a number (0: no pool) or auto, not {self.workers!r}")
         if any(not k or k.strip() != k or len(k) < 16 for k in self.api_keys):
@@ -44,7 +70,8 @@ class ServiceConfig:
     def from_env(cls, api_keys_file: str | Path | None = None, env=None, **values) -> ServiceConfig:
         """Keys from api_keys_file (one a line, # comments) or AVGEN_API_KEYS (comma-separated); the caps from
         AVGEN_MAX_QUEUED_PER_KEY, AVGEN_MAX_QUEUE, AVGEN_MAX_UPLOAD_BYTES, AVGEN_MAX_BODY_BYTES; the lease from
-        AVGEN_LEASE_SECONDS; the rest given."""
+        AVGEN_LEASE_SECONDS; retention from AVGEN_RETENTION (parse_duration), the disk cap from AVGEN_MAX_DISK
+        (parse_size); the rest given."""
         env = os.environ if env is None else env
         if api_keys_file is not None:
             lines = Path(api_keys_file).read_text().splitlines()
@@ -67,9 +94,44 @@ class ServiceConfig:
                 raise ValueError(
                     f"AVGEN_LEASE_SECONDS must be a number of seconds, not {env['AVGEN_LEASE_SECONDS']!r}"
                 ) from None
+        for name, variable, parse in (
+            ("retention_seconds", "AVGEN_RETENTION", parse_duration),
+            ("max_disk_bytes", "AVGEN_MAX_DISK", parse_size),
+        ):
+            if name not in values and env.get(variable):
+                try:
+                    values[name] = parse(env[variable])
+                except ValueError as e:
+                    raise ValueError(f"{variable}: {e}") from None
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])
         return cls(api_keys=tuple(keys), **values)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "7d", "12h", "30m", "45s" or a plain number of seconds ("3600"); must be positive."""
+    match = _DURATION.match(str(text).strip().lower())
+    if not match or float(match[1]) <= 0:
+        raise ValueError(f"{text!r} is not a duration: give e.g. 7d, 12h, 30m or 3600 (seconds)")
+    return float(match[1]) * _SECONDS[match[2]]
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "500M", "10G", "1.5T", "64K" (powers of 1024; a trailing B or iB is allowed) or a plain number of
+    bytes; must be positive."""
+    match = _SIZE.match(str(text).strip().upper())
+    if not match or float(match[1]) * _BYTES[match[2]] < 1:
+        raise ValueError(f"{text!r} is not a size: give e.g. 500M, 10G or a number of bytes")
+    return int(float(match[1]) * _BYTES[match[2]])
+
+
+def format_duration(seconds: float) -> str:
+    """The largest whole unit: 604800 → "7 days", 5400 → "90 minutes", 1 → "1 second"."""
+    for unit, size in (("day", DAY), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
 
 
 def _is_loopback(host: str) -> bool:

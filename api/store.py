@@ -542,6 +542,70 @@ class JobStore:
         )
         return [Event(seq, jid, type_, json.loads(data), at) for seq, jid, type_, data, at in rows]
 
+    # -- retention and metrics --------------------------------------------------------------------------------
+
+    CHUNK = 500  # jobs per statement (SQLite limits the variables of one) and per expiring transaction
+
+    def expire_finished(self, before: float, reason: str = "retention") -> list[str]:
+        """Succeeded jobs that finished before `before` become expired, each with its `expired` event in the same
+        transaction; returns their ids, oldest first. Only succeeded jobs expire: a terminal job's result is
+        written before it succeeds and never after, so deleting an expired job's files races no worker.
+        A transaction per CHUNK jobs, so that a backlog (a first sweep) never holds the write lock for long."""
+        ids = self._db().execute(
+            "SELECT id FROM jobs WHERE status = ? AND finished_at < ? ORDER BY finished_at, num",
+            (Status.SUCCEEDED, before),
+        )
+        return self.expire_jobs([row[0] for row in ids], reason)
+
+    def expire_jobs(self, job_ids: list[str], reason: str) -> list[str]:
+        """Those of these jobs that are still succeeded become expired (as expire_finished); returns their ids."""
+        expired = []
+        for i in range(0, len(job_ids), self.CHUNK):
+            expired += self._expire(job_ids[i : i + self.CHUNK], reason)
+        return expired
+
+    def _expire(self, job_ids: list[str], reason: str) -> list[str]:
+        """One transaction: those of these jobs (CHUNK at most) still succeeded become expired."""
+        now = self.clock()
+        with self._write() as db:
+            rows = db.execute(  # by id alone: with `status = ?` too, SQLite scans every succeeded job (jobs_queue)
+                f"SELECT id, status FROM jobs WHERE id IN ({', '.join('?' * len(job_ids))}) ORDER BY finished_at, num",
+                job_ids,
+            )
+            ids = [job_id for job_id, status in rows if status == Status.SUCCEEDED]
+            for job_id in ids:
+                db.execute("UPDATE jobs SET status = ?, updated_at = ? WHERE id = ?", (Status.EXPIRED, now, job_id))
+                self._event(db, job_id, "expired", {"status": Status.EXPIRED, "reason": reason}, now)
+        return ids
+
+    def finish_states(self, job_ids: list[str]) -> dict[str, tuple[Status, float | None]]:
+        """Status and finished_at of each of these jobs that exists (for the sweeper: which stored results count)."""
+        found = {}
+        for i in range(0, len(job_ids), self.CHUNK):
+            chunk = job_ids[i : i + self.CHUNK]
+            rows = self._db().execute(
+                f"SELECT id, status, finished_at FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+            )
+            found.update({job_id: (Status(status), finished_at) for job_id, status, finished_at in rows})
+        return found
+
+    def kind_counts(self) -> dict[tuple[str, Status], int]:
+        """How many jobs of each (kind, status) there are, for kinds present (one query; for /metrics)."""
+        rows = self._db().execute("SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status")
+        return {(kind, Status(status)): n for kind, status, n in rows}
+
+    def duration_histogram(self, bounds: list[float]) -> dict[tuple[str, str], tuple[list[int], int, float]]:
+        """Run time (first start to finish) of the finished jobs that ran, by (kind, final status): per bound the
+        count of jobs that took at most that long, the count, the sum of seconds (one query; for /metrics).
+        An expired job counts as succeeded, how it finished, so the counts never go down."""
+        buckets = "".join(", SUM(finished_at - started_at <= ?)" for _ in bounds)
+        rows = self._db().execute(
+            "SELECT kind, CASE status WHEN ? THEN ? ELSE status END AS final, COUNT(*), SUM(finished_at - started_at)"
+            f"{buckets} FROM jobs WHERE finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY kind, final",
+            (Status.EXPIRED, Status.SUCCEEDED, *bounds),
+        )
+        return {(row[0], row[1]): (list(row[4:]), row[2], row[3]) for row in rows}
+
     # -- inside a transaction ---------------------------------------------------------------------------------
 
     @staticmethod

@@ -214,6 +214,8 @@ def cmd_corpus(args) -> int:
 
 
 def _add_serve(sub) -> None:
+    from api.config import parse_duration, parse_size
+
     p = sub.add_parser(
         "serve",
         help="run the HTTP API (jobs, uploads, events) over a job store in --data-dir",
@@ -233,6 +235,40 @@ def _add_serve(sub) -> None:
     )
     p.add_argument("--api-keys-file", help="file with one API key a line")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback host without API keys")
+    p.add_argument(
+        "--threads", type=int, help="torch threads per worker; with --workers auto on CPU, CPUs per worker (default 2)"
+    )
+    p.add_argument("--max-attempts", type=int, help="runs of a job whose worker dies before it fails (default 3)")
+    p.add_argument("--checkpoint", help="model checkpoint for the workers (.safetensors; default: the shipped weights)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when the Ray cluster has GPUs, else cpu)")
+    p.add_argument(
+        "--retention",
+        type=_typed(parse_duration),
+        help="results and uploads are deleted this long after the job finished / the upload: 7d, 12h, 30m, 3600 "
+        "(seconds) (default 7d, or AVGEN_RETENTION)",
+    )
+    p.add_argument(
+        "--max-disk",
+        type=_typed(parse_size),
+        help="cap on uploads + results: 500M, 10G...; over it the oldest go first (default: no cap, or AVGEN_MAX_DISK)",
+    )
+    p.add_argument(
+        "--grace-seconds",
+        type=float,
+        help="on SIGTERM, running jobs get this long to finish, then go back to the queue (default 30)",
+    )
+
+
+def _typed(parse):
+    """An argparse type from a parser that raises ValueError: its message becomes the one-line usage error."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
 
 
 def _start_pool(config, store, artifacts):
@@ -246,6 +282,8 @@ def _start_pool(config, store, artifacts):
 
 
 def cmd_serve(args) -> int:
+    from pathlib import Path
+
     import uvicorn
 
     from api.app import create_app
@@ -260,7 +298,16 @@ def cmd_serve(args) -> int:
         data_dir=args.data_dir,
         insecure=args.insecure,
         workers=args.workers,
+        threads=args.threads,
+        max_attempts=args.max_attempts,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        retention_seconds=args.retention,
+        max_disk_bytes=args.max_disk,
+        grace_seconds=args.grace_seconds,
     )
+    if config.checkpoint is not None and not Path(config.checkpoint).is_file():
+        raise ValueError(f"--checkpoint {config.checkpoint}: no such file")
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with JobStore(config.data_dir / "jobs.sqlite3") as store:
         artifacts = Artifacts(config.data_dir)

@@ -35,8 +35,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(root: Path, workers: str = "0", **env_extra):
-    """A real `avgen serve` on a free loopback port in its own process group, data in root/data, keys A, B, C."""
+def serve(root: Path, workers: str = "0", args: tuple[str, ...] = (), **env_extra):
+    """A real `avgen serve` on a free loopback port in its own process group, data in root/data, keys A, B, C;
+    `args`: more command-line flags."""
     keys = root / "keys.txt"
     keys.write_text(f"# test keys\n{KEY_A}\n{KEY_B}\n{KEY_C}\n")
     port = _free_port()
@@ -55,7 +56,7 @@ def serve(root: Path, workers: str = "0", **env_extra):
         "--workers",
         workers,
     ]
-    cmd += ["--api-keys-file", str(keys)]
+    cmd += ["--api-keys-file", str(keys), *args]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -353,6 +354,89 @@ def test_healthz_and_readyz(server):
     assert httpx.get(f"{server['url']}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server['url']}/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["store"] == "ok"
+
+
+def scrape(url: str) -> tuple[dict, str]:
+    """GET /metrics without a key: {(sample name, sorted label pairs): value} and the text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(f"{url}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain"), r.text
+    families = text_string_to_metric_families(r.text)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}, r.text
+
+
+def test_metrics_agree_with_the_store_and_name_no_owner_or_job(server):
+    from api.store import JobStore
+    from workers.jobs import Status
+
+    before, _ = scrape(server["url"])
+    with client(server, KEY_C) as c:
+        ids = [c.post("/v1/jobs", json={"kind": "generate", "text": f"metric {i}"}).json()["id"] for i in range(3)]
+        assert c.post(f"/v1/jobs/{ids[0]}/cancel").status_code == 200
+    after, text = scrape(server["url"])
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after[key] - before.get(key, 0)
+
+    assert delta("avgen_queue_depth") == 2
+    assert delta("avgen_jobs", kind="generate", status="queued") == 2
+    assert delta("avgen_jobs", kind="generate", status="canceled") == 1
+    with JobStore(server["data"] / "jobs.sqlite3") as store:
+        counts = store.counts()
+    assert after[("avgen_queue_depth", ())] == counts[Status.QUEUED]
+    for status in Status:
+        assert (
+            sum(v for (n, labels), v in after.items() if n == "avgen_jobs" and ("status", status) in labels)
+            == (counts[status])
+        )
+    assert [after[("avgen_workers", (("state", s),))] for s in ("loading", "idle", "busy", "dead")] == [0] * 4
+    assert after[("avgen_worker_busy_ratio", ())] == 0  # --workers 0: no pool
+    for area in ("uploads", "results"):
+        stored = sum(p.stat().st_size for p in (server["data"] / area).rglob("*") if p.is_file())
+        assert after[("avgen_disk_bytes", (("area", area),))] == stored
+    assert after[("avgen_retention_seconds", ())] == 7 * 86400 and ("avgen_disk_limit_bytes", ()) not in after
+    owners = [owner_of_key(k).removeprefix("key:") for k in (KEY_A, KEY_B, KEY_C)]
+    assert not [word for word in [*ids, *owners, KEY_C] if word in text]
+
+
+def test_an_expired_result_is_410_and_the_sweeper_deleted_its_files(tmp_path, mp4_bytes):
+    """--retention 2s: the server's own sweeper expires a job that finished (by hand, as the pool does, on the
+    same SQLite file) 58 s ago, deletes its result and, 2 s on, the upload."""
+    from api.artifacts import Artifacts
+    from api.store import JobStore
+
+    with serve(tmp_path, args=("--retention", "2s", "--max-disk", "1G")) as server, client(server) as c:
+        upload_id = upload(c, png_bytes(), "face.png").json()["id"]
+        job = c.post("/v1/jobs", json={"kind": "generate", "text": "gone soon"}).json()
+        now = [time.time() - 100]
+        with JobStore(server["data"] / "jobs.sqlite3", clock=lambda: now[0]) as store:
+            leased = store.lease("test-worker", 1000)
+            Artifacts(server["data"]).save_result(job["id"], mp4_bytes, "video/mp4")
+            now[0] += 42  # it ran for 42 s
+            assert store.finish(job["id"], leased.lease_token, "succeeded", result={"media_type": "video/mp4"})
+
+        deadline = time.monotonic() + 30
+        while c.get(job["urls"]["self"]).json()["status"] != "expired" or c.get(f"/v1/uploads/{upload_id}").is_success:
+            assert time.monotonic() < deadline, (server["root"] / "serve.log").read_text()
+            time.sleep(0.2)
+        gone = assert_problem(c.get(job["urls"]["result"]), 410)
+        assert "has expired (results are kept for 2 seconds after their job finishes" in gone["detail"]
+        assert [e["event"] for e in parse_sse(c.get(job["urls"]["events"]).text)][-2:] == ["succeeded", "expired"]
+        assert c.post(job["urls"]["cancel"]).status_code == 409
+        assert not list((server["data"] / "results").iterdir())
+        assert not [p for p in (server["data"] / "uploads").rglob("*") if p.is_file()]
+
+        metrics, _ = scrape(server["url"])
+        assert metrics[("avgen_retention_seconds", ())] == 2 and metrics[("avgen_disk_limit_bytes", ())] == 1 << 30
+        assert metrics[("avgen_jobs", (("kind", "generate"), ("status", "expired")))] == 1
+        ran = (("kind", "generate"), ("status", "succeeded"))  # how it finished, though expired now
+        assert metrics[("avgen_job_duration_seconds_count", ran)] == 1
+        assert metrics[("avgen_job_duration_seconds_sum", ran)] == pytest.approx(42)
+        assert metrics[("avgen_job_duration_seconds_bucket", (*ran[:1], ("le", "30.0"), *ran[1:]))] == 0
+        assert metrics[("avgen_job_duration_seconds_bucket", (*ran[:1], ("le", "60.0"), *ran[1:]))] == 1
+        assert metrics[("avgen_disk_bytes", (("area", "results"),))] == 0
 
 
 def test_serve_refuses_a_public_host_without_keys(tmp_path):

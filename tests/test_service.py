@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from test_api import client, serve
+from test_api import client, scrape, serve
 
 from avgen.media import read_mp4
 
@@ -78,6 +78,13 @@ def test_a_running_job_is_canceled_and_leaves_no_result(service):
         while c.get(job["urls"]["self"]).json()["status"] != "running":
             assert time.monotonic() < deadline, "the job never started"
             time.sleep(0.2)
+        workers = {}  # /metrics: the pool's one actor is busy (the slot takes the job just after the store lease)
+        while workers.get("busy") != 1:
+            assert time.monotonic() < deadline, workers
+            metrics, _ = scrape(service["url"])
+            workers = {s: metrics[("avgen_workers", (("state", s),))] for s in ("loading", "idle", "busy", "dead")}
+        assert workers == {"loading": 0, "idle": 0, "busy": 1, "dead": 0}
+        assert metrics[("avgen_worker_busy_ratio", ())] == 1.0
         assert c.post(job["urls"]["cancel"]).status_code in (200, 202)
         events = sse_events(c, job["urls"]["events"])
         assert events[-1]["type"] == "canceled", [e["type"] for e in events]

@@ -174,7 +174,14 @@ async def events(job: OwnedJob, store: Store, request: Request, last_event_id: A
 
 
 @router.get("/{job_id}/result")
-def result(job: OwnedJob, files: Files):
+def result(job: OwnedJob, files: Files, config: Config):
+    if job.status == Status.EXPIRED:
+        from api.config import format_duration
+
+        kept = f"results are kept for {format_duration(config.retention_seconds)} after their job finishes"
+        if config.max_disk_bytes is not None:
+            kept += ", the oldest less long when the server's disk cap is reached"
+        raise ApiError(410, "Gone", f"the result of job {job.id} has expired ({kept}); submit the job again")
     if job.status != Status.SUCCEEDED:
         if job.status.is_terminal:
             raise ApiError(409, "Conflict", f"job {job.id} {job.status}; it has no result", error=job.error)
