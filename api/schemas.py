@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from avgen.pipeline import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS
 
 UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an id from POST /v1/uploads")]
+JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an id from POST /v1/jobs")]
+MAX_BATCH_ITEMS = 1000
 
 
 class _Body(BaseModel):
@@ -31,12 +33,32 @@ class GenerateBody(_Body):
 
 class EvaluateBody(_Body):
     kind: Literal["evaluate"]
-    upload: UploadId  # a video upload
+    upload: UploadId | None = None  # a video upload, or:
+    job: JobId | None = None  # a succeeded generate job of the caller's: its result MP4
     backend: Literal["landmarks", "learned"] = "learned"
     plot: bool = True
 
+    @model_validator(mode="after")
+    def _one_clip(self):
+        if (self.upload is None) == (self.job is None):
+            raise ValueError(
+                "give exactly one of upload (a video upload id) or job (the id of your succeeded generate job)"
+            )
+        return self
 
-JobBody = Annotated[GenerateBody | EvaluateBody, Field(discriminator="kind")]
+
+ItemBody = Annotated[GenerateBody | EvaluateBody, Field(discriminator="kind")]
+
+
+class BatchBody(_Body):
+    """One parent job and a child job per item; the items run in parallel across the workers."""
+
+    kind: Literal["batch"]
+    items: list[ItemBody] = Field(min_length=1, max_length=MAX_BATCH_ITEMS, description="generate or evaluate bodies")
+
+
+JobBody = Annotated[GenerateBody | EvaluateBody | BatchBody, Field(discriminator="kind")]
+KINDS = ("generate", "evaluate", "batch")  # the `kind` tags of JobBody
 
 # which upload kinds each upload field accepts
 UPLOAD_FIELDS = {"reference_image": ("image",), "audio": ("audio", "video"), "upload": ("video",)}
