@@ -145,7 +145,7 @@ def check_source_job(body: EvaluateBody, owner: str, store, where: str = "") -> 
         raise ApiError(422, "Unprocessable Content", f"{at}: no job {body.job!r} of yours (an item of a batch cannot "
                        "refer to another item of the same batch: evaluate it once the batch is done)")  # fmt: skip
     if source.kind != "generate":
-        raise ApiError(422, "Unprocessable Content", f"{at}: job {body.job} is a {source.kind} job; "
+        raise ApiError(422, "Unprocessable Content", f"{at}: job {body.job} is {'an' if source.kind[0] in 'aeiou' else 'a'} {source.kind} job; "
                        "only a generate job's MP4 can be evaluated")  # fmt: skip
     if source.status != Status.SUCCEEDED:
         raise ApiError(422, "Unprocessable Content", f"{at}: job {body.job} is {source.status}; "
