@@ -365,14 +365,12 @@ class JobStore:
 
         Round-robin serves owners in a fixed order (see `_NEXT_OWNER`), one job each per round, so the job that is
         the r-th of its owner comes after min(n, r) jobs of every owner with n queued jobs, plus one more job of
-        each owner served before its own owner in a round that still has an r-th job."""
+        each owner served before its own owner in a round that still has an r-th job. Batch parents are not
+        counted (never leased); a queued batch's own position is then that of its next queued child."""
         db = self._db()
-        me = db.execute("SELECT owner, num, status, kind FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        me = db.execute("SELECT owner, num, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if me is None or me["status"] != Status.QUEUED:
             return None
-        if me["kind"] == BATCH:  # a batch is never leased: it waits as long as its next child
-            child = self._next_child(db, job_id)
-            return None if child is None else self.queue_position(child)
         rank = db.execute(
             f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND status = ? AND num < ? AND kind != '{BATCH}'",
             (me["owner"], Status.QUEUED, me["num"]),

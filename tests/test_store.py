@@ -447,12 +447,16 @@ def test_a_batch_is_a_parent_and_its_children_in_one_transaction_and_the_parent_
     assert store.get("alice", batch.id).status == Status.RUNNING
 
 
-def test_a_batch_does_not_starve_another_owners_job(store, clock):
-    store.create_batch("alice", [{"kind": "generate", "i": i} for i in range(20)])
+def test_a_batch_does_not_starve_another_owners_job_and_queue_positions_are_the_lease_order(store, clock):
+    batch, _ = store.create_batch("alice", [{"kind": "generate", "i": i} for i in range(2)])
     clock.advance(1)
-    bobs, _ = store.create("bob", "generate", {})
-    assert store.queue_position(bobs.id) == 1
-    assert bobs.id in [store.lease("w", 60).id for _ in range(2)]
+    bobs = [store.create("bob", "generate", {"i": i})[0].id for i in range(4)]
+    assert store.queue_position(bobs[0]) == 1
+    queued = [c.id for c in store.children(batch.id)] + bobs
+    positions = {job_id: store.queue_position(job_id) for job_id in queued}
+    assert sorted(positions.values()) == list(range(6))  # the batch itself takes no place in the queue
+    order = [store.lease("w", 60).id for _ in range(6)]
+    assert order == sorted(positions, key=positions.get) and store.lease("w", 60) is None
 
 
 def test_a_batch_runs_then_succeeds_with_one_progress_event_per_finished_child(store, clock):
