@@ -168,8 +168,8 @@ def test_a_finished_batch_has_a_manifest_with_the_eval_summary_a_zip_and_its_ite
         batch = submit_batch(c, [item(0), item(1), item(2)]).json()
         leases = [store.lease("test-worker", 600) for _ in range(3)]
         assert [j.parent for j in leases] == [batch["id"]] * 3 and store.lease("test-worker", 600) is None
-        waiting = [c.post("/v1/jobs", json=item(9 + i), headers=auth(KEY_B)).json() for i in range(2)]
-        assert c.get(waiting[1]["urls"]["self"], headers=auth(KEY_B)).json()["estimated_start_at"] is None
+        waiting = [c.post("/v1/jobs", json=item(9 + i), headers=auth(KEY_B)).json() for i in range(3)]
+        assert c.get(waiting[2]["urls"]["self"], headers=auth(KEY_B)).json()["estimated_start_at"] is None
         view = c.get(batch["urls"]["self"]).json()
         assert view["status"] == "running" and view["children"]["running"] == 3
         assert_problem(c.get(batch["urls"]["archive"]), 409)
@@ -220,10 +220,10 @@ def test_a_finished_batch_has_a_manifest_with_the_eval_summary_a_zip_and_its_ite
 
         # the start estimate: now + position / workers (1 without a pool) × the mean run time (30 s)
         before = time.time()
-        estimate = c.get(waiting[1]["urls"]["self"], headers=auth(KEY_B)).json()
+        estimate = c.get(waiting[2]["urls"]["self"], headers=auth(KEY_B)).json()
         after = time.time()
-        assert estimate["queue_position"] == 1
-        assert before + 30 <= estimate["estimated_start_at"] <= after + 30
+        assert estimate["queue_position"] == 2
+        assert before + 2 * 30 <= estimate["estimated_start_at"] <= after + 2 * 30
 
         # an item's MP4 is a job's result: it can be evaluated; a failed item or the batch itself cannot
         ok = c.post("/v1/jobs", json={"kind": "evaluate", "job": leases[0].id, "backend": "landmarks"})
