@@ -24,7 +24,7 @@ from api.store import BATCH, Conflict, IdempotencyConflict, Job
 from avgen.config import Config as ModelConfig
 from avgen.files import atomic_path
 from avgen.pipeline import GenerationError, GenerationRequest, resolve
-from eval.run import SUMMARY_METRICS, mean_ci95
+from eval.run import summary_stats
 from workers.jobs import Status
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -145,11 +145,15 @@ def check_source_job(body: EvaluateBody, owner: str, store, where: str = "") -> 
         raise ApiError(422, "Unprocessable Content", f"{at}: no job {body.job!r} of yours (an item of a batch cannot "
                        "refer to another item of the same batch: evaluate it once the batch is done)")  # fmt: skip
     if source.kind != "generate":
-        raise ApiError(422, "Unprocessable Content", f"{at}: job {body.job} is {'an' if source.kind[0] in 'aeiou' else 'a'} {source.kind} job; "
+        raise ApiError(422, "Unprocessable Content", f"{at}: job {body.job} is {_a(source.kind)} job; "
                        "only a generate job's MP4 can be evaluated")  # fmt: skip
     if source.status != Status.SUCCEEDED:
         raise ApiError(422, "Unprocessable Content", f"{at}: job {body.job} is {source.status}; "
                        "evaluate it once it has succeeded")  # fmt: skip
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def check_item(body: GenerateBody | EvaluateBody, owner: str, files, store, where: str = "") -> None:
@@ -316,7 +320,7 @@ def archive(job: OwnedJob, files: Files, store: Store):
     """A finished batch's results in one zip: NNNN-<child id>.mp4 per succeeded item (an evaluate item: its plot,
     .png) and manifest.json (the result's manifest). Built once, into the results folder; Range and ETag."""
     if job.kind != BATCH:
-        raise ApiError(404, "Not Found", f"job {job.id} is a {job.kind} job; only a batch has an archive")
+        raise ApiError(404, "Not Found", f"job {job.id} is {_a(job.kind)} job; only a batch has an archive")
     require_finished(job)
     path = files.result_path(job.id, "application/zip")
     if not path.is_file():
@@ -333,7 +337,7 @@ def require_finished(batch: Job) -> None:
 def manifest(batch: Job, store) -> dict:
     """Each item in order (index, id, status, result_url, scores, error) and a summary: per metric of the `avgen
     eval` rows, the mean, the half-width of its 95% confidence interval (mean ± ci95) and n, over the scored
-    items, computed as `avgen eval` does (eval.run.mean_ci95)."""
+    items, computed as `avgen eval` computes its summary (eval.run.summary_stats)."""
     items = []
     for index, child in enumerate(store.children(batch.id)):
         succeeded = child.status == Status.SUCCEEDED
@@ -344,10 +348,7 @@ def manifest(batch: Job, store) -> dict:
             "scores": (child.result or {}).get("scores"), "error": child.error,
         })  # fmt: skip
     rows = [item["scores"] for item in items if item["scores"]]
-    metrics = {}
-    for metric in SUMMARY_METRICS:
-        mean, half, n = mean_ci95([row.get(metric) for row in rows])
-        metrics[metric] = {"mean": mean, "ci95": half, "n": n}
+    metrics = {metric: {"mean": mean, "ci95": half, "n": n} for metric, (mean, half, n) in summary_stats(rows).items()}
     counts = {s.value: sum(item["status"] == s for item in items) for s in Status}
     return {"id": batch.id, "status": batch.status.value, "items": items,
             "summary": {"items": len(items), "scored": len(rows), "counts": counts, "metrics": metrics}}  # fmt: skip
