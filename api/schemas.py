@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -62,3 +62,39 @@ KINDS = ("generate", "evaluate", "batch")  # the `kind` tags of JobBody
 
 # which upload kinds each upload field accepts
 UPLOAD_FIELDS = {"reference_image": ("image",), "audio": ("audio", "video"), "upload": ("video",)}
+
+
+# --- answers ---
+
+
+class JobView(BaseModel):
+    """A job as GET /v1/jobs/{id} shows it."""
+
+    id: str
+    kind: Literal["generate", "evaluate", "batch"]
+    parent: str | None = Field(description="the batch this job is an item of")
+    status: Literal["queued", "running", "succeeded", "failed", "canceled", "expired"]
+    progress: float = Field(description="0..1; of a batch: the fraction of its items finished")
+    progress_message: str | None
+    queue_position: int | None = Field(description="queued: how many jobs are leased before this one (0: next)")
+    estimated_start_at: float | None = Field(
+        description="queued: an ESTIMATE of when it starts (epoch seconds): now + queue_position / workers x the "
+        "mean run time of the last succeeded jobs of its kind; null without such history"
+    )
+    children: dict[str, int] | None = Field(description="a batch: its items counted by status, and their total")
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    attempts: int
+    cancel_requested: bool
+    error: dict[str, Any] | None
+    result: dict[str, Any] | None
+    scores: dict[str, Any] | None
+    spec: dict[str, Any]
+    urls: dict[str, str]
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from api.deps import Caller, Config, Files, OwnedJob, Store
 from api.problems import ApiError
-from api.schemas import UPLOAD_FIELDS, BatchBody, EvaluateBody, GenerateBody, JobBody, JobId
+from api.schemas import UPLOAD_FIELDS, BatchBody, EvaluateBody, GenerateBody, JobBody, JobId, JobList, JobView
 from api.store import BATCH, Conflict, IdempotencyConflict, Job
 from avgen.config import Config as ModelConfig
 from avgen.files import atomic_path
@@ -220,7 +220,7 @@ def accepted(response: Response, job: Job, replayed: bool) -> dict:
     return {"id": job.id, "status": job.status.value, "urls": urls(job.id, job.kind)}
 
 
-@router.get("")
+@router.get("", response_model=JobList)
 def list_jobs(
     store: Store,
     caller: Caller,
@@ -243,7 +243,7 @@ def list_jobs(
     return {"jobs": [job_view(j, store, workers) for j in jobs], "next_cursor": next_cursor}
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=JobView)
 def get_job(job: OwnedJob, store: Store, workers: Workers):
     """The job. A queued job has `queue_position` (jobs leased before it) and `estimated_start_at` (epoch
     seconds, an estimate: now + position / workers × the mean run time of recent succeeded jobs of its kind;
@@ -251,7 +251,7 @@ def get_job(job: OwnedJob, store: Store, workers: Workers):
     return job_view(job, store, workers)
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", response_model=JobView)
 def cancel(job: OwnedJob, store: Store, caller: Caller, workers: Workers):
     """Cancel a job; a batch: every unfinished child (queued ones at once, running ones once their worker
     stops), the batch ending canceled once all are finished. One child of a batch can be canceled alone."""
