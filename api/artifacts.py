@@ -2,7 +2,7 @@
 
     root/uploads/<owner digest>/<upload id>        the uploaded bytes, as received
     root/uploads/<owner digest>/<upload id>.json   {"kind": "image"|"audio"|"video", "bytes": n, "created_at": t}
-    root/results/<job id>.<suffix>                 a finished job's result (MP4, or a PNG plot)
+    root/results/<job id>.<suffix>                 a finished job's result (MP4, or a PNG plot; a batch: its zip)
 
 Ids are generated here (uuid4 hex), never taken from a client, so no path a client sends reaches the
 filesystem. Each file is written whole (avgen.files.atomic_path) or not at all.
@@ -22,7 +22,7 @@ from pathlib import Path
 from avgen.files import atomic_path, write_text_atomic
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
-RESULT_SUFFIXES = {"video/mp4": ".mp4", "image/png": ".png"}
+RESULT_SUFFIXES = {"video/mp4": ".mp4", "image/png": ".png", "application/zip": ".zip"}  # zip: a batch's archive
 
 
 class Artifacts:

@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.schemas import KINDS
+
 MEDIA_TYPE = "application/problem+json"
 
 
@@ -46,7 +48,18 @@ def problem(status: int, detail: str, title: str | None = None, headers=None, in
 
 
 def _location(loc) -> str:
-    return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
+    """("body", "batch", "items", 3, "generate", "seconds") → "items[3].seconds": without the body and the kind tags
+    of the JobBody unions (a tag follows the body or a list index), list indices in brackets."""
+    text, previous = "", "body"
+    for part in loc:
+        if part == "body" or (part in KINDS and (previous == "body" or isinstance(previous, int))):
+            pass
+        elif isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+        previous = part
+    return text or "body"
 
 
 def install(app: FastAPI) -> None:

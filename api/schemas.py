@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from avgen.pipeline import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS
 
 UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an id from POST /v1/uploads")]
+JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an id from POST /v1/jobs")]
+MAX_BATCH_ITEMS = 1000
 
 
 class _Body(BaseModel):
@@ -31,12 +33,68 @@ class GenerateBody(_Body):
 
 class EvaluateBody(_Body):
     kind: Literal["evaluate"]
-    upload: UploadId  # a video upload
+    upload: UploadId | None = None  # a video upload, or:
+    job: JobId | None = None  # a succeeded generate job of the caller's: its result MP4
     backend: Literal["landmarks", "learned"] = "learned"
     plot: bool = True
 
+    @model_validator(mode="after")
+    def _one_clip(self):
+        if (self.upload is None) == (self.job is None):
+            raise ValueError(
+                "give exactly one of upload (a video upload id) or job (the id of your succeeded generate job)"
+            )
+        return self
 
-JobBody = Annotated[GenerateBody | EvaluateBody, Field(discriminator="kind")]
+
+ItemBody = Annotated[GenerateBody | EvaluateBody, Field(discriminator="kind")]
+
+
+class BatchBody(_Body):
+    """One parent job and a child job per item; the items run in parallel across the workers."""
+
+    kind: Literal["batch"]
+    items: list[ItemBody] = Field(min_length=1, max_length=MAX_BATCH_ITEMS, description="generate or evaluate bodies")
+
+
+JobBody = Annotated[GenerateBody | EvaluateBody | BatchBody, Field(discriminator="kind")]
+KINDS = ("generate", "evaluate", "batch")  # the `kind` tags of JobBody
 
 # which upload kinds each upload field accepts
 UPLOAD_FIELDS = {"reference_image": ("image",), "audio": ("audio", "video"), "upload": ("video",)}
+
+
+# --- answers ---
+
+
+class JobView(BaseModel):
+    """A job as GET /v1/jobs/{id} shows it."""
+
+    id: str
+    kind: Literal["generate", "evaluate", "batch"]
+    parent: str | None = Field(description="the batch this job is an item of")
+    status: Literal["queued", "running", "succeeded", "failed", "canceled", "expired"]
+    progress: float = Field(description="0..1; of a batch: the fraction of its items finished")
+    progress_message: str | None
+    queue_position: int | None = Field(description="queued: how many jobs are leased before this one (0: next)")
+    estimated_start_at: float | None = Field(
+        description="queued: an ESTIMATE of when it starts (epoch seconds): now + queue_position / workers x the "
+        "mean run time of the last succeeded jobs of its kind; null without such history"
+    )
+    children: dict[str, int] | None = Field(description="a batch: its items counted by status, and their total")
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    attempts: int
+    cancel_requested: bool
+    error: dict[str, Any] | None
+    result: dict[str, Any] | None
+    scores: dict[str, Any] | None
+    spec: dict[str, Any]
+    urls: dict[str, str]
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None

@@ -18,6 +18,8 @@ Invariants:
   whose last lease is the oldest (an owner never leased comes first; ties go to the owner with the older
   queued job), and is that owner's oldest queued job. One owner's 1000 queued jobs then delay another
   owner's single job by at most one lease per owner. `queue_position` computes the same order.
+- Batches: a parent job (kind batch) is never leased, its children are ordinary jobs; the parent's status,
+  progress and events are settled in the same transaction as each change of a child (`_settle`).
 - Times are UTC epoch seconds (float) from the injectable `clock`.
 
 Threading: one connection per thread (threading.local), each in autocommit mode with explicit
@@ -45,6 +47,7 @@ from typing import Any
 from workers.jobs import Status
 
 SCHEMA_VERSION = 1
+BATCH = "batch"  # the kind of a batch's parent job: never leased, its status follows its children
 BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA = """
@@ -75,6 +78,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, owner, num);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, num);
+CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent, num);
 CREATE TABLE IF NOT EXISTS owners (
     owner      TEXT PRIMARY KEY,
     last_lease INTEGER NOT NULL  -- a lease counter, not a time: fair even when the clock stands still
@@ -156,6 +160,11 @@ def _job(row: sqlite3.Row | None) -> Job | None:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _body_hash(kind: str, spec: dict, parent: str | None) -> str:
+    """What tells an idempotent retry from a misuse of its key (the same formula as `JobStore.create`)."""
+    return hashlib.sha256(_canonical({"kind": kind, "spec": spec, "parent": parent}).encode()).hexdigest()
 
 
 def _encode_cursor(num: int) -> str:
@@ -308,8 +317,11 @@ class JobStore:
         kind: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        parent: str | None = None,
+        top_level: bool = False,
     ) -> tuple[list[Job], str | None]:
-        """The owner's jobs, newest first, and the cursor of the next page (None on the last page)."""
+        """The owner's jobs, newest first, and the cursor of the next page (None on the last page). parent: only
+        that batch's children; top_level: only jobs that are no batch's children."""
         if not 1 <= limit <= 1000:
             raise ValueError(f"limit must be between 1 and 1000, not {limit}")
         where, args = ["owner = ?"], [owner]
@@ -319,6 +331,11 @@ class JobStore:
         if kind is not None:
             where.append("kind = ?")
             args.append(kind)
+        if parent is not None:
+            where.append("parent = ?")
+            args.append(parent)
+        if top_level:
+            where.append("parent IS NULL")
         if cursor is not None:
             where.append("num < ?")
             args.append(_decode_cursor(cursor))
@@ -348,13 +365,14 @@ class JobStore:
 
         Round-robin serves owners in a fixed order (see `_NEXT_OWNER`), one job each per round, so the job that is
         the r-th of its owner comes after min(n, r) jobs of every owner with n queued jobs, plus one more job of
-        each owner served before its own owner in a round that still has an r-th job."""
+        each owner served before its own owner in a round that still has an r-th job. Batch parents are not
+        counted (never leased); a queued batch's own position is then that of its next queued child."""
         db = self._db()
         me = db.execute("SELECT owner, num, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if me is None or me["status"] != Status.QUEUED:
             return None
         rank = db.execute(
-            "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status = ? AND num < ?",
+            f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND status = ? AND num < ? AND kind != '{BATCH}'",
             (me["owner"], Status.QUEUED, me["num"]),
         ).fetchone()[0]
         ahead, before_me = 0, True
@@ -375,7 +393,8 @@ class JobStore:
                 return None
             owner = row[0]
             job_id = db.execute(
-                "SELECT id FROM jobs WHERE owner = ? AND status = ? ORDER BY num LIMIT 1", (owner, Status.QUEUED)
+                f"SELECT id FROM jobs WHERE owner = ? AND status = ? AND kind != '{BATCH}' ORDER BY num LIMIT 1",
+                (owner, Status.QUEUED),
             ).fetchone()[0]
             db.execute(
                 "UPDATE jobs SET status = ?, worker_id = ?, lease_token = ?, lease_expires_at = ?, attempts = attempts + 1,"
@@ -391,6 +410,7 @@ class JobStore:
             self._event(
                 db, job_id, "started", {"status": Status.RUNNING, "attempt": job.attempts, "worker": worker_id}, now
             )
+            self._settle_parent_of(db, job_id, now)
             return job
 
     def heartbeat(self, job_id: str, token: str, lease_seconds: float) -> bool:
@@ -473,6 +493,7 @@ class JobStore:
         )
         data = {"status": status, "reason": reason, "attempts": attempts}
         self._event(db, job_id, status.value, data if error is None else {**data, "error": error}, now)
+        self._settle_parent_of(db, job_id, now)
         return self._job(db, job_id)
 
     def finish(self, job_id: str, token: str, status: Status | str, result: Any = None, error: Any = None) -> bool:
@@ -503,6 +524,7 @@ class JobStore:
                 return False
             data = {"status": status} | ({"error": error} if error is not None else {})
             self._event(db, job_id, status.value, data, now)
+            self._settle_parent_of(db, job_id, now)
             return True
 
     def request_cancel(self, owner: str, job_id: str) -> Job | None:
@@ -516,6 +538,8 @@ class JobStore:
                 return job
             if job.status.is_terminal:
                 raise Conflict(f"job {job_id} already {job.status}; only a queued or running job can be canceled")
+            if job.kind == BATCH:
+                return self._cancel_batch(db, job, now)
             if job.status == Status.QUEUED:
                 db.execute(
                     "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ? WHERE id = ?",
@@ -525,7 +549,204 @@ class JobStore:
             elif not job.cancel_requested:
                 db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
                 self._event(db, job_id, "cancel-requested", {}, now)
+            self._settle_parent_of(db, job_id, now)
             return self._job(db, job_id)
+
+    # -- batches, idempotent replay, quotas and estimates ------------------------------------------------------
+    #
+    # A batch is one parent job (kind "batch", never leased) and one ordinary queued child job per item (column
+    # `parent`), created in one transaction. The parent's status follows its children, settled in the same
+    # transaction as each child's change (`_settle`): queued until a child starts, then running; progress is
+    # the fraction of children finished; once every child is terminal: canceled if the batch was canceled,
+    # else succeeded if at least one child succeeded, else failed.
+
+    def create_batch(self, owner: str, items: list[dict], idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """Queue a batch: its parent job and one child per item ({"kind": ..., **spec}, in order), committed
+        together. Idempotency as for `create`: the key's body is the whole list of items."""
+        if not items or not all(isinstance(i, dict) and i.get("kind") not in (None, BATCH) for i in items):
+            raise ValueError("a batch needs at least one item, each a dict with a kind that is not batch")
+        body_hash = _body_hash(BATCH, {"items": items}, None)
+        now = self.clock()
+        parent_id = uuid.uuid4().hex
+        insert = (
+            "INSERT INTO jobs (id, owner, kind, spec, parent, status, idempotency_key, body_hash, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        with self._write() as db:
+            try:
+                db.execute(insert, (parent_id, owner, BATCH, _canonical({"count": len(items)}), None,
+                                    Status.QUEUED, idempotency_key, body_hash, now, now))  # fmt: skip
+            except sqlite3.IntegrityError:
+                if idempotency_key is None:
+                    raise
+                return self._replay(db, owner, idempotency_key, body_hash), False
+            self._event(db, parent_id, "queued", {"status": Status.QUEUED, "count": len(items)}, now)
+            for item in items:
+                kind, spec = item["kind"], {k: v for k, v in item.items() if k != "kind"}
+                child_id = uuid.uuid4().hex
+                db.execute(insert, (child_id, owner, kind, _canonical(spec), parent_id, Status.QUEUED, None,
+                                    _body_hash(kind, spec, parent_id), now, now))  # fmt: skip
+                self._event(db, child_id, "queued", {"status": Status.QUEUED}, now)
+            return self._job(db, parent_id), True
+
+    def find_idempotent(self, owner: str, idempotency_key: str, kind: str, spec: dict) -> Job | None:
+        """The job this owner already created with this key (None if none), checked before any quota so that a
+        retry gets its original job even when the owner is at its cap. Another body raises IdempotencyConflict.
+        For a batch, spec is {"items": [...]}, as `create_batch` hashes it."""
+        return self._replay(self._db(), owner, idempotency_key, _body_hash(kind, spec, None))
+
+    def children(self, parent_id: str) -> list[Job]:
+        """A batch's child jobs in item order."""
+        rows = self._db().execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE parent = ? ORDER BY num", (parent_id,))
+        return [_job(r) for r in rows]
+
+    def children_counts(self, parent_id: str) -> dict[Status, int]:
+        """How many of a batch's children are in each status (every status present)."""
+        return self._children_counts(self._db(), parent_id)
+
+    def active_top_level(self, owner: str) -> int:
+        """The owner's queued or running jobs that are not a batch's children (a batch counts once): the per-key
+        quota."""
+        return (
+            self._db()
+            .execute(
+                "SELECT COUNT(*) FROM jobs WHERE owner = ? AND parent IS NULL AND status IN (?, ?)",
+                (owner, Status.QUEUED, Status.RUNNING),
+            )
+            .fetchone()[0]
+        )
+
+    def queued_work(self) -> int:
+        """Queued jobs a worker can lease, of all owners (batch children included, batch parents not): the global
+        queue cap."""
+        return (
+            self._db()
+            .execute(f"SELECT COUNT(*) FROM jobs WHERE status = ? AND kind != '{BATCH}'", (Status.QUEUED,))
+            .fetchone()[0]
+        )
+
+    def mean_duration(self, kind: str, last: int = 20) -> float | None:
+        """Mean seconds from first start to finish of the `last` most recently succeeded jobs of this kind; None
+        without any."""
+        return (
+            self._db()
+            .execute(
+                "SELECT AVG(d) FROM (SELECT finished_at - started_at AS d FROM jobs WHERE kind = ? AND status = ?"
+                " AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?)",
+                (kind, Status.SUCCEEDED, last),
+            )
+            .fetchone()[0]
+        )
+
+    def next_child(self, parent_id: str) -> Job | None:
+        """A batch's next child to be leased (its oldest queued one), or None."""
+        child_id = self._next_child(self._db(), parent_id)
+        return None if child_id is None else self.job(child_id)
+
+    # inside a transaction
+
+    def _replay(self, db: sqlite3.Connection, owner: str, idempotency_key: str, body_hash: str) -> Job | None:
+        row = db.execute(
+            f"SELECT {_JOB_COLUMNS}, body_hash FROM jobs WHERE owner = ? AND idempotency_key = ?",
+            (owner, idempotency_key),
+        ).fetchone()
+        if row is None:
+            return None
+        if row["body_hash"] != body_hash:
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency_key!r} was already used with another request body; "
+                "use a new key for a new request"
+            )
+        return _job({k: row[k] for k in Job.__dataclass_fields__})
+
+    @staticmethod
+    def _next_child(db: sqlite3.Connection, parent_id: str) -> str | None:
+        row = db.execute(
+            "SELECT id FROM jobs WHERE parent = ? AND status = ? ORDER BY num LIMIT 1", (parent_id, Status.QUEUED)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _children_counts(db: sqlite3.Connection, parent_id: str) -> dict[Status, int]:
+        found = dict(db.execute("SELECT status, COUNT(*) FROM jobs WHERE parent = ? GROUP BY status", (parent_id,)))
+        return {s: found.get(s.value, 0) for s in Status}
+
+    def _cancel_batch(self, db: sqlite3.Connection, batch: Job, now: float) -> Job:
+        """Cancel every child that is not finished (queued ones at once, running ones through cancel_requested);
+        the batch ends canceled once all its children are terminal."""
+        if not batch.cancel_requested:
+            db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, batch.id))
+            self._event(db, batch.id, "cancel-requested", {}, now)
+        rows = db.execute(
+            "SELECT id, status FROM jobs WHERE parent = ? AND (status = ? OR (status = ? AND cancel_requested = 0))",
+            (batch.id, Status.QUEUED, Status.RUNNING),
+        ).fetchall()
+        for child_id, status in rows:
+            if status == Status.QUEUED:
+                db.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+                    (Status.CANCELED, now, now, child_id),
+                )
+                self._event(db, child_id, "canceled", {"status": Status.CANCELED}, now)
+            else:
+                db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, child_id))
+                self._event(db, child_id, "cancel-requested", {}, now)
+        self._settle(db, batch.id, now)
+        return self._job(db, batch.id)
+
+    def _settle_parent_of(self, db: sqlite3.Connection, job_id: str, now: float) -> None:
+        row = db.execute("SELECT parent FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is not None and row[0] is not None:
+            self._settle(db, row[0], now)
+
+    def _settle(self, db: sqlite3.Connection, batch_id: str, now: float) -> None:
+        """Bring a batch's status, progress and events in line with its children (module docstring, batches)."""
+        batch = self._job(db, batch_id)
+        if batch is None or batch.kind != BATCH or batch.status.is_terminal:
+            return
+        counts = self._children_counts(db, batch_id)
+        total = sum(counts.values())
+        done = sum(n for s, n in counts.items() if s.is_terminal)
+        if total == 0:
+            return
+        started = db.execute(
+            "SELECT 1 FROM jobs WHERE parent = ? AND started_at IS NOT NULL LIMIT 1", (batch_id,)
+        ).fetchone()
+        if batch.status == Status.QUEUED and started is not None:
+            db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, updated_at = ? WHERE id = ?",
+                (Status.RUNNING, now, now, batch_id),
+            )
+            self._event(db, batch_id, "started", {"status": Status.RUNNING}, now)
+        fraction = done / total
+        if fraction != batch.progress:
+            message = f"{done} of {total} items finished"
+            db.execute(
+                "UPDATE jobs SET progress = ?, progress_message = ?, updated_at = ? WHERE id = ?",
+                (fraction, message, now, batch_id),
+            )
+            self._event(db, batch_id, "progress", {"fraction": fraction, "message": message}, now)
+        if done < total:
+            return
+        error = None
+        if batch.cancel_requested:
+            status = Status.CANCELED
+        elif counts[Status.SUCCEEDED]:
+            status = Status.SUCCEEDED
+        else:
+            status = Status.FAILED
+            others = ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != Status.FAILED)
+            error = {
+                "type": "batch-failed",
+                "detail": f"none of the {total} items succeeded: {counts[Status.FAILED]} failed"
+                + (f", {others}" if others else ""),
+            }
+        db.execute(
+            "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+            (status, None if error is None else _canonical(error), now, now, batch_id),
+        )
+        data = {"status": status, "children": {s.value: n for s, n in counts.items()}}
+        self._event(db, batch_id, status.value, data if error is None else {**data, "error": error}, now)
 
     # -- events ----------------------------------------------------------------------------------------------
 
@@ -628,6 +849,7 @@ class JobStore:
 # Owners with queued jobs, in the order lease serves them: the least recently leased first (never leased: 0),
 # ties to the owner whose oldest queued job is older.
 _OWNER_ORDER = (
-    "SELECT q.owner, q.n FROM (SELECT owner, COUNT(*) AS n, MIN(num) AS first FROM jobs WHERE status = ? GROUP BY owner) q"
+    "SELECT q.owner, q.n FROM (SELECT owner, COUNT(*) AS n, MIN(num) AS first FROM jobs WHERE status = ?"
+    f" AND kind != '{BATCH}' GROUP BY owner) q"
     " LEFT JOIN owners o ON o.owner = q.owner ORDER BY COALESCE(o.last_lease, 0), q.first"
 )

@@ -331,12 +331,16 @@ def mean_ci95(values: list[float | None]) -> tuple[float | None, float | None, i
     return mean, float(high - low) / 2, n
 
 
+def summary_stats(rows: list[dict]) -> dict[str, tuple[float | None, float | None, int]]:
+    """Per summary metric: (mean, half-width of its 95% CI, n) over the rows that have it (`mean_ci95`)."""
+    return {metric: mean_ci95([row.get(metric) for row in rows]) for metric in SUMMARY_METRICS}
+
+
 def summary_table(rows: list[dict]) -> str:
     failed = sum(row.get("error") is not None for row in rows)
     lines = [f"{len(rows)} clips, {failed} with errors, backend {rows[0]['backend'] if rows else '-'}",
              f"{'metric':<22}{'mean':>12}{'95% CI +-':>12}{'n':>6}"]  # fmt: skip
-    for metric in SUMMARY_METRICS:
-        mean, half, n = mean_ci95([row.get(metric) for row in rows])
+    for metric, (mean, half, n) in summary_stats(rows).items():
         fmt = lambda v: "-" if v is None else f"{v:.4f}"
         lines.append(f"{metric:<22}{fmt(mean):>12}{fmt(half):>12}{n:>6}")
     return "\n".join(lines)

@@ -3,11 +3,13 @@ file, the small model, a job from submission to the decoded MP4."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import signal
 import time
+import zipfile
 
 import httpx
 import pytest
@@ -118,3 +120,29 @@ def test_a_killed_server_restarted_on_its_data_finishes_every_job_exactly_once(t
             assert [e["type"] for e in finals] == ["succeeded"], i
             assert c.get(f"/v1/jobs/{i}/result").status_code == 200
         assert max(c.get(f"/v1/jobs/{i}").json()["attempts"] for i in ids) == 2  # the one killed mid-job ran again
+
+
+def test_a_batch_runs_its_items_on_the_pool_and_its_manifest_and_zip_hold_their_scored_mp4s(service, tmp_path):
+    items = [{"kind": "generate", "text": "Hi there", "seconds": 1.2, "seed": seed, "steps": 2} for seed in (1, 2)]
+    with client(service) as c:
+        r = c.post("/v1/jobs", json={"kind": "batch", "items": items})
+        assert r.status_code == 202, r.text
+        batch = r.json()
+        events = sse_events(c, batch["urls"]["events"])
+        types = [e["type"] for e in events]
+        assert types[:2] == ["queued", "started"] and types[-1] == "succeeded", types
+        assert [e["data"]["fraction"] for e in events if e["type"] == "progress"] == [0.5, 1.0]
+        manifest = c.get(batch["urls"]["result"]).json()
+        assert [i["status"] for i in manifest["items"]] == ["succeeded", "succeeded"]
+        flicker = [i["scores"]["temporal_flickering"] for i in manifest["items"]]  # scored: score defaults to true
+        assert None not in flicker
+        summary = manifest["summary"]["metrics"]["temporal_flickering"]
+        assert summary["n"] == 2 and summary["mean"] == pytest.approx(sum(flicker) / 2)
+        archive = c.get(batch["urls"]["archive"])
+        assert archive.status_code == 200
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+            for index, item in enumerate(manifest["items"]):
+                path = tmp_path / f"{index}.mp4"
+                path.write_bytes(z.read(f"{index:04d}-{item['id']}.mp4"))
+                clip = read_mp4(path)
+                assert len(clip.frames) == 30 and clip.metadata["avgen_seed"] == str(items[index]["seed"])

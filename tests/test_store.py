@@ -401,3 +401,140 @@ def test_sigkill_while_creating_jobs_leaves_a_consistent_file(tmp_path):
             assert j.idempotency_key == f"k{j.spec['i']}"
         assert not store.create("alice", "generate", {"i": 0}, idempotency_key="k0")[1]
         assert store.create("alice", "generate", {"i": n}, idempotency_key=f"k{n}")[1]
+
+
+# --- batches: a parent job (never leased) whose status follows its children ---
+
+ITEMS = [{"kind": "generate", "text": f"item {i}", "seed": i} for i in range(3)]
+
+
+def finish_next(store, status, **kw):
+    job = store.lease("w", 60)
+    assert store.finish(job.id, job.lease_token, status, **kw)
+    return job
+
+
+def test_a_batch_is_a_parent_and_its_children_in_one_transaction_and_the_parent_is_never_leased(store, clock):
+    statements = []
+    store._db().set_trace_callback(statements.append)
+    batch, created = store.create_batch("alice", ITEMS, idempotency_key="b1")
+    store._db().set_trace_callback(None)
+    assert statements.count("BEGIN IMMEDIATE") == 1 and statements.count("COMMIT") == 1
+    assert created and batch.kind == "batch" and batch.status == Status.QUEUED and batch.spec == {"count": 3}
+    children = store.children(batch.id)
+    assert [c.spec for c in children] == [{"text": f"item {i}", "seed": i} for i in range(3)]
+    assert all(c.parent == batch.id and c.kind == "generate" and c.status == Status.QUEUED for c in children)
+    assert store.children_counts(batch.id)[Status.QUEUED] == 3
+    assert store.active_top_level("alice") == 1 and store.queued_work() == 3  # a batch counts once per key
+    assert store.queue_position(batch.id) == store.queue_position(children[0].id) == 0
+    assert [j.id for j in store.list("alice", top_level=True)[0]] == [batch.id]
+    assert [j.id for j in store.list("alice", parent=batch.id)[0]] == [c.id for c in reversed(children)]
+
+    again, created_again = store.create_batch("alice", ITEMS, idempotency_key="b1")
+    assert not created_again and again.id == batch.id and len(store.children(batch.id)) == 3
+    assert store.find_idempotent("alice", "b1", "batch", {"items": ITEMS}).id == batch.id
+    assert store.find_idempotent("alice", "other", "batch", {"items": ITEMS}) is None
+    with pytest.raises(IdempotencyConflict):
+        store.create_batch("alice", ITEMS[:2], idempotency_key="b1")
+    with pytest.raises(IdempotencyConflict):
+        store.find_idempotent("alice", "b1", "batch", {"items": ITEMS[:2]})
+    with pytest.raises(ValueError, match="not batch"):
+        store.create_batch("alice", [{"kind": "batch", "items": []}])
+    assert store.counts("alice")[Status.QUEUED] == 4  # nothing more was created
+
+    leased = [store.lease("w", 60) for _ in range(4)]
+    assert [j.id for j in leased[:3]] == [c.id for c in children] and leased[3] is None  # FIFO; never the parent
+    assert store.get("alice", batch.id).status == Status.RUNNING
+
+
+def test_a_batch_does_not_starve_another_owners_job_and_queue_positions_are_the_lease_order(store, clock):
+    batch, _ = store.create_batch("alice", [{"kind": "generate", "i": i} for i in range(2)])
+    clock.advance(1)
+    bobs = [store.create("bob", "generate", {"i": i})[0].id for i in range(4)]
+    assert store.queue_position(bobs[0]) == 1
+    queued = [c.id for c in store.children(batch.id)] + bobs
+    positions = {job_id: store.queue_position(job_id) for job_id in queued}
+    assert sorted(positions.values()) == list(range(6))  # the batch itself takes no place in the queue
+    order = [store.lease("w", 60).id for _ in range(6)]
+    assert order == sorted(positions, key=positions.get) and store.lease("w", 60) is None
+
+
+def test_a_batch_runs_then_succeeds_with_one_progress_event_per_finished_child(store, clock):
+    batch, _ = store.create_batch("alice", ITEMS)
+    statements = []
+    store._db().set_trace_callback(statements.append)
+    first = store.lease("w", 60)  # the first child starts: the batch runs, in the same transaction
+    store._db().set_trace_callback(None)
+    assert statements.count("COMMIT") == 1 and store.get("alice", batch.id).status == Status.RUNNING
+    assert store.finish(first.id, first.lease_token, Status.SUCCEEDED, result={"scores": {"x": 1}})
+    got = store.get("alice", batch.id)
+    assert got.status == Status.RUNNING and got.progress == pytest.approx(1 / 3)
+    finish_next(store, Status.FAILED, error={"type": "invalid-request", "detail": "no"})
+    third = store.lease("w", 10)
+    clock.advance(11)
+    (lost,) = store.requeue_expired(max_attempts=1)  # its worker died on its last attempt: failed
+    assert lost.id == third.id and lost.status == Status.FAILED
+    done = store.get("alice", batch.id)
+    assert done.status == Status.SUCCEEDED and done.progress == 1.0 and done.finished_at == clock.now
+    events = store.events_after(batch.id)
+    assert [e.type for e in events] == ["queued", "started", "progress", "progress", "progress", "succeeded"]
+    assert [e.data["fraction"] for e in events if e.type == "progress"] == pytest.approx([1 / 3, 2 / 3, 1])
+    assert events[-1].data["children"] == {**{s.value: 0 for s in Status}, "succeeded": 1, "failed": 2}
+
+
+def test_a_batch_whose_children_all_fail_fails_saying_how_many(store, clock):
+    batch, _ = store.create_batch("alice", ITEMS[:2])
+    finish_next(store, Status.FAILED, error={"type": "internal", "detail": "x"})
+    job = store.lease("w", 10)
+    assert store.requeue(job.id, job.lease_token, "worker-died", max_attempts=1).status == Status.FAILED
+    failed = store.get("alice", batch.id)
+    assert failed.status == Status.FAILED and failed.error["type"] == "batch-failed"
+    assert "none of the 2 items succeeded: 2 failed" in failed.error["detail"]
+
+
+def test_cancel_a_batch_cancels_its_children_and_it_ends_canceled_once_they_have(store):
+    batch, _ = store.create_batch("alice", ITEMS + [{"kind": "evaluate", "upload": "u"}])
+    finish_next(store, Status.SUCCEEDED)
+    running = store.lease("w", 60)
+    asked = store.request_cancel("alice", batch.id)
+    assert asked.status == Status.RUNNING and asked.cancel_requested  # one child still runs
+    by_status = {c.id: (c.status, c.cancel_requested) for c in store.children(batch.id)}
+    assert by_status[running.id] == (Status.RUNNING, True)
+    assert sorted(s for s, _ in by_status.values()) == ["canceled", "canceled", "running", "succeeded"]
+    assert store.lease("w", 60) is None  # the canceled queued children never run
+    assert store.request_cancel("alice", batch.id).status == Status.RUNNING  # asking twice changes nothing
+    assert store.finish(running.id, running.lease_token, Status.CANCELED)  # the worker confirms
+    canceled = store.get("alice", batch.id)
+    assert canceled.status == Status.CANCELED and canceled.error is None
+    types = [e.type for e in store.events_after(batch.id)]
+    assert types == ["queued", "started", "progress", "cancel-requested", "progress", "progress", "canceled"]
+    assert store.request_cancel("alice", batch.id).status == Status.CANCELED
+
+
+def test_a_child_canceled_alone_leaves_its_batch_to_succeed_and_a_finished_batch_cannot_be_canceled(store):
+    batch, _ = store.create_batch("alice", ITEMS[:2])
+    first, second = store.children(batch.id)
+    assert store.request_cancel("alice", second.id).status == Status.CANCELED
+    assert store.get("alice", batch.id).status == Status.QUEUED  # nothing started yet
+    finish_next(store, Status.SUCCEEDED)
+    assert store.get("alice", batch.id).status == Status.SUCCEEDED
+    with pytest.raises(Conflict, match="succeeded"):
+        store.request_cancel("alice", batch.id)
+
+
+def test_a_batch_whose_queued_children_are_all_canceled_is_canceled_at_once(store):
+    batch, _ = store.create_batch("alice", ITEMS)
+    assert store.request_cancel("alice", batch.id).status == Status.CANCELED
+    assert [e.type for e in store.events_after(batch.id)] == ["queued", "cancel-requested", "progress", "canceled"]
+    assert store.queued_work() == 0 and store.active_top_level("alice") == 0
+
+
+def test_mean_duration_of_recent_succeeded_jobs_of_a_kind(store, clock):
+    assert store.mean_duration("generate") is None
+    for seconds, status in [(10, Status.SUCCEEDED), (20, Status.SUCCEEDED), (99, Status.FAILED)]:
+        store.create("alice", "generate", {})
+        job = store.lease("w", 600)
+        clock.advance(seconds)
+        store.finish(job.id, job.lease_token, status)
+    assert store.mean_duration("generate") == 15 and store.mean_duration("generate", last=1) == 20
+    assert store.mean_duration("evaluate") is None

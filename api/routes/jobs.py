@@ -1,21 +1,31 @@
-"""/v1/jobs: submit, read, list, cancel, follow (SSE) and fetch the result of jobs."""
+"""/v1/jobs: submit, read, list, cancel, follow (SSE) and fetch the result of jobs, and of batches of jobs.
+
+A batch (`{"kind": "batch", "items": [...]}`) is a parent job and one child job per item (api/store.py, batches):
+GET of the batch counts its children by status, GET /v1/jobs?parent=ID lists them (the plain listing shows
+only top-level jobs), its result is a JSON manifest with a summary, and /archive is a zip of the children's
+results, built once into the results folder.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+import zipfile
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
+from api.config import format_duration
 from api.deps import Caller, Config, Files, OwnedJob, Store
 from api.problems import ApiError
-from api.schemas import UPLOAD_FIELDS, GenerateBody, JobBody
-from api.store import Conflict, IdempotencyConflict, Job
+from api.schemas import UPLOAD_FIELDS, BatchBody, EvaluateBody, GenerateBody, JobBody, JobId, JobList, JobView
+from api.store import BATCH, Conflict, IdempotencyConflict, Job
 from avgen.config import Config as ModelConfig
+from avgen.files import atomic_path
 from avgen.pipeline import GenerationError, GenerationRequest, resolve
+from eval.run import summary_stats
 from workers.jobs import Status
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -24,20 +34,59 @@ POLL_SECONDS = 0.2
 KEEPALIVE_SECONDS = 15.0
 
 
-def urls(job_id: str) -> dict[str, str]:
+def urls(job_id: str, kind: str | None = None) -> dict[str, str]:
     base = f"/v1/jobs/{job_id}"
-    return {"self": base, "events": f"{base}/events", "result": f"{base}/result", "cancel": f"{base}/cancel"}
+    links = {"self": base, "events": f"{base}/events", "result": f"{base}/result", "cancel": f"{base}/cancel"}
+    if kind == BATCH:
+        links |= {"archive": f"{base}/archive", "children": f"/v1/jobs?parent={job_id}"}
+    return links
 
 
-def job_view(job: Job, store) -> dict:
+def worker_count(request: Request) -> int:
+    """How many jobs run at once: the pool's slots, or 1 when this process has no pool (API only)."""
+    pool = request.app.state.pool
+    return len(pool.slots) if pool is not None else 1
+
+
+Workers = Annotated[int, Depends(worker_count)]
+
+
+def estimated_start(job: Job, store, position: int | None, workers: int) -> float | None:
+    """now + position / workers × the mean run time of the last succeeded jobs of its kind (for a batch: of its
+    next child); None when not queued or without such history. An estimate: jobs vary, and so does the load."""
+    if position is None:
+        return None
+    kind = job.kind
+    if kind == BATCH:
+        child = store.next_child(job.id)
+        if child is None:
+            return None
+        kind = child.kind
+    mean = store.mean_duration(kind)
+    return None if mean is None else store.clock() + position / max(1, workers) * mean
+
+
+def children_view(job: Job, store) -> dict | None:
+    """A batch's children by status (every status) and their total; None for any other job."""
+    if job.kind != BATCH:
+        return None
+    counts = {s.value: n for s, n in store.children_counts(job.id).items()}
+    return {**counts, "total": sum(counts.values())}
+
+
+def job_view(job: Job, store, workers: int = 1) -> dict:
     result = job.result or {}
+    position = store.queue_position(job.id) if job.status == Status.QUEUED else None
     return {
         "id": job.id,
         "kind": job.kind,
+        "parent": job.parent,
         "status": job.status.value,
         "progress": job.progress,
         "progress_message": job.progress_message,
-        "queue_position": store.queue_position(job.id) if job.status == Status.QUEUED else None,
+        "queue_position": position,
+        "estimated_start_at": estimated_start(job, store, position, workers),
+        "children": children_view(job, store),
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
@@ -48,11 +97,16 @@ def job_view(job: Job, store) -> dict:
         "result": {k: result[k] for k in ("media_type", "metadata") if k in result} or None,
         "scores": result.get("scores"),
         "spec": job.spec,
-        "urls": urls(job.id),
+        "urls": urls(job.id, job.kind),
     }
 
 
-def check_uploads(body, owner: str, files) -> None:
+def _at(where: str, field: str = "") -> str:
+    """Where in the body a problem is, as a 422's detail starts: "reference_image", "items[3].reference_image"."""
+    return ".".join(p for p in (where, field) if p)
+
+
+def check_uploads(body, owner: str, files, where: str = "") -> None:
     for field, kinds in UPLOAD_FIELDS.items():
         upload_id = getattr(body, field, None)
         if upload_id is None:
@@ -60,15 +114,17 @@ def check_uploads(body, owner: str, files) -> None:
         info = files.upload_info(owner, upload_id)
         if info is None:
             raise ApiError(
-                422, "Unprocessable Content", f"{field}: no upload {upload_id!r}; POST the file to /v1/uploads first"
-            )
+                422, "Unprocessable Content",
+                f"{_at(where, field)}: no upload {upload_id!r}; POST the file to /v1/uploads first",
+            )  # fmt: skip
         if info["kind"] not in kinds:
             raise ApiError(
-                422, "Unprocessable Content", f"{field}: upload {upload_id} is {info['kind']}, not {' or '.join(kinds)}"
-            )
+                422, "Unprocessable Content",
+                f"{_at(where, field)}: upload {upload_id} is {info['kind']}, not {' or '.join(kinds)}",
+            )  # fmt: skip
 
 
-def check_runnable(body: GenerateBody) -> None:
+def check_runnable(body: GenerateBody, where: str = "") -> None:
     """What the model would refuse, found now (no model loaded): the checks of avgen.pipeline.resolve."""
     if body.audio is not None:
         return  # the length and the phones come from the audio; the worker reads it
@@ -77,7 +133,37 @@ def check_runnable(body: GenerateBody) -> None:
     try:
         resolve(request, ModelConfig())
     except GenerationError as e:
-        raise ApiError(422, "Unprocessable Content", str(e)) from None
+        raise ApiError(422, "Unprocessable Content", f"{where}: {e}" if where else str(e)) from None
+
+
+def check_source_job(body: EvaluateBody, owner: str, store, where: str = "") -> None:
+    """An evaluate body's `job`: the caller's own generate job that has succeeded (its MP4 is what is scored)."""
+    if body.job is None:
+        return
+    at = _at(where, "job")
+    source = store.get(owner, body.job)
+    if source is None:
+        raise ApiError(422, "Unprocessable Content", f"{at}: no job {body.job!r} of yours (an item of a batch cannot "
+                       "refer to another item of the same batch: evaluate it once the batch is done)")  # fmt: skip
+    if source.kind != "generate":
+        raise ApiError(422, "Unprocessable Content", f"{at}: job {body.job} is {_a(source.kind)} job; "
+                       "only a generate job's MP4 can be evaluated")  # fmt: skip
+    if source.status != Status.SUCCEEDED:
+        raise ApiError(422, "Unprocessable Content", f"{at}: job {body.job} is {source.status}; "
+                       "evaluate it once it has succeeded")  # fmt: skip
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
+def check_item(body: GenerateBody | EvaluateBody, owner: str, files, store, where: str = "") -> None:
+    """Everything that would make the job fail later, checked at submit (422 naming where)."""
+    check_uploads(body, owner, files, where)
+    if isinstance(body, GenerateBody):
+        check_runnable(body, where)
+    else:
+        check_source_job(body, owner, store, where)
 
 
 @router.post("", status_code=202)
@@ -90,54 +176,91 @@ def submit(
     caller: Caller,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ):
-    check_uploads(body, caller, files)
-    if isinstance(body, GenerateBody):
-        check_runnable(body)
-    counts = store.counts(caller)
-    if counts[Status.QUEUED] + counts[Status.RUNNING] >= config.max_queued_per_key:
-        raise ApiError(429, "Too Many Requests", f"this key already has {config.max_queued_per_key} jobs "
-                       "queued or running; wait for one to finish", {"Retry-After": "10"})  # fmt: skip
-    if store.counts()[Status.QUEUED] >= config.max_queue:
-        raise ApiError(429, "Too Many Requests", "the queue is full; try again later", {"Retry-After": "30"})
-    spec = body.model_dump(exclude={"kind"})
+    """Queue a job: generate, evaluate (an upload or one of your succeeded generate jobs), or a batch of up to
+    1000 generate/evaluate items (one parent job, a child job per item; every item is checked before anything is
+    queued, and a 422 names the item: `items[3].seconds: ...`).
+
+    Idempotency-Key: a retry with a key already used with the same body returns the original job (202,
+    `Idempotent-Replayed: true`) before any check or quota, so it succeeds even when the key is at its cap now;
+    the same key with another body is a 422.
+
+    Quotas (429 with Retry-After): the per-key cap (AVGEN_MAX_QUEUED_PER_KEY) counts the key's queued and running
+    top-level jobs, a batch counting as one whatever its size; the global cap (AVGEN_MAX_QUEUE) counts every
+    queued job a worker can run, batch children included, so a batch that would take the queue past it is
+    refused whole (a batch larger than the whole queue can never fit: 422)."""
+    if isinstance(body, BatchBody):
+        kind, spec, items = BATCH, {"items": [item.model_dump() for item in body.items]}, body.items
+    else:
+        kind, spec, items = body.kind, body.model_dump(exclude={"kind"}), [body]
     try:
-        job, created = store.create(caller, body.kind, spec, idempotency_key=idempotency_key)
+        if idempotency_key is not None and (original := store.find_idempotent(caller, idempotency_key, kind, spec)):
+            return accepted(response, original, replayed=True)
+        for index, item in enumerate(items):
+            check_item(item, caller, files, store, f"items[{index}]" if kind == BATCH else "")
+        if store.active_top_level(caller) >= config.max_queued_per_key:
+            raise ApiError(429, "Too Many Requests", f"this key already has {config.max_queued_per_key} jobs "
+                           "queued or running; wait for one to finish", {"Retry-After": "10"})  # fmt: skip
+        if len(items) > config.max_queue:
+            raise ApiError(422, "Unprocessable Content", f"items: {len(items)} items, but the queue holds at most "
+                           f"{config.max_queue} jobs; split the batch")  # fmt: skip
+        if store.queued_work() + len(items) > config.max_queue:
+            raise ApiError(429, "Too Many Requests", "the queue is full; try again later", {"Retry-After": "30"})
+        if kind == BATCH:
+            job, created = store.create_batch(caller, spec["items"], idempotency_key=idempotency_key)
+        else:
+            job, created = store.create(caller, kind, spec, idempotency_key=idempotency_key)
     except IdempotencyConflict as e:
         raise ApiError(422, "Unprocessable Content", str(e)) from None
+    return accepted(response, job, replayed=not created)
+
+
+def accepted(response: Response, job: Job, replayed: bool) -> dict:
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    if not created:
+    if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return {"id": job.id, "status": job.status.value, "urls": urls(job.id)}
+    return {"id": job.id, "status": job.status.value, "urls": urls(job.id, job.kind)}
 
 
-@router.get("")
+@router.get("", response_model=JobList)
 def list_jobs(
     store: Store,
     caller: Caller,
+    workers: Workers,
     status: Status | None = None,
-    kind: Literal["generate", "evaluate"] | None = None,
+    kind: Literal["generate", "evaluate", "batch"] | None = None,
+    parent: Annotated[JobId | None, Query(description="a batch's id: list its children")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ):
+    """The caller's jobs, newest first: top-level jobs (batches, not their children), or with `parent` the
+    children of that batch."""
+    if parent is not None and store.get(caller, parent) is None:
+        raise ApiError(404, "Not Found", f"no job {parent!r}")
     try:
-        jobs, next_cursor = store.list(caller, status=status, kind=kind, limit=limit, cursor=cursor)
+        jobs, next_cursor = store.list(caller, status=status, kind=kind, limit=limit, cursor=cursor, parent=parent,
+                                       top_level=parent is None)  # fmt: skip
     except ValueError as e:
         raise ApiError(422, "Unprocessable Content", str(e)) from None
-    return {"jobs": [job_view(j, store) for j in jobs], "next_cursor": next_cursor}
+    return {"jobs": [job_view(j, store, workers) for j in jobs], "next_cursor": next_cursor}
 
 
-@router.get("/{job_id}")
-def get_job(job: OwnedJob, store: Store):
-    return job_view(job, store)
+@router.get("/{job_id}", response_model=JobView)
+def get_job(job: OwnedJob, store: Store, workers: Workers):
+    """The job. A queued job has `queue_position` (jobs leased before it) and `estimated_start_at` (epoch
+    seconds, an estimate: now + position / workers × the mean run time of recent succeeded jobs of its kind;
+    null without such history). A batch has `children`: its children's counts by status and `total`."""
+    return job_view(job, store, workers)
 
 
-@router.post("/{job_id}/cancel")
-def cancel(job: OwnedJob, store: Store, caller: Caller):
+@router.post("/{job_id}/cancel", response_model=JobView)
+def cancel(job: OwnedJob, store: Store, caller: Caller, workers: Workers):
+    """Cancel a job; a batch: every unfinished child (queued ones at once, running ones once their worker
+    stops), the batch ending canceled once all are finished. One child of a batch can be canceled alone."""
     try:
         job = store.request_cancel(caller, job.id)
     except Conflict as e:
         raise ApiError(409, "Conflict", str(e)) from None
-    return job_view(job, store)
+    return job_view(job, store, workers)
 
 
 @router.get("/{job_id}/events")
@@ -174,10 +297,13 @@ async def events(job: OwnedJob, store: Store, request: Request, last_event_id: A
 
 
 @router.get("/{job_id}/result")
-def result(job: OwnedJob, files: Files, config: Config):
+def result(job: OwnedJob, files: Files, store: Store, config: Config):
+    """The result: the MP4 (generate) or the plot PNG (evaluate), with Range and ETag; for a finished batch a
+    JSON manifest (each item's id, status, result URL, scores and error) with a summary of the scores."""
+    if job.kind == BATCH:
+        require_finished(job)
+        return JSONResponse(manifest(job, store))
     if job.status == Status.EXPIRED:
-        from api.config import format_duration
-
         kept = f"results are kept for {format_duration(config.retention_seconds)} after their job finishes"
         if config.max_disk_bytes is not None:
             kept += ", the oldest less long when the server's disk cap is reached"
@@ -193,3 +319,55 @@ def result(job: OwnedJob, files: Files, config: Config):
         raise ApiError(404, "Not Found", f"the result of job {job.id} is no longer stored")
     suffix = path.suffix
     return FileResponse(path, media_type=media_type, filename=f"{job.id}{suffix}")
+
+
+@router.get("/{job_id}/archive")
+def archive(job: OwnedJob, files: Files, store: Store):
+    """A finished batch's results in one zip: NNNN-<child id>.mp4 per succeeded item (an evaluate item: its plot,
+    .png) and manifest.json (the result's manifest). Built once, into the results folder; Range and ETag."""
+    if job.kind != BATCH:
+        raise ApiError(404, "Not Found", f"job {job.id} is {_a(job.kind)} job; only a batch has an archive")
+    require_finished(job)
+    path = files.result_path(job.id, "application/zip")
+    if not path.is_file():
+        build_archive(job, store, files, path)
+    return FileResponse(path, media_type="application/zip", filename=f"batch-{job.id}.zip")
+
+
+def require_finished(batch: Job) -> None:
+    if not batch.status.is_terminal:
+        raise ApiError(409, "Conflict", f"batch {batch.id} is {batch.status}; its manifest and archive are here once "
+                       "every item has finished", {"Retry-After": "5"})  # fmt: skip
+
+
+def manifest(batch: Job, store) -> dict:
+    """Each item in order (index, id, status, result_url, scores, error) and a summary: per metric of the `avgen
+    eval` rows, the mean, the half-width of its 95% confidence interval (mean ± ci95) and n, over the scored
+    items, computed as `avgen eval` computes its summary (eval.run.summary_stats)."""
+    items = []
+    for index, child in enumerate(store.children(batch.id)):
+        succeeded = child.status == Status.SUCCEEDED
+        items.append({
+            "index": index, "id": child.id, "kind": child.kind, "status": child.status.value,
+            "result_url": f"/v1/jobs/{child.id}/result" if succeeded and (child.result or {}).get("media_type")
+            else None,
+            "scores": (child.result or {}).get("scores"), "error": child.error,
+        })  # fmt: skip
+    rows = [item["scores"] for item in items if item["scores"]]
+    metrics = {metric: {"mean": mean, "ci95": half, "n": n} for metric, (mean, half, n) in summary_stats(rows).items()}
+    counts = {s.value: sum(item["status"] == s for item in items) for s in Status}
+    return {"id": batch.id, "status": batch.status.value, "items": items,
+            "summary": {"items": len(items), "scored": len(rows), "counts": counts, "metrics": metrics}}  # fmt: skip
+
+
+def build_archive(batch: Job, store, files, path) -> None:
+    listing = manifest(batch, store)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:  # MP4s are compressed
+        for item in listing["items"]:
+            if item["result_url"] is None:
+                continue
+            child = store.job(item["id"])
+            source = files.result_path(child.id, child.result["media_type"])
+            if source.is_file():
+                z.write(source, f"{item['index']:04d}-{child.id}{source.suffix}")
+        z.writestr("manifest.json", json.dumps(listing, indent=1), zipfile.ZIP_DEFLATED)
