@@ -102,6 +102,22 @@ class IdempotencyConflict(StoreError):
     """The idempotency key was already used by this owner with another body (HTTP 422)."""
 
 
+class QuotaExceeded(StoreError):
+    """Creating the job would pass a quota (HTTP 429); `scope` says which: "owner" or "queue"."""
+
+    def __init__(self, message: str, scope: str):
+        super().__init__(message)
+        self.scope = scope
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Checked in the creating transaction, so that concurrent creates cannot pass it together."""
+
+    per_owner: int  # queued + running top-level jobs of one owner (a batch counts once)
+    queue: int  # queued jobs a worker can run, of all owners (batch children counted, parents not)
+
+
 class Conflict(StoreError):
     """The job's state forbids the request, e.g. canceling a finished job (HTTP 409)."""
 
@@ -258,47 +274,27 @@ class JobStore:
         spec: dict,
         idempotency_key: str | None = None,
         parent: str | None = None,
+        quota: Quota | None = None,
     ) -> tuple[Job, bool]:
         """Queue a job; committed before it returns. With an idempotency key already used by this owner:
-        the same body returns the original job and created=False, another body raises IdempotencyConflict."""
+        the same body returns the original job and created=False (whatever the quota), another body raises
+        IdempotencyConflict. Past the quota: QuotaExceeded, nothing created."""
         if not isinstance(spec, dict):
             raise TypeError(f"spec must be a dict, not {type(spec).__name__}")
-        body_hash = hashlib.sha256(_canonical({"kind": kind, "spec": spec, "parent": parent}).encode()).hexdigest()
+        body_hash = _body_hash(kind, spec, parent)
         now = self.clock()
         job_id = uuid.uuid4().hex
         with self._write() as db:
             if parent is not None and self._get(db, owner, parent) is None:
                 raise StoreError(f"parent job {parent!r} not found for this owner")
-            try:
-                db.execute(
-                    "INSERT INTO jobs (id, owner, kind, spec, parent, status, idempotency_key, body_hash, created_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job_id,
-                        owner,
-                        kind,
-                        _canonical(spec),
-                        parent,
-                        Status.QUEUED,
-                        idempotency_key,
-                        body_hash,
-                        now,
-                        now,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                if idempotency_key is None:
-                    raise
-                row = db.execute(
-                    f"SELECT {_JOB_COLUMNS}, body_hash FROM jobs WHERE owner = ? AND idempotency_key = ?",
-                    (owner, idempotency_key),
-                ).fetchone()
-                if row["body_hash"] != body_hash:
-                    raise IdempotencyConflict(
-                        f"idempotency key {idempotency_key!r} was already used with another request body; "
-                        "use a new key for a new request"
-                    ) from None
-                return _job({k: row[k] for k in Job.__dataclass_fields__}), False
+            if idempotency_key is not None and (original := self._replay(db, owner, idempotency_key, body_hash)):
+                return original, False
+            self._check_quota(db, owner, quota, 1)
+            db.execute(
+                "INSERT INTO jobs (id, owner, kind, spec, parent, status, idempotency_key, body_hash, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, owner, kind, _canonical(spec), parent, Status.QUEUED, idempotency_key, body_hash, now, now),
+            )
             self._event(db, job_id, "queued", {"status": Status.QUEUED}, now)
             return self._job(db, job_id), True
 
@@ -560,9 +556,12 @@ class JobStore:
     # the fraction of children finished; once every child is terminal: canceled if the batch was canceled,
     # else succeeded if at least one child succeeded, else failed.
 
-    def create_batch(self, owner: str, items: list[dict], idempotency_key: str | None = None) -> tuple[Job, bool]:
+    def create_batch(
+        self, owner: str, items: list[dict], idempotency_key: str | None = None, quota: Quota | None = None
+    ) -> tuple[Job, bool]:
         """Queue a batch: its parent job and one child per item ({"kind": ..., **spec}, in order), committed
-        together. Idempotency as for `create`: the key's body is the whole list of items."""
+        together. Idempotency and quota as for `create`: the key's body is the whole list of items, and the batch
+        counts once for its owner and once per item in the queue."""
         if not items or not all(isinstance(i, dict) and i.get("kind") not in (None, BATCH) for i in items):
             raise ValueError("a batch needs at least one item, each a dict with a kind that is not batch")
         body_hash = _body_hash(BATCH, {"items": items}, None)
@@ -573,13 +572,11 @@ class JobStore:
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         with self._write() as db:
-            try:
-                db.execute(insert, (parent_id, owner, BATCH, _canonical({"count": len(items)}), None,
-                                    Status.QUEUED, idempotency_key, body_hash, now, now))  # fmt: skip
-            except sqlite3.IntegrityError:
-                if idempotency_key is None:
-                    raise
-                return self._replay(db, owner, idempotency_key, body_hash), False
+            if idempotency_key is not None and (original := self._replay(db, owner, idempotency_key, body_hash)):
+                return original, False
+            self._check_quota(db, owner, quota, len(items))
+            db.execute(insert, (parent_id, owner, BATCH, _canonical({"count": len(items)}), None,
+                                Status.QUEUED, idempotency_key, body_hash, now, now))  # fmt: skip
             self._event(db, parent_id, "queued", {"status": Status.QUEUED, "count": len(items)}, now)
             for item in items:
                 kind, spec = item["kind"], {k: v for k, v in item.items() if k != "kind"}
@@ -607,23 +604,35 @@ class JobStore:
     def active_top_level(self, owner: str) -> int:
         """The owner's queued or running jobs that are not a batch's children (a batch counts once): the per-key
         quota."""
-        return (
-            self._db()
-            .execute(
-                "SELECT COUNT(*) FROM jobs WHERE owner = ? AND parent IS NULL AND status IN (?, ?)",
-                (owner, Status.QUEUED, Status.RUNNING),
-            )
-            .fetchone()[0]
-        )
+        return self._active_top_level(self._db(), owner)
 
     def queued_work(self) -> int:
         """Queued jobs a worker can lease, of all owners (batch children included, batch parents not): the global
         queue cap."""
-        return (
-            self._db()
-            .execute(f"SELECT COUNT(*) FROM jobs WHERE status = ? AND kind != '{BATCH}'", (Status.QUEUED,))
-            .fetchone()[0]
-        )
+        return self._queued_work(self._db())
+
+    @staticmethod
+    def _active_top_level(db: sqlite3.Connection, owner: str) -> int:
+        return db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE owner = ? AND parent IS NULL AND status IN (?, ?)",
+            (owner, Status.QUEUED, Status.RUNNING),
+        ).fetchone()[0]
+
+    @staticmethod
+    def _queued_work(db: sqlite3.Connection) -> int:
+        return db.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE status = ? AND kind != '{BATCH}'", (Status.QUEUED,)
+        ).fetchone()[0]
+
+    def _check_quota(self, db: sqlite3.Connection, owner: str, quota: Quota | None, jobs: int) -> None:
+        if quota is None:
+            return
+        if self._active_top_level(db, owner) >= quota.per_owner:
+            raise QuotaExceeded(
+                f"this key already has {quota.per_owner} jobs queued or running; wait for one to finish", "owner"
+            )
+        if self._queued_work(db) + jobs > quota.queue:
+            raise QuotaExceeded("the queue is full; try again later", "queue")
 
     def mean_duration(self, kind: str, last: int = 20) -> float | None:
         """Mean seconds from first start to finish of the `last` most recently succeeded jobs of this kind; None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from api.store import SCHEMA_VERSION, Conflict, IdempotencyConflict, JobStore, StoreError
+from api.store import SCHEMA_VERSION, Conflict, IdempotencyConflict, JobStore, Quota, QuotaExceeded, StoreError
 from workers.jobs import Status
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,6 +126,27 @@ def test_eight_threads_creating_with_one_key_make_one_job(store):
     assert sum(created for _, created in results) == 1
     assert store.counts()[Status.QUEUED] == 1
     assert len(store.events_after(results[0][0].id)) == 1  # one queued event
+
+
+def test_a_quota_holds_exactly_under_concurrent_creates_and_a_replay_passes_it(store):
+    quota = Quota(per_owner=3, queue=5)
+
+    def create(i):
+        try:
+            return store.create("alice" if i % 2 else "bob", "generate", {"i": i}, f"key-{i}", quota=quota)[0]
+        except QuotaExceeded as e:
+            return e.scope
+
+    outcomes = run_in_threads(16, create)
+    jobs = [o for o in outcomes if not isinstance(o, str)]
+    assert len(jobs) == 5 and store.counts()[Status.QUEUED] == 5  # 3 + 2 or 2 + 3: the queue cap binds
+    assert {o for o in outcomes if isinstance(o, str)} <= {"owner", "queue"}
+    assert max(collections.Counter(j.owner for j in jobs).values()) == 3
+    first = jobs[0]
+    again, created = store.create(first.owner, "generate", first.spec, f"key-{first.spec['i']}", quota=quota)
+    assert again.id == first.id and not created  # the same request again: its job, though the queue is full
+    with pytest.raises(QuotaExceeded):
+        store.create_batch("carol", [{"kind": "generate"}], quota=quota)
 
 
 def test_four_threads_leasing_forty_jobs_lease_each_exactly_once(store):

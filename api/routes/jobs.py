@@ -21,7 +21,7 @@ from api.config import format_duration
 from api.deps import Caller, Config, Files, OwnedJob, Store
 from api.problems import ApiError
 from api.schemas import UPLOAD_FIELDS, BatchBody, EvaluateBody, GenerateBody, JobBody, JobId, JobList, JobView
-from api.store import BATCH, Conflict, IdempotencyConflict, Job
+from api.store import BATCH, Conflict, IdempotencyConflict, Job, Quota, QuotaExceeded
 from avgen.config import Config as ModelConfig
 from avgen.files import atomic_path
 from avgen.pipeline import GenerationError, GenerationRequest, resolve
@@ -32,6 +32,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 POLL_SECONDS = 0.2
 KEEPALIVE_SECONDS = 15.0
+RETRY_AFTER = {"owner": "10", "queue": "30"}  # seconds, by the quota that refused a submission
 
 
 def urls(job_id: str, kind: str | None = None) -> dict[str, str]:
@@ -197,18 +198,16 @@ def submit(
             return accepted(response, original, replayed=True)
         for index, item in enumerate(items):
             check_item(item, caller, files, store, f"items[{index}]" if kind == BATCH else "")
-        if store.active_top_level(caller) >= config.max_queued_per_key:
-            raise ApiError(429, "Too Many Requests", f"this key already has {config.max_queued_per_key} jobs "
-                           "queued or running; wait for one to finish", {"Retry-After": "10"})  # fmt: skip
         if len(items) > config.max_queue:
             raise ApiError(422, "Unprocessable Content", f"items: {len(items)} items, but the queue holds at most "
                            f"{config.max_queue} jobs; split the batch")  # fmt: skip
-        if store.queued_work() + len(items) > config.max_queue:
-            raise ApiError(429, "Too Many Requests", "the queue is full; try again later", {"Retry-After": "30"})
+        quota = Quota(per_owner=config.max_queued_per_key, queue=config.max_queue)
         if kind == BATCH:
-            job, created = store.create_batch(caller, spec["items"], idempotency_key=idempotency_key)
+            job, created = store.create_batch(caller, spec["items"], idempotency_key=idempotency_key, quota=quota)
         else:
-            job, created = store.create(caller, kind, spec, idempotency_key=idempotency_key)
+            job, created = store.create(caller, kind, spec, idempotency_key=idempotency_key, quota=quota)
+    except QuotaExceeded as e:
+        raise ApiError(429, "Too Many Requests", str(e), {"Retry-After": RETRY_AFTER[e.scope]}) from None
     except IdempotencyConflict as e:
         raise ApiError(422, "Unprocessable Content", str(e)) from None
     return accepted(response, job, replayed=not created)
