@@ -84,9 +84,9 @@ QUICK = {
 # --- the server's process tree -------------------------------------------------------------------------------
 
 
-def session_cpu(sid: int) -> tuple[list[int], float]:
-    """The processes of session `sid` (from /proc) and their CPU seconds (user + system) so far."""
-    pids, cpu, tick = [], 0.0, os.sysconf("SC_CLK_TCK")
+def session_cpu(sid: int) -> dict[int, tuple[str, float]]:
+    """The processes of session `sid` (from /proc): pid -> (name, CPU seconds so far, user + system)."""
+    found, tick = {}, os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -97,9 +97,11 @@ def session_cpu(sid: int) -> tuple[list[int], float]:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp session ... utime(11) stime(12)
         if int(fields[3]) == sid:
-            pids.append(int(entry))
-            cpu += (int(fields[11]) + int(fields[12])) / tick
-    return pids, cpu
+            found[int(entry)] = (
+                stat[stat.index("(") + 1 : stat.rindex(")")],
+                (int(fields[11]) + int(fields[12])) / tick,
+            )
+    return found
 
 
 @dataclass
@@ -112,7 +114,16 @@ class Server:
     ready_s: float = 0.0  # from the start of the process to /readyz 200
 
     def cpu(self) -> float:
-        return session_cpu(self.proc.pid)[1]
+        return sum(cpu for _, cpu in session_cpu(self.proc.pid).values())
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds so far of the API process (FastAPI, the store, the pool's dispatcher and consumers), the
+        worker actors, and the rest of Ray (raylet, GCS, dashboard, idle workers)."""
+        out = {"api": 0.0, "actors": 0.0, "ray_other": 0.0}
+        for pid, (name, cpu) in session_cpu(self.proc.pid).items():
+            role = "api" if pid == self.proc.pid else "actors" if name.startswith("ray::WorkerAct") else "ray_other"
+            out[role] += cpu
+        return out
 
 
 def serve_threads_flag() -> bool:
@@ -163,6 +174,9 @@ def served(root: Path, workers: int, threads: int, pass_threads: bool):
         "PYTHONPATH": str(ROOT),
         "AVGEN_API_KEYS": ",".join(ALL_KEYS),
         "AVGEN_MAX_QUEUED_PER_KEY": "1000",
+        # A Ray of its own: ray.init(address=None), as start_pool calls it without RAY_ADDRESS, joins the newest
+        # cluster named in $RAY_TMPDIR/ray/ray_current_cluster (another agent's test cluster on a shared machine)
+        "RAY_TMPDIR": str(root),
     }
     log_path = root / "serve.log"
     url = f"http://127.0.0.1:{port}"
@@ -193,7 +207,7 @@ def server_stop(proc: subprocess.Popen) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             pass
-    for pid in session_cpu(proc.pid)[0]:
+    for pid in session_cpu(proc.pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -274,14 +288,15 @@ def children_cpu() -> float:
 
 
 class Part:
-    """Load average and CPU seconds (this script, the server's tree, everything else) around one part."""
+    """Load average and CPU seconds around one part: this script (and its baseline child), the server's tree
+    (by role, see Server.cpu_by_role) and everything else on the machine."""
 
-    def __init__(self, servers: list[Server]):
-        self.servers = servers
+    def __init__(self, server: Server):
+        self.server = server
 
     def __enter__(self):
         self.load_before, self.snap, self.children = load_avg(), cpu_snapshot(), children_cpu()
-        self.server_cpu = sum(s.cpu() for s in self.servers)
+        self.server_cpu = self.server.cpu_by_role()
         self.t0 = time.perf_counter()
         return self
 
@@ -289,17 +304,17 @@ class Part:
         wall = time.perf_counter() - self.t0
         after = cpu_snapshot()
         own = after["own"] - self.snap["own"] + children_cpu() - self.children  # the baseline child, once ended
-        server = sum(s.cpu() for s in self.servers) - self.server_cpu
+        server = {k: round(v - self.server_cpu[k], 2) for k, v in self.server.cpu_by_role().items()}
         self.record = {
             "wall_s": round(wall, 2),
             "load_avg_before": self.load_before,
             "load_avg_after": load_avg(),
             "bench_cpu_s": round(own, 2),
-            "server_cpu_s": round(server, 2),
+            "server_cpu_s": server,
         }
         if after["busy"] is not None and self.snap["busy"] is not None:
             busy = after["busy"] - self.snap["busy"]
-            self.record["others_cpu_s"] = round(max(0.0, busy - own - server), 2)
+            self.record["others_cpu_s"] = round(max(0.0, busy - own - sum(server.values())), 2)
             self.record["steal_s"] = round(after["steal"] - self.snap["steal"], 2)
 
 
@@ -307,8 +322,9 @@ class Baseline:
     """The in-process side of the overhead comparison: a child process (this script, --baseline-worker) that
     loads the model once and then, per request on its stdin, generates it into an MP4 (`Generator.open` +
     `write_stream`, as `avgen generate` and the worker's JobRunner do) and answers with its own timing. It runs
-    with the torch threads of the pool's actors and OMP_NUM_THREADS set to them, as Ray sets it for an actor
-    (recorded from the actor's own environment)."""
+    with the torch threads of the pool's actors and OMP_NUM_THREADS set to them, as Ray sets it in an actor's
+    process (ray._private.utils.set_omp_num_threads_if_unset: the actor's num_cpus, which the pool sets to its
+    threads), and in a session of its own, as the server's processes are."""
 
     def __init__(self, threads: int, steps: int | None):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
@@ -360,29 +376,12 @@ def baseline_worker(threads: int, steps: int | None) -> None:
         print(json.dumps(answer), flush=True)
 
 
-def actor_environment(server: Server) -> dict:
-    """OMP_NUM_THREADS and friends as the server's worker actors have them (/proc/PID/environ)."""
-    found = {}
-    for pid in session_cpu(server.proc.pid)[0]:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if not f.read().startswith(b"ray::WorkerActor"):
-                    continue
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
-        except OSError:
-            continue
-        for name in (b"OMP_NUM_THREADS", b"MKL_NUM_THREADS", b"OPENBLAS_NUM_THREADS"):
-            found.setdefault(name.decode(), env.get(name, b"").decode() or None)
-    return found
-
-
 def overhead(server: Server, settings: dict, steps: int | None, tmp: Path) -> dict:
     seconds = settings["seconds"]
     baseline = Baseline(server.threads, steps)
 
     def over_http(c: httpx.Client, seed: int, path: Path) -> dict:
-        t, cpu = time.perf_counter(), server.cpu()
+        t, cpu = time.perf_counter(), server.cpu_by_role()
         at_submit = time.time()
         job = submit(c, body(seconds, seed, steps))
         posted = time.perf_counter()
@@ -393,14 +392,15 @@ def overhead(server: Server, settings: dict, steps: int | None, tmp: Path) -> di
             raise RuntimeError(f"GET result: {r.status_code} {r.text[:300]}")
         path.write_bytes(r.content)
         downloaded = time.perf_counter()
-        total, cpu = downloaded - t, server.cpu() - cpu
+        total, cpu = downloaded - t, {k: v - cpu[k] for k, v in server.cpu_by_role().items()}
         view = c.get(job["urls"]["self"]).json()
         if view["status"] != "succeeded":
             raise RuntimeError(f"job {view['status']}: {view['error']}")
         progress = [e["data"]["at"] for e in events if e["type"] == "progress"]
         return {
             "total_s": round(total, 4),
-            "cpu_s": round(cpu, 3),  # of the server's whole process tree (API, Ray, the actor), its idle use included
+            "cpu_s": round(sum(cpu.values()), 3),  # the server's whole process tree, its idle use included
+            **{f"cpu_{role}_s": round(v, 3) for role, v in cpu.items()},
             "sha256": digest(path),
             "post_s": round(posted - t, 4),
             # server-side timeline (time.time on this same machine)
@@ -443,12 +443,11 @@ def overhead(server: Server, settings: dict, steps: int | None, tmp: Path) -> di
     breakdown = {
         k: round(statistics.median(p["http"][k] for p in raw), 4)
         for k in raw[0]["http"]
-        if k.endswith("_s") and k != "cpu_s"
+        if k.endswith("_s") and not k.startswith("cpu_")
     }
     return {
         "seconds": seconds,
         "baseline_process": baseline.info,
-        "actor_environment": actor_environment(server),
         "warmup": {"http": warm_http, "in_process": warm_local},
         "raw": raw,
         "summary": {
@@ -462,7 +461,11 @@ def overhead(server: Server, settings: dict, steps: int | None, tmp: Path) -> di
             "target_ratio": OVERHEAD_TARGET,
             "meets_target": http / local <= OVERHEAD_TARGET,
             "same_mp4_every_pair": all(p["same_mp4"] for p in raw),
-            "http_cpu_median_s": round(statistics.median(p["http"]["cpu_s"] for p in raw), 3),
+            "http_cpu_median_s": {
+                k: round(statistics.median(p["http"][k] for p in raw), 3)
+                for k in raw[0]["http"]
+                if k.startswith("cpu_")
+            },
             "in_process_cpu_median_s": round(statistics.median(p["in_process"]["cpu_s"] for p in raw), 3),
             "http_breakdown_median_s": breakdown,
         },
@@ -685,14 +688,15 @@ def main() -> int:
             if pass_threads
             else "the pool's default (serve has no --threads)",
             "baseline_threads": threads,
-            "model": "Generator.load() default: the shipped weights (see overhead.checkpoint)",
+            "model": "Generator.load() default: the shipped weights (see overhead.baseline_process.checkpoint)",
+            "ray": "a fresh local Ray per server (RAY_TMPDIR private to it)",
             **settings,
         },
         "load_avg_before": load_avg(),
         "servers": [],
     }
     del ray, torch
-    with tempfile.TemporaryDirectory(prefix="avgen-bench-service-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="avb-", dir="/tmp") as tmp_name:  # short: Ray's socket paths live in it
         tmp = Path(tmp_name)
         needed = {1} if {"overhead", "latency"} & set(parts) else set()
         needed |= set(settings["throughput"]["workers"]) if "throughput" in parts else set()
@@ -705,17 +709,17 @@ def main() -> int:
                     file=sys.stderr,
                 )
                 if workers == 1 and "overhead" in parts:
-                    with Part([server]) as p:
+                    with Part(server) as p:
                         report["overhead"] = overhead(server, settings["overhead"], args.steps, tmp)
                     report["overhead"]["machine_during"] = p.record
                     print(f"overhead: {report['overhead']['summary']}", file=sys.stderr)
                 if workers == 1 and "latency" in parts:
-                    with Part([server]) as p:
+                    with Part(server) as p:
                         report["latency"] = latency(server, settings["latency"], args.steps)
                     report["latency"]["machine_during"] = p.record
                     print(f"latency: {report['latency']['summary']}", file=sys.stderr)
                 if "throughput" in parts and workers in settings["throughput"]["workers"]:
-                    with Part([server]) as p:
+                    with Part(server) as p:
                         run = throughput(server, settings["throughput"], args.steps)
                     run["machine_during"] = p.record
                     report.setdefault("throughput", {"runs": []})["runs"].append(run)
