@@ -1,6 +1,6 @@
 """The service end to end: a real `avgen serve` (Ray worker pool, SQLite job store, HTTP on loopback).
 
-    python benchmarks/service.py [--only overhead|latency|throughput] [--quick] [--out PATH]
+    python benchmarks/service.py [--only overhead|latency|throughput|store] [--quick] [--out PATH]
                                  [--repeats N] [--threads N]
 
 Each server is `python -m avgen serve --port P --data-dir D --workers N` in its own process group (and
@@ -23,6 +23,8 @@ worker processes have process groups of their own). The model is the default one
 3. throughput: 16 queued 2 s generate jobs (score=false), with --workers 1 and with --workers 2: wall time
    from the first submit to the last job's finished_at (the server's clock; same machine), jobs/minute, and
    the ratio. One warm-up job per worker first.
+4. store: the latency part's burst without HTTP or a server, straight on a JobStore from as many threads
+   (see store_contention): SQLite's write lock as shipped against one process-level lock around each write.
 
 Torch threads: the pool's actors use `--threads` of `avgen serve` where it has one (this script passes it),
 else the pool's default (workers/pool.py start_pool: 1); the in-process baseline uses the same count.
@@ -291,12 +293,12 @@ class Part:
     """Load average and CPU seconds around one part: this script (and its baseline child), the server's tree
     (by role, see Server.cpu_by_role) and everything else on the machine."""
 
-    def __init__(self, server: Server):
+    def __init__(self, server: Server | None):
         self.server = server
 
     def __enter__(self):
         self.load_before, self.snap, self.children = load_avg(), cpu_snapshot(), children_cpu()
-        self.server_cpu = self.server.cpu_by_role()
+        self.server_cpu = self.server.cpu_by_role() if self.server else {}
         self.t0 = time.perf_counter()
         return self
 
@@ -304,7 +306,8 @@ class Part:
         wall = time.perf_counter() - self.t0
         after = cpu_snapshot()
         own = after["own"] - self.snap["own"] + children_cpu() - self.children  # the baseline child, once ended
-        server = {k: round(v - self.server_cpu[k], 2) for k, v in self.server.cpu_by_role().items()}
+        now = self.server.cpu_by_role() if self.server else {}
+        server = {k: round(v - self.server_cpu[k], 2) for k, v in now.items()}
         self.record = {
             "wall_s": round(wall, 2),
             "load_avg_before": self.load_before,
@@ -315,6 +318,7 @@ class Part:
         if after["busy"] is not None and self.snap["busy"] is not None:
             busy = after["busy"] - self.snap["busy"]
             self.record["others_cpu_s"] = round(max(0.0, busy - own - sum(server.values())), 2)
+            self.record["others_cores"] = round(self.record["others_cpu_s"] / wall, 2)  # of the machine's cpu_count
             self.record["steal_s"] = round(after["steal"] - self.snap["steal"], 2)
 
 
@@ -529,10 +533,10 @@ def latency(server: Server, settings: dict, steps: int | None) -> dict:
         c.post(running["urls"]["cancel"])
         final = follow(c, running)[-1]["type"]
     ok = [s["s"] for s in samples if s["status"] == 202]
-    statuses = {
-        str(code): sum(1 for s in samples if s["status"] == code) for code in sorted({s["status"] for s in samples})
-    }
-    p50, p90, p99 = (float(np.percentile(ok, q)) for q in (50, 90, 99)) if ok else (None, None, None)
+    statuses = {str(code): sum(s["status"] == code for s in samples) for code in sorted({s["status"] for s in samples})}
+    p50, p90, p99 = percentiles(ok, (50, 90, 99))
+    first = percentiles([s["s"] for s in samples if s["status"] == 202 and s["n"] == 0], (50, 99))
+    later = percentiles([s["s"] for s in samples if s["status"] == 202 and s["n"] > 0], (50, 99))
     return {
         "clients": clients,
         "per_client": per_client,
@@ -548,9 +552,12 @@ def latency(server: Server, settings: dict, steps: int | None) -> dict:
         "cancel_all_s": round(cancel_s, 2),
         "summary": {
             "statuses": statuses,
-            "p50_s": None if p50 is None else round(p50, 4),
-            "p90_s": None if p90 is None else round(p90, 4),
-            "p99_s": None if p99 is None else round(p99, 4),
+            "p50_s": p50,
+            "p90_s": p90,
+            "p99_s": p99,
+            # all clients' first POSTs arrive together; the later ones are spread by the first ones' answers
+            "first_per_client_p50_p99_s": first,
+            "later_p50_p99_s": later,
             "max_s": round(max(ok), 4) if ok else None,
             "mean_s": round(statistics.fmean(ok), 4) if ok else None,
             "sequential_median_s": round(statistics.median(s["s"] for s in sequential), 4) if sequential else None,
@@ -616,6 +623,55 @@ def throughput(server: Server, settings: dict, steps: int | None) -> dict:
     }
 
 
+def store_contention(settings: dict, tmp: Path) -> dict:
+    """Where the latency tail comes from, without HTTP: `clients` threads of one process (as the API's thread
+    pool) each create `per_client` jobs on a real JobStore at once, as shipped (every writer waits for SQLite's
+    write lock in its busy handler, which sleeps and retries) and with one threading.Lock taken around each
+    create (writers queue in the process and the lock is handed straight on). Two rounds of each, alternating."""
+    import threading
+
+    from api.store import JobStore
+
+    clients, per_client = settings["clients"], settings["per_client"]
+
+    def burst(store: JobStore, lock: threading.Lock | None) -> dict:
+        barrier, seconds = threading.Barrier(clients), []
+
+        def one(i: int) -> None:
+            owner = f"owner-{i % len(KEYS_LATENCY)}"
+            store.counts(owner)  # this thread's connection is open before the clock starts
+            barrier.wait()
+            for k in range(per_client):
+                t = time.perf_counter()
+                if lock is None:
+                    store.create(owner, "generate", {"text": TEXT, "seed": i * 100 + k})
+                else:
+                    with lock:
+                        store.create(owner, "generate", {"text": TEXT, "seed": i * 100 + k})
+                seconds.append(time.perf_counter() - t)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - t
+        p50, p99, top = percentiles(seconds, (50, 99, 100))
+        return {"p50_s": p50, "p99_s": p99, "max_s": top, "wall_s": round(wall, 3)}
+
+    rounds = []
+    for r in range(2):
+        for mode in ("as_shipped", "process_lock"):
+            with JobStore(tmp / f"store-{mode}-{r}.sqlite3") as store:
+                rounds.append({"mode": mode, **burst(store, threading.Lock() if mode == "process_lock" else None)})
+    return {"clients": clients, "per_client": per_client, "rounds": rounds}
+
+
+def percentiles(xs: list[float], qs: tuple[int, ...]) -> list[float | None]:
+    return [round(float(np.percentile(xs, q)), 4) if xs else None for q in qs]
+
+
 def idle_cpu(server: Server, seconds: float = 10.0) -> float:
     """CPU seconds per second the idle server's whole tree (API, dispatcher, Ray, actors) uses."""
     before = server.cpu()
@@ -634,9 +690,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--only",
-        choices=("overhead", "latency", "throughput"),
+        choices=("overhead", "latency", "throughput", "store"),
         action="append",
-        help="run only this part (may be given more than once; default: all three)",
+        help="run only this part (may be given more than once; default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="a fast check: short clips, few repeats, few clients")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/service.json, service_quick.json)")
@@ -650,7 +706,7 @@ def main() -> int:
     if args.baseline_worker:
         baseline_worker(args.threads, args.steps)
         return 0
-    parts = args.only or ["overhead", "latency", "throughput"]
+    parts = args.only or ["overhead", "latency", "throughput", "store"]
     settings = json.loads(json.dumps(QUICK if args.quick else FULL))
     if args.repeats is not None:
         settings["overhead"]["repeats"] = args.repeats
@@ -728,6 +784,11 @@ def main() -> int:
                         f"{run['mean_jobs_running']} running on average",
                         file=sys.stderr,
                     )
+        if "store" in parts:
+            with Part(None) as p:
+                report["store_contention"] = store_contention(settings["latency"], tmp)
+            report["store_contention"]["machine_during"] = p.record
+            print(f"store contention: {report['store_contention']['rounds']}", file=sys.stderr)
     if "throughput" in report:
         by = {r["workers"]: r for r in report["throughput"]["runs"]}
         if 1 in by and 2 in by:
@@ -737,6 +798,8 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     summary = {k: report[k]["summary"] for k in ("overhead", "latency") if k in report}
+    if "store_contention" in report:
+        summary["store_contention"] = report["store_contention"]["rounds"]
     if "throughput" in report:
         summary["throughput"] = {
             **{
