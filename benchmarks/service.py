@@ -7,12 +7,14 @@ Each server is `python -m avgen serve --port P --data-dir D --workers N` in its 
 session), with API keys from AVGEN_API_KEYS and the per-key cap raised (AVGEN_MAX_QUEUED_PER_KEY) so that no
 submission here is refused; it is measured only once GET /readyz says 200 (a worker has loaded the model), and
 stopped at the end with SIGTERM to its process group, then SIGKILL to whatever of its session is left (Ray's
-worker processes have process groups of their own). The model is the default one (the shipped weights).
+worker processes have process groups of their own). Each server starts a Ray of its own (RAY_TMPDIR private
+to it; see `served`). The model is the default one (the shipped weights).
 
 1. overhead: a 4 s generate job through HTTP (POST /v1/jobs, follow its SSE events until the stream closes
-   after `succeeded`, GET the result and write it to a file) against the same request in this process
-   (`Generator.load()` once, then `Generator.open` + `write_stream` to a file per request: what
-   `avgen generate` and the worker's JobRunner do), same seed, steps and torch threads, score=false in both
+   after `succeeded`, GET the result and write it to a file) against the same request in one plain process
+   (a child of this script, class Baseline: `Generator.load()` once, then `Generator.open` + `write_stream` to
+   a file per request, what `avgen generate` and the worker's JobRunner do), same seed, steps and torch
+   threads, score=false in both
    (scoring is the same work either way; leaving it out makes the generation, which the two share, smaller and
    the ratio stricter). One warm-up of each, then `--repeats` pairs, the order alternating within the pairs.
    Target: median(HTTP) <= 1.10 x median(in process).
