@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from api.schemas import KINDS
 
@@ -62,6 +63,16 @@ def _location(loc) -> str:
     return text or "body"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette's own 405 names only the first route's)."""
+    methods = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
@@ -72,9 +83,11 @@ def install(app: FastAPI) -> None:
         detail = e.detail if isinstance(e.detail, str) else HTTPStatus(e.status_code).description
         if e.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.url.path}"
+        headers = getattr(e, "headers", None)
         if e.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
-        return problem(e.status_code, detail, headers=getattr(e, "headers", None), instance=request.url.path)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return problem(e.status_code, detail, headers=headers, instance=request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):

@@ -6,7 +6,7 @@ import os
 
 from fastapi import APIRouter, Request
 
-from api.problems import problem
+from api.problems import problem, responses
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +16,7 @@ def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=responses(503))
 def readyz(request: Request):
     state = request.app.state
     checks = {}

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from api.config import format_duration
 from api.deps import Caller, Config, Files, OwnedJob, Store
-from api.problems import ApiError
+from api.problems import ApiError, responses
 from api.schemas import UPLOAD_FIELDS, BatchBody, EvaluateBody, GenerateBody, JobBody, JobId, JobList, JobView
 from api.store import BATCH, Conflict, IdempotencyConflict, Job, Quota, QuotaExceeded
 from avgen.config import Config as ModelConfig
@@ -28,7 +28,14 @@ from avgen.pipeline import GenerationError, GenerationRequest, resolve
 from eval.run import summary_stats
 from workers.jobs import Status
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 422))
+
+# the media a result or an archive may be, whole (200) or a Range of it (206)
+FILE_ANSWERS = {"video/mp4": {}, "image/png": {}, "application/zip": {}}
+FILE_RESPONSES = {
+    200: {"content": {**FILE_ANSWERS, "application/json": {}}},
+    206: {"description": "a Range of the file", "content": FILE_ANSWERS},
+}
 
 POLL_SECONDS = 0.2
 KEEPALIVE_SECONDS = 15.0
@@ -167,7 +174,7 @@ def check_item(body: GenerateBody | EvaluateBody, owner: str, files, store, wher
         check_source_job(body, owner, store, where)
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, responses=responses(400, 413, 429))
 def submit(
     body: Annotated[JobBody, Body()],
     response: Response,
@@ -220,7 +227,7 @@ def accepted(response: Response, job: Job, replayed: bool) -> dict:
     return {"id": job.id, "status": job.status.value, "urls": urls(job.id, job.kind)}
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=responses(404))
 def list_jobs(
     store: Store,
     caller: Caller,
@@ -243,7 +250,7 @@ def list_jobs(
     return {"jobs": [job_view(j, store, workers) for j in jobs], "next_cursor": next_cursor}
 
 
-@router.get("/{job_id}", response_model=JobView)
+@router.get("/{job_id}", response_model=JobView, responses=responses(404))
 def get_job(job: OwnedJob, store: Store, workers: Workers):
     """The job. A queued job has `queue_position` (jobs leased before it) and `estimated_start_at` (epoch
     seconds, an estimate: now + position / workers × the mean run time of recent succeeded jobs of its kind;
@@ -251,7 +258,7 @@ def get_job(job: OwnedJob, store: Store, workers: Workers):
     return job_view(job, store, workers)
 
 
-@router.post("/{job_id}/cancel", response_model=JobView)
+@router.post("/{job_id}/cancel", response_model=JobView, responses=responses(404, 409))
 def cancel(job: OwnedJob, store: Store, caller: Caller, workers: Workers):
     """Cancel a job; a batch: every unfinished child (queued ones at once, running ones once their worker
     stops), the batch ending canceled once all are finished. One child of a batch can be canceled alone."""
@@ -262,7 +269,11 @@ def cancel(job: OwnedJob, store: Store, caller: Caller, workers: Workers):
     return job_view(job, store, workers)
 
 
-@router.get("/{job_id}/events")
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **responses(400, 404)},
+)
 async def events(job: OwnedJob, store: Store, request: Request, last_event_id: Annotated[str | None, Header()] = None):
     try:
         after = int(last_event_id) if last_event_id else 0
@@ -295,7 +306,7 @@ async def events(job: OwnedJob, store: Store, request: Request, last_event_id: A
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
-@router.get("/{job_id}/result")
+@router.get("/{job_id}/result", response_class=FileResponse, responses={**FILE_RESPONSES, **responses(404, 409, 410)})
 def result(job: OwnedJob, files: Files, store: Store, config: Config):
     """The result: the MP4 (generate) or the plot PNG (evaluate), with Range and ETag; for a finished batch a
     JSON manifest (each item's id, status, result URL, scores and error) with a summary of the scores."""
@@ -320,7 +331,7 @@ def result(job: OwnedJob, files: Files, store: Store, config: Config):
     return FileResponse(path, media_type=media_type, filename=f"{job.id}{suffix}")
 
 
-@router.get("/{job_id}/archive")
+@router.get("/{job_id}/archive", response_class=FileResponse, responses={**FILE_RESPONSES, **responses(404, 409)})
 def archive(job: OwnedJob, files: Files, store: Store):
     """A finished batch's results in one zip: NNNN-<child id>.mp4 per succeeded item (an evaluate item: its plot,
     .png) and manifest.json (the result's manifest). Built once, into the results folder; Range and ETag."""
