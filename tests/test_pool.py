@@ -1,7 +1,9 @@
 """The worker pool on a real local Ray, with the small model, a real SQLite job store and real result files:
 events flow to the store per sampler step, each job finishes exactly once, cancel reaches the running actor,
-and a job whose actor dies is run again by a fresh one."""
+a job whose actor dies or stops answering is run again by a fresh one."""
 
+import os
+import signal
 import time
 
 import pytest
@@ -15,6 +17,7 @@ from workers.jobs import Status  # noqa: E402
 from workers.pool import Pool, worker_count  # noqa: E402
 
 FINAL = {"succeeded", "failed", "canceled"}
+LEASE = 6.0  # the pool's lease: a ping to a worker unanswered this long gets it killed
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,9 @@ def local_ray():
 def pool(local_ray, small_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("pool")
     store = JobStore(root / "jobs.db")
-    pool = Pool(store, Artifacts(root / "artifacts"), small_checkpoint, workers=2, lease_seconds=20, poll_seconds=0.05)
+    pool = Pool(
+        store, Artifacts(root / "artifacts"), small_checkpoint, workers=2, lease_seconds=LEASE, poll_seconds=0.05
+    )
     wait_for(pool.ready, "an actor to load")
     yield pool
     pool.stop(grace_seconds=5)
@@ -108,6 +113,43 @@ def test_a_job_whose_actor_is_killed_is_run_again_by_a_new_actor(pool):
     assert len(read_mp4(done.result["path"]).frames) == 100
     replaced = lambda: slot not in pool.slots and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
     wait_for(replaced, "a new actor to take the killed one's place")
+
+
+def pid_of(actor) -> int:
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+
+def test_a_job_whose_actor_stops_answering_goes_back_to_the_queue_and_succeeds_on_a_new_actor(pool):
+    job, _ = pool.store.create("gina", "generate", {"text": "frozen", "seconds": 4.0, "steps": 12, "score": False})
+    wait_for(lambda: pool.store.job(job.id).progress > 0, "the job to make progress")
+    (slot,) = [s for s in pool.slots if s.job is not None and s.job.id == job.id]
+    pid = pid_of(slot.actor)
+    os.kill(pid, signal.SIGSTOP)  # alive to Ray, but it answers nothing (as if stuck in native code)
+    try:
+        requeued = lambda: [e.data for e in pool.store.events_after(job.id) if e.data.get("reason")]  # noqa: E731
+        assert wait_for(requeued, "the hung job to go back to the queue", timeout=4 * LEASE) == [
+            {"status": "queued", "reason": "worker-hung", "attempts": 1}
+        ]
+        done = finished(pool, job.id)
+    finally:
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGCONT)
+    assert (done.status, done.attempts) == (Status.SUCCEEDED, 2) and done.worker_id != slot.worker_id
+    assert [t for t in event_types(pool, job.id) if t in FINAL] == ["succeeded"]
+    assert len(read_mp4(done.result["path"]).frames) == 100
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the stopped actor's process to be gone", timeout=30)
+    replaced = lambda: slot not in pool.slots and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
+    wait_for(replaced, "a new actor to take the hung one's place")
+
+
+def test_an_actor_that_dies_idle_is_replaced_before_a_job_is_given_to_it(pool):
+    wait_for(lambda: all(s.loaded and s.job is None for s in pool.slots), "both actors to be idle")
+    idle = pool.slots[-1]
+    ray.kill(idle.actor)
+    replaced = lambda: idle not in pool.slots and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
+    wait_for(replaced, "the dead idle actor to be replaced")
+    jobs = [pool.store.create("hana", "generate", {"seconds": 0.4, "seed": i, "score": False})[0] for i in range(2)]
+    assert [finished(pool, j.id).attempts for j in jobs] == [1, 1]  # no job spent an attempt on the dead actor
 
 
 def test_an_evaluate_job_scores_an_upload_or_a_finished_jobs_result(pool):

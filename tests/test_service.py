@@ -9,10 +9,13 @@ import shutil
 import signal
 import time
 
+import subprocess
+
 import httpx
 import pytest
 from test_api import client, serve
 
+from api.store import JobStore
 from avgen.media import read_mp4
 
 
@@ -111,3 +114,33 @@ def test_a_killed_server_restarted_on_its_data_finishes_every_job_exactly_once(t
             assert [e["type"] for e in finals] == ["succeeded"], i
             assert c.get(f"/v1/jobs/{i}/result").status_code == 200
         assert max(c.get(f"/v1/jobs/{i}").json()["attempts"] for i in ids) == 2  # the one killed mid-job ran again
+
+
+def session_processes(sid: int) -> list[str]:
+    """The processes still alive in a session (a serve started with start_new_session=True leads its own)."""
+    ps = subprocess.run(["ps", "-eo", "sid=,pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in ps.splitlines() if line.split()[0] == str(sid) and line.split()[2][0] != "Z"]
+
+
+def test_sigterm_lets_the_running_job_finish_or_gives_it_back_and_a_restart_finishes_it_once(tmp_path, small_checkpoint):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(small_checkpoint, weights / "tiny.safetensors")
+    env = {"AVGEN_WEIGHTS_DIR": str(weights)}
+    with serve(tmp_path, workers="1", **env) as first, client(first) as c:
+        job = c.post("/v1/jobs", json={"kind": "generate", "text": "Stop and go", "seconds": 4, "score": False}).json()
+        deadline = time.monotonic() + 240
+        while c.get(job["urls"]["self"]).json()["progress"] <= 0:
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.2)
+        os.killpg(first["proc"].pid, signal.SIGTERM)  # as systemd or Ctrl-C would: the whole group
+        code = first["proc"].wait(60)
+        t = time.monotonic()
+        log = (tmp_path / "serve.log").read_text()
+    print("CODE", code, log[-4000:])
+    time.sleep(3)
+    print("LEFT", session_processes(first["proc"].pid))
+    with JobStore(tmp_path / "data" / "jobs.sqlite3") as store:
+        after = store.job(job["id"])
+        print("STATUS", after.status, after.attempts, [(e.type, e.data) for e in store.events_after(job["id"])][-3:])
+    assert False
