@@ -1,6 +1,9 @@
 """The worker pool across Ray nodes (ray.cluster_utils.Cluster: real raylets, one machine): a node that
-leaves mid-job sends its job back to the queue, and an actor on another node finishes it exactly once.
+leaves mid-job sends its job back to the queue, and an actor on another node finishes it exactly once; a pool
+sized "auto" grows onto a node that joins and does not outgrow the cluster when one leaves.
 Media and results travel through Ray, not through a disk the nodes share."""
+
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,7 +16,7 @@ from api.artifacts import Artifacts  # noqa: E402
 from api.store import JobStore  # noqa: E402
 from avgen.media import read_mp4  # noqa: E402
 from workers.jobs import Status  # noqa: E402
-from workers.pool import Pool  # noqa: E402
+from workers.pool import Pool, start_pool  # noqa: E402
 
 
 def node_of(actor) -> str:
@@ -50,6 +53,34 @@ def test_a_node_that_leaves_mid_job_sends_the_job_to_an_actor_on_another_node(cl
         assert [e.data.get("reason") for e in events if e.type == "queued"] == [None, "worker-died"]
         assert node_of(pool.slots[0].actor) == second.node_id
         assert len(read_mp4(done.result["path"]).frames) == 100
+        assert len(pool.slots) == 1  # a fixed number stays as given, whatever joins
+    finally:
+        pool.stop(grace_seconds=1)
+        store.close()
+
+
+def test_an_auto_sized_pool_grows_onto_a_node_that_joins_and_shrinks_when_it_leaves(
+    cluster, small_checkpoint, tmp_path
+):
+    first = cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    store = JobStore(tmp_path / "jobs.db")
+    config = SimpleNamespace(workers="auto", threads=1, checkpoint=small_checkpoint, lease_seconds=8)
+    pool = start_pool(config, store, Artifacts(tmp_path / "artifacts"))
+    loaded = lambda n: len(pool.slots) == n and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
+    try:
+        wait_for(lambda: loaded(1), "one actor for the one CPU", timeout=120)
+        second = cluster.add_node(num_cpus=1)
+        wait_for(lambda: loaded(2), "a second actor on the node that joined", timeout=120)
+        (grown,) = [s for s in pool.slots if node_of(s.actor) == second.node_id]
+        jobs = [store.create("alice", "generate", {"seconds": 0.4, "seed": i, "score": False})[0] for i in range(2)]
+        done = [wait_for(lambda j=j: (d := store.job(j.id)).status.is_terminal and d, "a job") for j in jobs]
+        assert [d.status for d in done] == [Status.SUCCEEDED] * 2
+        assert grown.worker_id in {d.worker_id for d in done}  # a job ran on the new node
+
+        cluster.remove_node(second)
+        wait_for(lambda: loaded(1) and grown not in pool.slots, "the pool to shrink back to one actor", timeout=120)
+        assert node_of(pool.slots[0].actor) == first.node_id
     finally:
         pool.stop(grace_seconds=1)
         store.close()
