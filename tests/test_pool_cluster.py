@@ -73,13 +73,18 @@ def test_an_auto_sized_pool_grows_onto_a_node_that_joins_and_shrinks_when_it_lea
         second = cluster.add_node(num_cpus=1)
         wait_for(lambda: loaded(2), "a second actor on the node that joined", timeout=120)
         (grown,) = [s for s in pool.slots if node_of(s.actor) == second.node_id]
-        jobs = [store.create("alice", "generate", {"seconds": 0.4, "seed": i, "score": False})[0] for i in range(2)]
-        done = [wait_for(lambda j=j: (d := store.job(j.id)).status.is_terminal and d, "a job") for j in jobs]
-        assert [d.status for d in done] == [Status.SUCCEEDED] * 2
-        assert grown.worker_id in {d.worker_id for d in done}  # a job ran on the new node
+        body = {"seconds": 4.0, "steps": 12, "score": False}
+        jobs = [store.create("alice", "generate", {**body, "seed": i})[0] for i in range(2)]
+        running = lambda: (j := grown.job) is not None and store.job(j.id).progress > 0 and j  # noqa: E731
+        moved = wait_for(running, "a job to run on the node that joined", timeout=120)
 
-        cluster.remove_node(second)
+        cluster.remove_node(second)  # mid-job: its actor is not replaced, there is no room for it now
         wait_for(lambda: loaded(1) and grown not in pool.slots, "the pool to shrink back to one actor", timeout=120)
+        done = [wait_for(lambda j=j: (d := store.job(j.id)).status.is_terminal and d, "a job", 120) for j in jobs]
+        assert [d.status for d in done] == [Status.SUCCEEDED] * 2
+        assert {d.id: d.attempts for d in done}[moved.id] == 2
+        for d in done:
+            assert [e.type for e in store.events_after(d.id) if e.type in ("succeeded", "failed")] == ["succeeded"]
         assert node_of(pool.slots[0].actor) == first.node_id
     finally:
         pool.stop(grace_seconds=1)
