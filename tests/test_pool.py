@@ -152,6 +152,29 @@ def test_an_actor_that_dies_idle_is_replaced_before_a_job_is_given_to_it(pool):
     assert [finished(pool, j.id).attempts for j in jobs] == [1, 1]  # no job spent an attempt on the dead actor
 
 
+def open_files(path) -> int:
+    """This process's open descriptors on the SQLite file (and its -wal)."""
+    names, count = {str(path), f"{path}-wal"}, 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") in names
+        except FileNotFoundError:  # closed meanwhile (the listing's own descriptor, too)
+            pass
+    return count
+
+
+def test_jobs_one_after_another_leave_no_store_connection_behind(pool):
+    def one_job(i):
+        job, _ = pool.store.create("ines", "generate", {"seconds": 0.4, "seed": i, "score": False})
+        assert finished(pool, job.id).status == Status.SUCCEEDED
+
+    one_job(0)
+    before = open_files(pool.store.path)
+    for i in range(1, 4):
+        one_job(i)
+    assert open_files(pool.store.path) == before  # a consumer thread (and its connection) per job would add two each
+
+
 def test_an_evaluate_job_scores_an_upload_or_a_finished_jobs_result(pool):
     generated, _ = pool.store.create("dave", "generate", {"text": "score me", "seconds": 0.8, "score": False})
     generated = finished(pool, generated.id)

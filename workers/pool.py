@@ -6,7 +6,8 @@
 
 Data flow. A dispatcher thread, every `poll_seconds`: requeue_expired; for each idle, loaded actor, lease a
 job, build its spec (uploads read here, as bytes: nothing travels through a shared disk) and start a consumer
-thread; for each running job, heartbeat its lease and forward a requested cancel to its actor. The consumer
+thread (from a pool of reused threads: each holds a store connection); for each running job, heartbeat its lease
+and forward a requested cancel to its actor. The consumer
 iterates the actor's streaming generator, one event per sampler step, and writes them to the store under the
 job's lease token: Progress → set_progress; Succeeded → the DRIVER saves the result bytes (Artifacts) and
 finish(succeeded); Failed → finish(failed, {"type", "detail"}); Canceled → finish(canceled).
@@ -38,6 +39,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 10.0  # between attempts to start an actor whose model failed to load
 RESIZE_SECONDS = 5.0  # how often a pool sized "auto" re-reads the cluster's resources
+MAX_CONSUMERS = 1024  # threads streaming jobs' events (one a running job, reused after)
 HANG_SECONDS = 600.0  # a run that sends no event (progress, result) for this long is taken for hung
 SUFFIX_BY_KIND = {"video": ".mp4", "audio": ".wav", "image": ".png"}
 
@@ -68,7 +71,7 @@ class _Slot:
     loaded: bool = False
     dead: bool = False
     job: Job | None = None
-    thread: threading.Thread | None = None
+    run: Future | None = None  # the consumer of its latest job
     last_heartbeat: float = 0.0
     cancel_sent: bool = False
     last_event: float = 0.0  # monotonic time of the current run's latest event (or of its lease)
@@ -105,6 +108,7 @@ class Pool:
         self._resized_at = time.monotonic()
         self.slots = [self._new_slot() for _ in range(workers)]
         self._stopping = threading.Event()
+        self._consumers = ThreadPoolExecutor(MAX_CONSUMERS, thread_name_prefix="avgen-job")  # threads are reused
         self._dispatcher = threading.Thread(target=self._dispatch, name="avgen-pool", daemon=True)
         self._dispatcher.start()
 
@@ -119,19 +123,16 @@ class Pool:
         """Lease no more jobs; let running ones finish for up to grace_seconds; give the rest back to the queue
         (queued again whatever their attempt count: a shutdown is not the job's fault) and end the actors."""
         self._stopping.set()
-        deadline = time.monotonic() + grace_seconds
-        for slot in self.slots:
-            if slot.thread is not None:
-                slot.thread.join(max(0.0, deadline - time.monotonic()))
         self._dispatcher.join()
+        runs = [slot.run for slot in self.slots if slot.run is not None]
+        wait(runs, timeout=grace_seconds)
         for slot in self.slots:
             job = slot.job
             if job is not None:
                 self.store.requeue(job.id, job.lease_token, "shutdown", max_attempts=job.attempts + 1)
             ray.kill(slot.actor)
-        for slot in self.slots:  # their actors are gone: they end at once, and touch the store no more
-            if slot.thread is not None:
-                slot.thread.join(10.0)
+        wait(runs, timeout=10.0)  # their actors are gone: they end at once, and touch the store no more
+        self._consumers.shutdown(wait=False)
 
     # -- dispatcher thread ------------------------------------------------------------------------------------
 
@@ -194,8 +195,8 @@ class Pool:
         now = time.monotonic()
         slot.job, slot.cancel_sent, slot.last_heartbeat, slot.last_event = job, False, now, now
         slot.ping_ref, slot.ping_sent = None, now
-        slot.thread = threading.Thread(target=self._consume, args=(slot, job), daemon=True)
-        slot.thread.start()
+        slot.run = self._consumers.submit(self._consume, slot, job)
+        slot.run.add_done_callback(_log_error)
 
     def _watch(self, slot: _Slot) -> None:
         """Ping a loaded actor every lease_seconds/4. One that died while idle is marked dead (a busy one's consumer
@@ -305,6 +306,11 @@ class Pool:
         if data is None:
             raise _BadInput(f"{name}: upload {upload_id} not found (uploads are per owner and may have expired)")
         return data
+
+
+def _log_error(run: Future) -> None:
+    if (error := run.exception()) is not None:  # the job's lease then expires, and it goes back to the queue
+        log.error("a job's consumer failed", exc_info=error)
 
 
 def start_pool(config: Any, store: JobStore, artifacts: Artifacts) -> Pool:
