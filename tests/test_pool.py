@@ -119,11 +119,19 @@ def pid_of(actor) -> int:
     return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
 
 
-def test_a_job_whose_actor_stops_answering_goes_back_to_the_queue_and_succeeds_on_a_new_actor(pool):
+@pytest.mark.parametrize(
+    "hang_seconds, noticed",
+    [(None, "answered no ping for"), (1.0, "sent no event for")],  # the lease-long ping, or the silence backstop
+    ids=["ping", "silence"],
+)
+def test_a_job_whose_actor_stops_answering_goes_back_to_the_queue_and_succeeds_on_a_new_actor(
+    pool, caplog, hang_seconds, noticed
+):
     job, _ = pool.store.create("gina", "generate", {"text": "frozen", "seconds": 4.0, "steps": 12, "score": False})
     wait_for(lambda: pool.store.job(job.id).progress > 0, "the job to make progress")
     (slot,) = [s for s in pool.slots if s.job is not None and s.job.id == job.id]
     pid = pid_of(slot.actor)
+    default_hang, pool.hang_seconds = pool.hang_seconds, hang_seconds or pool.hang_seconds
     os.kill(pid, signal.SIGSTOP)  # alive to Ray, but it answers nothing (as if stuck in native code)
     try:
         requeued = lambda: [e.data for e in pool.store.events_after(job.id) if e.data.get("reason")]  # noqa: E731
@@ -132,8 +140,11 @@ def test_a_job_whose_actor_stops_answering_goes_back_to_the_queue_and_succeeds_o
         ]
         done = finished(pool, job.id)
     finally:
+        pool.hang_seconds = default_hang
         if os.path.exists(f"/proc/{pid}"):
             os.kill(pid, signal.SIGCONT)
+    warned = [r.getMessage() for r in caplog.records if "killing it" in r.getMessage()]
+    assert len(warned) == 1 and noticed in warned[0], warned
     assert (done.status, done.attempts) == (Status.SUCCEEDED, 2) and done.worker_id != slot.worker_id
     assert [t for t in event_types(pool, job.id) if t in FINAL] == ["succeeded"]
     assert len(read_mp4(done.result["path"]).frames) == 100
