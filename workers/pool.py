@@ -5,11 +5,10 @@
     pool.stop(grace_seconds=30)
 
 Data flow. A dispatcher thread, every `poll_seconds`: requeue_expired; for each idle, loaded actor, lease a
-job, build its spec (uploads read here, as bytes: nothing travels through a shared disk) and start a consumer
-thread (from a pool of reused threads: each holds a store connection); for each running job, heartbeat its lease
-and forward a requested cancel to its actor. The consumer
-iterates the actor's streaming generator, one event per sampler step, and writes them to the store under the
-job's lease token: Progress → set_progress; Succeeded → the DRIVER saves the result bytes (Artifacts) and
+job and start its consumer (on a pool of reused threads: each thread keeps a store connection open); for each
+running job, heartbeat its lease and forward a requested cancel to its actor. The consumer builds the spec
+(uploads read here, as bytes: nothing travels through a shared disk), iterates the actor's streaming generator,
+one event per sampler step, and writes them to the store under the job's lease token: Progress → set_progress; Succeeded → the DRIVER saves the result bytes (Artifacts) and
 finish(succeeded); Failed → finish(failed, {"type", "detail"}); Canceled → finish(canceled).
 
 Failure. Ray runs a task at least once; `finish` is a conditional UPDATE on the lease token, so a job
@@ -20,10 +19,11 @@ while the consumer runs, so a hung or dead driver lets the lease expire and requ
 back. A lost lease (set_progress says False) cancels the actor's run, since its work can no longer count.
 
 Hung workers. An actor can be alive to Ray yet never answer again (stuck in native code, deadlocked, its process
-stopped): its job would stay running for ever, heartbeats and all. So the dispatcher pings each busy actor (`ready`,
-answered on another of the actor's threads) every lease_seconds/4, and kills the actor when a ping stays unanswered
-for lease_seconds, or when its run sent no event for hang_seconds (a generous backstop for a run thread stuck while
-the others answer). The consumer then sees the Ray error and gives the job back (reason worker-hung), as for a death.
+stopped): its job would stay running for ever, heartbeats and all. So the dispatcher pings each loaded actor
+(`ready`, answered on another of the actor's threads) every lease_seconds/4, and kills the actor when a ping stays
+unanswered for lease_seconds, or when its run sent no event for hang_seconds (a generous backstop for a run thread
+stuck while the others answer). The consumer then sees the Ray error and gives the job back (reason worker-hung),
+as for a death. The ping also finds an actor that died idle (its node left), before a job is leased to it.
 
 Size. A number of workers is kept as given (a dead actor is replaced). "auto" (auto=True) re-reads the cluster's
 resources every resize_seconds and keeps worker_count("auto", ...) actors: it grows when a node joins, and when one
