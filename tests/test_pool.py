@@ -5,6 +5,7 @@ a job whose actor dies or stops answering is run again by a fresh one."""
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -184,6 +185,23 @@ def test_jobs_one_after_another_leave_no_store_connection_behind(pool):
     for i in range(1, 4):
         one_job(i)
     assert open_files(pool.store.path) == before  # a consumer thread (and its connection) per job would add two each
+
+
+def test_a_job_whose_consumer_cannot_start_is_not_held_and_its_lease_brings_it_back(pool):
+    consumers, pool._consumers = pool._consumers, ThreadPoolExecutor(1)
+    pool._consumers.shutdown()  # a real executor that refuses work, as one that can start no thread would
+    try:
+        job, _ = pool.store.create("jack", "generate", {"seconds": 0.4, "score": False})
+        wait_for(lambda: pool.store.job(job.id).status == Status.RUNNING, "the job to be leased")
+        wait_for(lambda: all(s.job is None for s in pool.slots), "the slot to let the job go")
+    finally:
+        pool._consumers = consumers
+    done = finished(pool, job.id)
+    assert (done.status, done.attempts) == (Status.SUCCEEDED, 2)
+    assert [e.data.get("reason") for e in pool.store.events_after(job.id) if e.type == "queued"] == [
+        None,
+        "lease-expired",
+    ]
 
 
 def test_an_evaluate_job_scores_an_upload_or_a_finished_jobs_result(pool):

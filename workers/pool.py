@@ -195,7 +195,11 @@ class Pool:
         now = time.monotonic()
         slot.job, slot.cancel_sent, slot.last_heartbeat, slot.last_event = job, False, now, now
         slot.ping_ref, slot.ping_sent = None, now
-        slot.run = self._consumers.submit(self._consume, slot, job)
+        try:
+            slot.run = self._consumers.submit(self._consume, slot, job)
+        except BaseException:  # no consumer (no thread could start): stop heartbeating, so that the lease expires
+            slot.job = None
+            raise
         slot.run.add_done_callback(_log_error)
 
     def _watch(self, slot: _Slot) -> None:
