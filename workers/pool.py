@@ -8,8 +8,9 @@ Data flow. A dispatcher thread, every `poll_seconds`: requeue_expired; for each 
 job and start its consumer (on a pool of reused threads: each thread keeps a store connection open); for each
 running job, heartbeat its lease and forward a requested cancel to its actor. The consumer builds the spec
 (uploads read here, as bytes: nothing travels through a shared disk), iterates the actor's streaming generator,
-one event per sampler step, and writes them to the store under the job's lease token: Progress → set_progress; Succeeded → the DRIVER saves the result bytes (Artifacts) and
-finish(succeeded); Failed → finish(failed, {"type", "detail"}); Canceled → finish(canceled).
+one event per sampler step, and writes them to the store under the job's lease token: Progress → set_progress;
+Succeeded → the DRIVER saves the result bytes (Artifacts) and finish(succeeded); Failed → finish(failed,
+{"type", "detail"}); Canceled → finish(canceled).
 
 Failure. Ray runs a task at least once; `finish` is a conditional UPDATE on the lease token, so a job
 completes exactly once. An actor or node that dies mid-job surfaces as a Ray error in the consumer: the
@@ -75,7 +76,7 @@ class _Slot:
     last_heartbeat: float = 0.0
     cancel_sent: bool = False
     last_event: float = 0.0  # monotonic time of the current run's latest event (or of its lease)
-    ping_ref: Any = None  # the unanswered ping to this busy actor, if any
+    ping_ref: Any = None  # the ping to this actor not answered yet, if any
     ping_sent: float = 0.0
     hung: bool = False  # the pool killed this actor for not answering
     retry_at: float = 0.0  # monotonic time before which a dead slot is not restarted (a model that fails to load)
