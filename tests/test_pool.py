@@ -1,8 +1,11 @@
 """The worker pool on a real local Ray, with the small model, a real SQLite job store and real result files:
 events flow to the store per sampler step, each job finishes exactly once, cancel reaches the running actor,
-and a job whose actor dies is run again by a fresh one."""
+a job whose actor dies or stops answering is run again by a fresh one."""
 
+import os
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -15,6 +18,7 @@ from workers.jobs import Status  # noqa: E402
 from workers.pool import Pool, worker_count  # noqa: E402
 
 FINAL = {"succeeded", "failed", "canceled"}
+LEASE = 6.0  # the pool's lease: a ping to a worker unanswered this long gets it killed
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,9 @@ def local_ray():
 def pool(local_ray, small_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("pool")
     store = JobStore(root / "jobs.db")
-    pool = Pool(store, Artifacts(root / "artifacts"), small_checkpoint, workers=2, lease_seconds=20, poll_seconds=0.05)
+    pool = Pool(
+        store, Artifacts(root / "artifacts"), small_checkpoint, workers=2, lease_seconds=LEASE, poll_seconds=0.05
+    )
     wait_for(pool.ready, "an actor to load")
     yield pool
     pool.stop(grace_seconds=5)
@@ -108,6 +114,94 @@ def test_a_job_whose_actor_is_killed_is_run_again_by_a_new_actor(pool):
     assert len(read_mp4(done.result["path"]).frames) == 100
     replaced = lambda: slot not in pool.slots and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
     wait_for(replaced, "a new actor to take the killed one's place")
+
+
+def pid_of(actor) -> int:
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+
+@pytest.mark.parametrize(
+    "hang_seconds, noticed",
+    [(None, "answered no ping for"), (1.0, "sent no event for")],  # the lease-long ping, or the silence backstop
+    ids=["ping", "silence"],
+)
+def test_a_job_whose_actor_stops_answering_goes_back_to_the_queue_and_succeeds_on_a_new_actor(
+    pool, caplog, hang_seconds, noticed
+):
+    job, _ = pool.store.create("gina", "generate", {"text": "frozen", "seconds": 4.0, "steps": 12, "score": False})
+    wait_for(lambda: pool.store.job(job.id).progress > 0, "the job to make progress")
+    (slot,) = [s for s in pool.slots if s.job is not None and s.job.id == job.id]
+    pid = pid_of(slot.actor)
+    default_hang, pool.hang_seconds = pool.hang_seconds, hang_seconds or pool.hang_seconds
+    os.kill(pid, signal.SIGSTOP)  # alive to Ray, but it answers nothing (as if stuck in native code)
+    try:
+        requeued = lambda: [e.data for e in pool.store.events_after(job.id) if e.data.get("reason")]  # noqa: E731
+        assert wait_for(requeued, "the hung job to go back to the queue", timeout=4 * LEASE) == [
+            {"status": "queued", "reason": "worker-hung", "attempts": 1}
+        ]
+        done = finished(pool, job.id)
+    finally:
+        pool.hang_seconds = default_hang
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGCONT)
+    warned = [r.getMessage() for r in caplog.records if "killing it" in r.getMessage()]
+    assert len(warned) == 1 and noticed in warned[0], warned
+    assert (done.status, done.attempts) == (Status.SUCCEEDED, 2) and done.worker_id != slot.worker_id
+    assert [t for t in event_types(pool, job.id) if t in FINAL] == ["succeeded"]
+    assert len(read_mp4(done.result["path"]).frames) == 100
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the stopped actor's process to be gone", timeout=30)
+    replaced = lambda: slot not in pool.slots and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
+    wait_for(replaced, "a new actor to take the hung one's place")
+
+
+def test_an_actor_that_dies_idle_is_replaced_before_a_job_is_given_to_it(pool):
+    wait_for(lambda: all(s.loaded and s.job is None for s in pool.slots), "both actors to be idle")
+    idle = pool.slots[-1]
+    ray.kill(idle.actor)
+    replaced = lambda: idle not in pool.slots and all(s.loaded and not s.dead for s in pool.slots)  # noqa: E731
+    wait_for(replaced, "the dead idle actor to be replaced")
+    jobs = [pool.store.create("hana", "generate", {"seconds": 0.4, "seed": i, "score": False})[0] for i in range(2)]
+    assert [finished(pool, j.id).attempts for j in jobs] == [1, 1]  # no job spent an attempt on the dead actor
+
+
+def open_files(path) -> int:
+    """This process's open descriptors on the SQLite file (and its -wal)."""
+    names, count = {str(path), f"{path}-wal"}, 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") in names
+        except FileNotFoundError:  # closed meanwhile (the listing's own descriptor, too)
+            pass
+    return count
+
+
+def test_jobs_one_after_another_leave_no_store_connection_behind(pool):
+    def one_job(i):
+        job, _ = pool.store.create("ines", "generate", {"seconds": 0.4, "seed": i, "score": False})
+        assert finished(pool, job.id).status == Status.SUCCEEDED
+
+    one_job(0)
+    before = open_files(pool.store.path)
+    for i in range(1, 4):
+        one_job(i)
+    assert open_files(pool.store.path) == before  # a consumer thread (and its connection) per job would add two each
+
+
+def test_a_job_whose_consumer_cannot_start_is_not_held_and_its_lease_brings_it_back(pool):
+    consumers, pool._consumers = pool._consumers, ThreadPoolExecutor(1)
+    pool._consumers.shutdown()  # a real executor that refuses work, as one that can start no thread would
+    try:
+        job, _ = pool.store.create("jack", "generate", {"seconds": 0.4, "score": False})
+        wait_for(lambda: pool.store.job(job.id).status == Status.RUNNING, "the job to be leased")
+        wait_for(lambda: all(s.job is None for s in pool.slots), "the slot to let the job go")
+    finally:
+        pool._consumers = consumers
+    done = finished(pool, job.id)
+    assert (done.status, done.attempts) == (Status.SUCCEEDED, 2)
+    assert [e.data.get("reason") for e in pool.store.events_after(job.id) if e.type == "queued"] == [
+        None,
+        "lease-expired",
+    ]
 
 
 def test_an_evaluate_job_scores_an_upload_or_a_finished_jobs_result(pool):

@@ -94,6 +94,62 @@ def test_a_running_job_is_canceled_and_leaves_no_result(service):
         assert c.get(job["urls"]["result"]).status_code == 409
 
 
+def session_processes(sid: int) -> list[str]:
+    """The live processes of a session, from /proc: a serve started with start_new_session leads its own, Ray's too."""
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state, _, _, session = f.read().rsplit(")", 1)[1].split()[:4]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+        except OSError:  # ended meanwhile
+            continue
+        if session == str(sid) and state != "Z":
+            alive.append(f"{pid} {command}")
+    return alive
+
+
+def test_sigterm_finishes_or_gives_back_the_running_job_leaves_no_process_and_a_restart_finishes_it_once(
+    tmp_path, small_checkpoint
+):
+    from api.store import JobStore
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(small_checkpoint, weights / "tiny.safetensors")
+    env = {"AVGEN_WEIGHTS_DIR": str(weights)}
+    with serve(tmp_path, workers="1", **env) as first, client(first) as c:
+        job = c.post("/v1/jobs", json={"kind": "generate", "text": "Stop and go", "seconds": 4, "score": False}).json()
+        deadline = time.monotonic() + 240
+        while c.get(job["urls"]["self"]).json()["progress"] <= 0:
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.2)
+        os.killpg(first["proc"].pid, signal.SIGTERM)  # the whole group, as Ctrl-C or systemd would: Ray's too
+        code = first["proc"].wait(30 + 60)  # the pool's grace (30 s unless --grace-seconds) and Ray's shutdown
+    log = (tmp_path / "serve.log").read_text()
+    assert code == 128 + signal.SIGTERM and "Traceback" not in log, log[-3000:]  # as without a pool
+    deadline = time.monotonic() + 30
+    while left := session_processes(first["proc"].pid):
+        assert time.monotonic() < deadline, f"serve left processes behind: {left}"
+        time.sleep(0.5)
+    with JobStore(first["data"] / "jobs.sqlite3") as store:
+        after = store.job(job["id"])
+        last = store.events_after(job["id"])[-1]
+    if after.status == "queued":  # given back: the grace ran out
+        assert (last.type, last.data.get("reason"), after.lease_token) == ("queued", "shutdown", None)
+    else:
+        assert (after.status, last.type) == ("succeeded", "succeeded")  # finished within the grace
+
+    with serve(tmp_path, workers="1", **env) as second, client(second) as c:
+        deadline = time.monotonic() + 240
+        while c.get(job["urls"]["self"]).json()["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, "the job never finished"
+            time.sleep(0.5)
+        finals = [e["type"] for e in sse_events(c, job["urls"]["events"]) if e["type"] in ("succeeded", "failed")]
+        assert finals == ["succeeded"] and c.get(job["urls"]["result"]).status_code == 200
+
+
 def test_a_killed_server_restarted_on_its_data_finishes_every_job_exactly_once(tmp_path, small_checkpoint):
     weights = tmp_path / "weights"
     weights.mkdir()

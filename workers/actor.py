@@ -8,7 +8,7 @@
 Each event is yielded as the runner yields it, so the driver sees progress per sampler step, wherever the
 actor runs (another node too): inputs and results are bytes inside the specs and events, never file paths.
 The actor is threaded (max_concurrency 3) so that `cancel` and `ready` are answered while `run` works;
-the pool gives it one job at a time.
+the pool gives it one job at a time, and pings it with `ready` to tell a busy actor from a hung one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import ray
 from workers.jobs import EvaluateSpec, Event, GenerateSpec
 from workers.runner import JobRunner
 
-MAX_CONCURRENCY = 3  # run + cancel + ready
+MAX_CONCURRENCY = 3  # run + cancel + ready (the pool's ping)
 
 
 class WorkerActor:

@@ -5,11 +5,12 @@
     pool.stop(grace_seconds=30)
 
 Data flow. A dispatcher thread, every `poll_seconds`: requeue_expired; for each idle, loaded actor, lease a
-job, build its spec (uploads read here, as bytes: nothing travels through a shared disk) and start a consumer
-thread; for each running job, heartbeat its lease and forward a requested cancel to its actor. The consumer
-iterates the actor's streaming generator, one event per sampler step, and writes them to the store under the
-job's lease token: Progress → set_progress; Succeeded → the DRIVER saves the result bytes (Artifacts) and
-finish(succeeded); Failed → finish(failed, {"type", "detail"}); Canceled → finish(canceled).
+job and start its consumer (on a pool of reused threads: each thread keeps a store connection open); for each
+running job, heartbeat its lease and forward a requested cancel to its actor. The consumer builds the spec
+(uploads read here, as bytes: nothing travels through a shared disk), iterates the actor's streaming generator,
+one event per sampler step, and writes them to the store under the job's lease token: Progress → set_progress;
+Succeeded → the DRIVER saves the result bytes (Artifacts) and finish(succeeded); Failed → finish(failed,
+{"type", "detail"}); Canceled → finish(canceled).
 
 Failure. Ray runs a task at least once; `finish` is a conditional UPDATE on the lease token, so a job
 completes exactly once. An actor or node that dies mid-job surfaces as a Ray error in the consumer: the
@@ -17,16 +18,29 @@ job is given back under its token (store.requeue: queued again with its attempt 
 worker-lost after max_attempts) and the dead actor is replaced. Heartbeats come from the dispatcher only
 while the consumer runs, so a hung or dead driver lets the lease expire and requeue_expired brings the job
 back. A lost lease (set_progress says False) cancels the actor's run, since its work can no longer count.
+
+Hung workers. An actor can be alive to Ray yet never answer again (stuck in native code, deadlocked, its process
+stopped): its job would stay running for ever, heartbeats and all. So the dispatcher pings each loaded actor
+(`ready`, answered on another of the actor's threads) every lease_seconds/4, and kills the actor when a ping stays
+unanswered for lease_seconds, or when its run sent no event for hang_seconds (a generous backstop for a run thread
+stuck while the others answer). The consumer then sees the Ray error and gives the job back (reason worker-hung),
+as for a death. The ping also finds an actor that died idle (its node left), before a job is leased to it.
+
+Size. A number of workers is kept as given (a dead actor is replaced). "auto" (auto=True) re-reads the cluster's
+resources every resize_seconds and keeps worker_count("auto", ...) actors: it grows when a node joins, and when one
+leaves it does not replace the lost actors beyond what the cluster can now hold.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +55,9 @@ from workers.jobs import INTERNAL, INVALID_REQUEST, Canceled, EvaluateSpec, Fail
 log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 10.0  # between attempts to start an actor whose model failed to load
+RESIZE_SECONDS = 5.0  # how often a pool sized "auto" re-reads the cluster's resources
+MAX_CONSUMERS = 1024  # threads streaming jobs' events (one a running job, reused after)
+HANG_SECONDS = 600.0  # a run that sends no event (progress, result) for this long is taken for hung
 SUFFIX_BY_KIND = {"video": ".mp4", "audio": ".wav", "image": ".png"}
 
 
@@ -48,16 +65,20 @@ class _BadInput(ValueError):
     """The stored spec cannot become a job (a missing upload, an unfinished parent job); message says why."""
 
 
-@dataclass
+@dataclass(eq=False)  # a slot is itself: compared by identity
 class _Slot:
     actor: Any
     ready_ref: Any
     loaded: bool = False
     dead: bool = False
     job: Job | None = None
-    thread: threading.Thread | None = None
+    run: Future | None = None  # the consumer of its latest job
     last_heartbeat: float = 0.0
     cancel_sent: bool = False
+    last_event: float = 0.0  # monotonic time of the current run's latest event (or of its lease)
+    ping_ref: Any = None  # the ping to this actor not answered yet, if any
+    ping_sent: float = 0.0
+    hung: bool = False  # the pool killed this actor for not answering
     retry_at: float = 0.0  # monotonic time before which a dead slot is not restarted (a model that fails to load)
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
@@ -74,14 +95,21 @@ class Pool:
         lease_seconds: float = 60.0,
         max_attempts: int = 3,
         poll_seconds: float = 0.2,
+        auto: bool = False,
+        hang_seconds: float = HANG_SECONDS,
+        resize_seconds: float = RESIZE_SECONDS,
     ):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.store, self.artifacts = store, artifacts
         self.checkpoint, self.device, self.threads = checkpoint, device, threads
         self.lease_seconds, self.max_attempts, self.poll_seconds = lease_seconds, max_attempts, poll_seconds
+        self.auto, self.hang_seconds, self.resize_seconds = auto, hang_seconds, resize_seconds
+        self.target = workers  # how many actors to keep; "auto" updates it from the cluster's resources
+        self._resized_at = time.monotonic()
         self.slots = [self._new_slot() for _ in range(workers)]
         self._stopping = threading.Event()
+        self._consumers = ThreadPoolExecutor(MAX_CONSUMERS, thread_name_prefix="avgen-job")  # threads are reused
         self._dispatcher = threading.Thread(target=self._dispatch, name="avgen-pool", daemon=True)
         self._dispatcher.start()
 
@@ -96,19 +124,16 @@ class Pool:
         """Lease no more jobs; let running ones finish for up to grace_seconds; give the rest back to the queue
         (queued again whatever their attempt count: a shutdown is not the job's fault) and end the actors."""
         self._stopping.set()
-        deadline = time.monotonic() + grace_seconds
-        for slot in self.slots:
-            if slot.thread is not None:
-                slot.thread.join(max(0.0, deadline - time.monotonic()))
         self._dispatcher.join()
+        runs = [slot.run for slot in self.slots if slot.run is not None]
+        wait(runs, timeout=grace_seconds)
         for slot in self.slots:
             job = slot.job
             if job is not None:
                 self.store.requeue(job.id, job.lease_token, "shutdown", max_attempts=job.attempts + 1)
             ray.kill(slot.actor)
-        for slot in self.slots:  # their actors are gone: they end at once, and touch the store no more
-            if slot.thread is not None:
-                slot.thread.join(10.0)
+        wait(runs, timeout=10.0)  # their actors are gone: they end at once, and touch the store no more
+        self._consumers.shutdown(wait=False)
 
     # -- dispatcher thread ------------------------------------------------------------------------------------
 
@@ -122,10 +147,8 @@ class Pool:
 
     def _tick(self) -> None:
         self.store.requeue_expired(max_attempts=self.max_attempts)
-        for i, slot in enumerate(self.slots):
-            if slot.dead and slot.job is None and time.monotonic() >= slot.retry_at:
-                ray.kill(slot.actor)
-                self.slots[i] = slot = self._new_slot()
+        self._resize()
+        for slot in self.slots:
             if not slot.loaded:
                 done, _ = ray.wait([slot.ready_ref], timeout=0)
                 if not done:
@@ -136,12 +159,11 @@ class Pool:
                     log.exception("a worker actor failed to load; starting another in %s s", RELOAD_SECONDS)
                     slot.dead, slot.retry_at = True, time.monotonic() + RELOAD_SECONDS
                     continue
+            self._watch(slot)
             job = slot.job
             if job is None:
-                if not self._stopping.is_set() and (job := self.store.lease(slot.worker_id, self.lease_seconds)):
-                    slot.job, slot.cancel_sent, slot.last_heartbeat = job, False, time.monotonic()
-                    slot.thread = threading.Thread(target=self._consume, args=(slot, job), daemon=True)
-                    slot.thread.start()
+                if not slot.dead and not self._stopping.is_set():
+                    self._start(slot)
                 continue
             if time.monotonic() - slot.last_heartbeat > self.lease_seconds / 4:
                 slot.last_heartbeat = time.monotonic()
@@ -149,6 +171,63 @@ class Pool:
             if not slot.cancel_sent and (now := self.store.job(job.id)) is not None and now.cancel_requested:
                 slot.cancel_sent = True
                 slot.actor.cancel.remote(job.id)
+
+    def _resize(self) -> None:
+        """Drop the dead idle actors (after their retry delay), and with "auto" the loading ones beyond what the
+        cluster now holds (re-read every resize_seconds); start new ones up to the target."""
+        now = time.monotonic()
+        if self.auto and now - self._resized_at >= self.resize_seconds:
+            self._resized_at = now
+            self.target = worker_count("auto", self.device, self.threads, ray.cluster_resources())
+        gone = [s for s in self.slots if s.dead and s.job is None and now >= s.retry_at]
+        loading = [s for s in reversed(self.slots) if not s.loaded and not s.dead]
+        gone += loading[: max(0, len(self.slots) - len(gone) - self.target)]  # waiting for resources now gone
+        if not gone and len(self.slots) >= self.target:
+            return
+        for slot in gone:
+            ray.kill(slot.actor)
+        kept = [s for s in self.slots if s not in gone]
+        self.slots = kept + [self._new_slot() for _ in range(self.target - len(kept))]  # a new list (for readers)
+
+    def _start(self, slot: _Slot) -> None:
+        """Lease a job for an idle, loaded actor and start its consumer thread."""
+        if not (job := self.store.lease(slot.worker_id, self.lease_seconds)):
+            return
+        now = time.monotonic()
+        slot.job, slot.cancel_sent, slot.last_heartbeat, slot.last_event = job, False, now, now
+        slot.ping_ref, slot.ping_sent = None, now
+        try:
+            slot.run = self._consumers.submit(self._consume, slot, job)
+        except BaseException:  # no consumer (no thread could start): stop heartbeating, so that the lease expires
+            slot.job = None
+            raise
+        slot.run.add_done_callback(_log_error)
+
+    def _watch(self, slot: _Slot) -> None:
+        """Ping a loaded actor every lease_seconds/4. One that died while idle is marked dead (a busy one's consumer
+        sees its death). One whose ping stays unanswered for lease_seconds, or whose run sent no event for
+        hang_seconds, is killed: a busy one's consumer then gives its job back, an idle one is marked dead."""
+        now = time.monotonic()
+        if slot.ping_ref is not None and ray.wait([slot.ping_ref], timeout=0)[0]:
+            ref, slot.ping_ref = slot.ping_ref, None
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError:  # it died (its node left): not worth a job's attempt to find out
+                slot.dead = slot.dead or slot.job is None
+                return
+        if slot.ping_ref is None and now - slot.ping_sent >= self.lease_seconds / 4:
+            slot.ping_ref, slot.ping_sent = slot.actor.ready.remote(), now
+        if slot.ping_ref is not None and now - slot.ping_sent > self.lease_seconds:
+            why = f"answered no ping for {now - slot.ping_sent:.0f} s"
+        elif slot.job is not None and now - slot.last_event > self.hang_seconds:
+            why = f"sent no event for {now - slot.last_event:.0f} s"
+        else:
+            return
+        if not slot.hung:
+            log.warning("a worker actor %s (job %s): killing it", why, slot.job.id if slot.job else None)
+            slot.hung = True
+            ray.kill(slot.actor)
+        slot.dead = slot.dead or slot.job is None
 
     # -- one job, on its consumer thread ----------------------------------------------------------------------
 
@@ -162,6 +241,7 @@ class Pool:
                 return
             for ref in start_run(slot.actor, job.id, spec):
                 event = ray.get(ref)
+                slot.last_event = time.monotonic()
                 if isinstance(event, Progress):
                     if not self.store.set_progress(job.id, token, min(1.0, max(0.0, event.fraction)), event.message):
                         slot.actor.cancel.remote(job.id)  # the lease is gone: this run can no longer count
@@ -180,7 +260,7 @@ class Pool:
         except ray.exceptions.RayError as e:  # the actor or its node died (or the object holding an event was lost)
             log.warning("job %s lost its worker (%s); giving it back to the queue", job.id, type(e).__name__)
             slot.dead = True
-            self.store.requeue(job.id, token, "worker-died", self.max_attempts)
+            self.store.requeue(job.id, token, "worker-hung" if slot.hung else "worker-died", self.max_attempts)
         except Exception as e:  # noqa: BLE001 (the job fails, the pool lives on)
             log.exception("job %s failed in the pool", job.id)
             detail = f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
@@ -233,20 +313,31 @@ class Pool:
         return data
 
 
+def _log_error(run: Future) -> None:
+    if (error := run.exception()) is not None:  # the job's lease then expires, and it goes back to the queue
+        log.error("a job's consumer failed", exc_info=error)
+
+
 def start_pool(config: Any, store: JobStore, artifacts: Artifacts) -> Pool:
     """Join Ray (RAY_ADDRESS: a cluster's address; else a local one) and start the pool `config` describes:
     checkpoint, device (default: cuda when the cluster has GPUs), threads per CPU actor, workers (a number,
-    or "auto": one per GPU, else one per `threads` CPUs), lease_seconds, max_attempts."""
+    or "auto": one per GPU, else one per `threads` CPUs, following the cluster as nodes join and leave),
+    lease_seconds, max_attempts, hang_seconds."""
     if not ray.is_initialized():
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
+        if threading.current_thread() is threading.main_thread():  # ray.init took SIGTERM over (exit code 15):
+            signal.signal(signal.SIGTERM, on_sigterm)  # give it back, so that serve ends the same with or without Ray
     cluster = ray.cluster_resources()
     device = getattr(config, "device", None) or ("cuda" if cluster.get("GPU", 0) else "cpu")
     threads = max(1, int(getattr(config, "threads", 1) or 1))
-    workers = worker_count(getattr(config, "workers", "auto"), device, threads, cluster)
+    workers = getattr(config, "workers", "auto")
     return Pool(
-        store, artifacts, getattr(config, "checkpoint", None), workers, device=device, threads=threads,
+        store, artifacts, getattr(config, "checkpoint", None), worker_count(workers, device, threads, cluster),
+        device=device, threads=threads, auto=workers == "auto",
         lease_seconds=float(getattr(config, "lease_seconds", 60.0)),
         max_attempts=int(getattr(config, "max_attempts", 3)),
+        hang_seconds=float(getattr(config, "hang_seconds", HANG_SECONDS)),
     )  # fmt: skip
 
 
