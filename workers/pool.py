@@ -325,7 +325,10 @@ def start_pool(config: Any, store: JobStore, artifacts: Artifacts) -> Pool:
     lease_seconds, max_attempts, hang_seconds."""
     if not ray.is_initialized():
         on_sigterm = signal.getsignal(signal.SIGTERM)
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
+        # without RAY_ADDRESS a Ray of our own: "local", never None, which joins whatever cluster this machine
+        # last started (another server's, a test's) and dies with it
+        address = os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         if threading.current_thread() is threading.main_thread():  # ray.init took SIGTERM over (exit code 15):
             signal.signal(signal.SIGTERM, on_sigterm)  # give it back, so that serve ends the same with or without Ray
     cluster = ray.cluster_resources()
