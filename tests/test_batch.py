@@ -236,6 +236,10 @@ def test_a_finished_batch_has_a_manifest_with_the_eval_summary_a_zip_and_its_ite
         second = c.post("/v1/jobs", json={"kind": "evaluate", "job": ok.json()["id"]})
         assert "is an evaluate job" in assert_problem(second, 422)["detail"]
 
+        # once retention expired the batch, its archive is gone (410), not rebuilt from nothing
+        assert store.expire_jobs([batch["id"]], "retention") == [batch["id"]]
+        assert "expired" in assert_problem(c.get(batch["urls"]["archive"]), 410)["detail"]
+
 
 def test_cancel_a_running_batch_ends_canceled_once_its_running_child_stopped(tmp_path):
     with serve(tmp_path) as server, client(server) as c, JobStore(server["data"] / "jobs.sqlite3") as store:

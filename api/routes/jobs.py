@@ -313,11 +313,7 @@ def result(job: OwnedJob, files: Files, store: Store, config: Config):
     if job.kind == BATCH:
         require_finished(job)
         return JSONResponse(manifest(job, store))
-    if job.status == Status.EXPIRED:
-        kept = f"results are kept for {format_duration(config.retention_seconds)} after their job finishes"
-        if config.max_disk_bytes is not None:
-            kept += ", the oldest less long when the server's disk cap is reached"
-        raise ApiError(410, "Gone", f"the result of job {job.id} has expired ({kept}); submit the job again")
+    refuse_expired(job, config)
     if job.status != Status.SUCCEEDED:
         if job.status.is_terminal:
             raise ApiError(409, "Conflict", f"job {job.id} {job.status}; it has no result", error=job.error)
@@ -331,17 +327,26 @@ def result(job: OwnedJob, files: Files, store: Store, config: Config):
     return FileResponse(path, media_type=media_type, filename=f"{job.id}{suffix}")
 
 
-@router.get("/{job_id}/archive", response_class=FileResponse, responses={**FILE_RESPONSES, **responses(404, 409)})
-def archive(job: OwnedJob, files: Files, store: Store):
+@router.get("/{job_id}/archive", response_class=FileResponse, responses={**FILE_RESPONSES, **responses(404, 409, 410)})
+def archive(job: OwnedJob, files: Files, store: Store, config: Config):
     """A finished batch's results in one zip: NNNN-<child id>.mp4 per succeeded item (an evaluate item: its plot,
     .png) and manifest.json (the result's manifest). Built once, into the results folder; Range and ETag."""
     if job.kind != BATCH:
         raise ApiError(404, "Not Found", f"job {job.id} is {_a(job.kind)} job; only a batch has an archive")
+    refuse_expired(job, config)
     require_finished(job)
     path = files.result_path(job.id, "application/zip")
     if not path.is_file():
         build_archive(job, store, files, path)
     return FileResponse(path, media_type="application/zip", filename=f"batch-{job.id}.zip")
+
+
+def refuse_expired(job: Job, config) -> None:
+    if job.status == Status.EXPIRED:
+        kept = f"results are kept for {format_duration(config.retention_seconds)} after their job finishes"
+        if config.max_disk_bytes is not None:
+            kept += ", the oldest less long when the server's disk cap is reached"
+        raise ApiError(410, "Gone", f"the result of job {job.id} has expired ({kept}); submit the job again")
 
 
 def require_finished(batch: Job) -> None:
