@@ -37,7 +37,7 @@ class ServiceConfig:
     max_disk_bytes: int | None = None  # uploads + results above this: the oldest go first; None: no cap
     grace_seconds: float = 30.0  # on SIGTERM, running jobs get this long to finish before going back to the queue
     webhook_backoff_seconds: float = 5.0  # a failed webhook delivery waits this long, doubling after each failure
-    webhook_max_attempts: int = 10  # deliveries of one webhook event before it is given up (failed)
+    webhook_max_attempts: int = 15  # attempts at one webhook delivery before it fails (5 s base: over 5 h)
 
     def __post_init__(self):
         if not 0 < self.port < 65536:

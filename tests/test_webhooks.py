@@ -29,9 +29,9 @@ MAX_ATTEMPTS = 4
 
 class Receiver:
     """A webhook receiver on 127.0.0.1: answers each POST with the next of `answers` (then 200s) and records
-    (monotonic time, lower-cased headers, body bytes)."""
+    (monotonic time, lower-cased headers, body bytes); with `hold`, it answers only once hold is set."""
 
-    def __init__(self, answers=(), port: int = 0):
+    def __init__(self, answers=(), port: int = 0, hold: threading.Event | None = None):
         self.answers, self.received = list(answers), []
         outer = self
 
@@ -39,6 +39,8 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
                 outer.received.append((time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
+                if hold is not None:
+                    hold.wait(30)
                 self.send_response(outer.answers.pop(0) if outer.answers else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -66,8 +68,8 @@ class Receiver:
 def receiver():
     made = []
 
-    def make(answers=(), port=0):
-        made.append(Receiver(answers, port))
+    def make(answers=(), port=0, hold=None):
+        made.append(Receiver(answers, port, hold))
         return made[-1]
 
     yield make
@@ -228,6 +230,30 @@ def test_a_410_stops_the_retries_and_other_failures_stop_at_the_attempt_limit(ap
     assert (delivery.status, delivery.attempts) == ("failed", MAX_ATTEMPTS)
     assert delivery.last_error == f"gave up after {MAX_ATTEMPTS} attempts; the last: HTTP 500"
     assert len(gone.received) == 1 and len(failing.received) == MAX_ATTEMPTS
+    with client(api) as c, client(api, KEY_B) as b:
+        [listed] = c.get("/v1/webhooks/deliveries", params={"job_id": failing_id}).json()["deliveries"]
+        assert (listed["status"], listed["attempts"], listed["next_attempt_at"]) == ("failed", MAX_ATTEMPTS, None)
+        assert listed["last_error"] == delivery.last_error and listed["url"] == failing.url
+        assert_problem(b.get("/v1/webhooks/deliveries", params={"job_id": failing_id}), 404)  # not B's job
+
+
+def test_a_receiver_that_does_not_answer_holds_up_neither_other_deliveries_nor_the_queue(api, receiver):
+    release = threading.Event()
+    slow, fast = receiver(hold=release), receiver()
+    try:
+        with client(api) as c:
+            slow_id = submit(c, slow.url)
+            run(api["worker"], slow_id)
+            slow.wait(1)  # it has the request and does not answer
+            fast_id = submit(c, fast.url)  # the API and the store go on
+            run(api["worker"], fast_id)
+            fast.wait(1)
+            # the slow one's first attempt is still under way (none recorded), and the fast one is delivered
+            assert [(d.status, d.attempts) for d in api["worker"].deliveries(slow_id)] == [("pending", 0)]
+            assert [d.status for d in settled(api["worker"], fast_id)] == ["delivered"]
+    finally:
+        release.set()
+    assert [(d.status, d.attempts) for d in settled(api["worker"], slow_id)] == [("delivered", 1)]
 
 
 def test_webhook_urls_at_the_server_itself_or_not_http_are_refused_with_a_422(api, receiver):
@@ -237,7 +263,9 @@ def test_webhook_urls_at_the_server_itself_or_not_http_are_refused_with_a_422(ap
     with client(api) as c:
         for url in refused:
             r = c.post("/v1/jobs", json={"kind": "generate", "text": "hi", "webhook": {"url": url}})
-            assert "webhook.url" in assert_problem(r, 422)["detail"], url
+            detail = assert_problem(r, 422)["detail"]
+            assert detail.startswith("webhook.url: "), detail
+            assert ("only http and https" if "://" in url and not url.startswith("http") else "webhook.url") in detail
         item = {"kind": "generate", "text": "hi"}
         r = c.post("/v1/jobs", json={"kind": "batch", "items": [item], "webhook": {"url": refused[0]}})
         assert assert_problem(r, 422)["detail"].startswith("webhook.url: ")

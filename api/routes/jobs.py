@@ -145,7 +145,10 @@ def submit(
     Quotas (429 with Retry-After): the per-key cap (AVGEN_MAX_QUEUED_PER_KEY) counts the key's queued and running
     top-level jobs, a batch counting as one whatever its size; the global cap (AVGEN_MAX_QUEUE) counts every
     queued job a worker can run, batch children included, so a batch that would take the queue past it is
-    refused whole (a batch larger than the whole queue can never fit: 422)."""
+    refused whole (a batch larger than the whole queue can never fit: 422).
+
+    Webhook (`{"url": ..., "events": ["completed"]}`, on any job or batch): the job is POSTed there, signed, on those
+    events (api/webhooks.py); a URL that is not http(s), has no host or points at this server is a 422."""
     if isinstance(body, BatchBody):
         webhook = None if body.webhook is None else body.webhook.model_dump()
         kind, items = BATCH, body.items

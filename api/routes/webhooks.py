@@ -1,11 +1,14 @@
-"""/v1/webhooks: the caller's webhook signing secret, to read and to rotate (api/webhooks.py)."""
+"""/v1/webhooks: the caller's webhook signing secret, to read and to rotate, and a job's deliveries (api/webhooks.py)."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from api.deps import Caller
+from api.deps import Caller, OwnedJob, Store
 from api.problems import responses
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=responses(401))
@@ -31,3 +34,28 @@ def rotate_secret(request: Request, response: Response, caller: Caller):
     of earlier ones too) is signed with the new secret."""
     response.headers["Cache-Control"] = "no-store"
     return {"secret": request.app.state.secrets.rotate(caller)}
+
+
+class DeliveryView(BaseModel):
+    id: str = Field(description="the webhook-id header of every attempt")
+    job_id: str
+    event: Literal["started", "completed"]
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: float | None = Field(description="pending: when the next attempt is due (epoch seconds)")
+    last_error: str | None = Field(description="what the last failed attempt got")
+    created_at: float
+    updated_at: float
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryView]
+
+
+@router.get("/deliveries", response_model=DeliveryList, responses=responses(404, 422))
+def deliveries(job: OwnedJob, store: Store):
+    """The webhook deliveries of one of your jobs (`?job_id=`), oldest first: each event's status, attempts, and
+    the last error, for finding out why a receiver did not hear from a job."""
+    return {"deliveries": [{**asdict(d), "next_attempt_at": d.next_attempt_at if d.status == "pending" else None}
+                           for d in store.deliveries(job.id)]}  # fmt: skip
