@@ -258,6 +258,7 @@ class JobStore:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._write_lock = threading.Lock()  # this process's writers, in turn (module docstring)
+        self.deliveries_waiting = threading.Event()  # set when a write of this process queued a webhook delivery
         self._closed = False
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -303,8 +304,12 @@ class JobStore:
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
+                self._local.queued_delivery = False
                 raise
             db.execute("COMMIT")
+            if getattr(self._local, "queued_delivery", False):  # the deliverer need not wait for its next look
+                self._local.queued_delivery = False
+                self.deliveries_waiting.set()
 
     def close(self) -> None:
         self._closed = True
@@ -980,8 +985,8 @@ class JobStore:
         if row is None or row[1] is None:
             return
         owner, webhook = row[0], json.loads(row[1])
-        if event not in webhook["events"]:
-            return
+        if not isinstance(webhook, dict) or not webhook.get("url") or event not in webhook.get("events", ["completed"]):
+            return  # a malformed webhook (the API never stores one) must not stop the job's change
         from api.views import job_view  # the API's rendering of a job (api.views imports this module)
 
         body = _canonical(job_view(self._job(db, job_id), self))  # read through this transaction's connection
@@ -990,6 +995,7 @@ class JobStore:
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
             (f"msg_{uuid.uuid4().hex}", job_id, owner, event, webhook["url"], body, at, at, at),
         )
+        self._local.queued_delivery = True  # `_write` wakes the deliverer once this commits
 
     # -- inside a transaction ---------------------------------------------------------------------------------
 

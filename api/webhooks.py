@@ -51,7 +51,7 @@ THREADS = 4  # deliveries sent at once
 TIMEOUT_SECONDS = 10.0  # one attempt, connection included
 HOLD_SECONDS = 3 * TIMEOUT_SECONDS  # a claimed delivery falls due again after this if its sender died
 MAX_WAIT_SECONDS = 3600.0  # the longest wait between two attempts
-POLL_SECONDS = 0.5  # how often the deliverer looks for new deliveries (those of another process too)
+POLL_SECONDS = 0.5  # how often the deliverer looks for deliveries queued by another process
 
 
 def new_secret() -> str:
@@ -179,7 +179,8 @@ class Deliverer:
     def __init__(self, store: JobStore, secrets: Secrets, backoff_seconds: float, max_attempts: int):
         self.store, self.secrets = store, secrets
         self.backoff_seconds, self.max_attempts = backoff_seconds, max_attempts
-        self._stopping, self._wake = threading.Event(), threading.Event()
+        self._stopping = threading.Event()
+        self._wake = store.deliveries_waiting  # set by the store when this process queues one, and by each attempt
         self._free = threading.Semaphore(THREADS)
         self._thread = threading.Thread(target=self._run, name="avgen-webhooks", daemon=True)
 

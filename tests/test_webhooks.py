@@ -306,9 +306,14 @@ def test_a_batch_webhook_is_told_once_when_the_whole_batch_has_finished(api, rec
     hook = receiver()
     items = [{"kind": "generate", "text": f"item {i}", "seconds": 1} for i in range(2)]
     with client(api) as c:
-        r = c.post("/v1/jobs", json={"kind": "batch", "items": items, "webhook": {"url": hook.url}})
+        body, key = {"kind": "batch", "items": items, "webhook": {"url": hook.url}}, {"Idempotency-Key": "hooked"}
+        r = c.post("/v1/jobs", json=body, headers=key)
         assert r.status_code == 202, r.text
         batch_id = r.json()["id"]
+        again = c.post("/v1/jobs", json=body, headers=key)  # a retry: the same batch, the webhook part of its body
+        assert again.json()["id"] == batch_id and again.headers["idempotent-replayed"] == "true"
+        other = c.post("/v1/jobs", json={**body, "webhook": {"url": hook.url + "2"}}, headers=key)
+        assert "already used" in assert_problem(other, 422)["detail"]
         children = [j["id"] for j in c.get(f"/v1/jobs?parent={batch_id}").json()["jobs"]][::-1]
         run(api["worker"], children[0])
         assert api["worker"].deliveries(batch_id) == []
