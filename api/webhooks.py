@@ -83,7 +83,8 @@ def url_problem(url: str, host: str, port: int) -> str | None:
     try:
         parts = urlsplit(url)
         target_port = parts.port  # a ValueError when out of range or not a number
-    except ValueError as e:
+        httpx.URL(url)  # what the deliverer will send to
+    except (ValueError, httpx.InvalidURL) as e:
         return f"{url!r} is not a URL ({e})"
     if parts.scheme.lower() not in ("http", "https"):
         return f"only http and https URLs receive webhooks, not {parts.scheme or 'a URL without a scheme'}"
@@ -215,9 +216,13 @@ class Deliverer:
         free = 0
         while self._free.acquire(blocking=False):
             free += 1
-        claimed = self.store.claim_deliveries(free, HOLD_SECONDS) if free else []
-        for _ in range(free - len(claimed)):
-            self._free.release()
+        claimed = []
+        try:
+            if free:
+                claimed = self.store.claim_deliveries(free, HOLD_SECONDS)
+        finally:  # the threads that got nothing to send (all of them when the claim failed)
+            for _ in range(free - len(claimed)):
+                self._free.release()
         for delivery in claimed:
             pool.submit(self._attempt, http, delivery)
 
@@ -239,7 +244,7 @@ class Deliverer:
             with http.stream("POST", delivery.url, content=delivery.body.encode(), headers=headers) as answer:
                 status = answer.status_code  # the answer's body is never read
                 retry_after = _seconds(answer.headers.get("retry-after"))
-        except httpx.HTTPError as e:
+        except Exception as e:  # noqa: BLE001 - whatever stopped this attempt is its error (httpx.InvalidURL is no HTTPError)
             status, error = None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         if status is not None and 200 <= status < 300:
             self.store.record_attempt(delivery.id, delivered=True)

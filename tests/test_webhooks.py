@@ -163,6 +163,7 @@ def test_url_problem_allows_other_ports_and_hosts_and_refuses_other_schemes():
     assert "not ftp" in url_problem("ftp://example.com/x", "127.0.0.1", 8000)
     assert "no host" in url_problem("http:///x", "127.0.0.1", 8000)
     assert "not a URL" in url_problem("http://example.com:99999/", "127.0.0.1", 8000)
+    assert "not a URL" in url_problem("http://example.com/\x7f", "127.0.0.1", 8000)
 
 
 def test_without_api_keys_the_one_secret_is_a_0600_file_in_the_data_dir(tmp_path):
