@@ -10,8 +10,9 @@ from api import problems
 from api.artifacts import Artifacts
 from api.config import ServiceConfig
 from api.retention import Sweeper
-from api.routes import health, jobs, metrics, uploads
+from api.routes import health, jobs, metrics, uploads, webhooks
 from api.store import JobStore
+from api.webhooks import Deliverer, Secrets
 
 
 class BodyLimit:
@@ -34,16 +35,20 @@ def create_app(config: ServiceConfig, store: JobStore, artifacts: Artifacts, poo
     async def lifespan(app: FastAPI):
         sweeper = Sweeper(store, artifacts, config.retention_seconds, config.max_disk_bytes)
         sweeper.start()
+        deliverer = Deliverer(store, app.state.secrets, config.webhook_backoff_seconds, config.webhook_max_attempts)
+        deliverer.start()
         yield
         sweeper.stop()
         if pool is not None:
             pool.stop(grace_seconds=config.grace_seconds)
+        deliverer.stop()  # last: jobs finished in the grace period queue deliveries too
 
     app = FastAPI(title="avgen", version="1", lifespan=lifespan)
     app.state.config, app.state.store, app.state.artifacts, app.state.pool = config, store, artifacts, pool
+    app.state.secrets = Secrets(store, config.data_dir)
     problems.install(app)
     app.state.metrics = metrics.new_registry(app.state)
-    for module in (health, jobs, uploads, metrics):
+    for module in (health, jobs, uploads, metrics, webhooks):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_body_bytes=config.max_body_bytes)
     return app

@@ -36,6 +36,8 @@ class ServiceConfig:
     retention_seconds: float = 7 * DAY  # results and uploads are deleted this long after a job finished / an upload
     max_disk_bytes: int | None = None  # uploads + results above this: the oldest go first; None: no cap
     grace_seconds: float = 30.0  # on SIGTERM, running jobs get this long to finish before going back to the queue
+    webhook_backoff_seconds: float = 5.0  # a failed webhook delivery waits this long, doubling after each failure
+    webhook_max_attempts: int = 15  # attempts at one webhook delivery before it fails (5 s base: over 5 h)
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -56,6 +58,10 @@ class ServiceConfig:
             raise ValueError(f"max_disk must be positive, not {self.max_disk_bytes} bytes")
         if not self.grace_seconds >= 0:
             raise ValueError(f"grace_seconds must be 0 or more, not {self.grace_seconds}")
+        if not self.webhook_backoff_seconds > 0:
+            raise ValueError(f"webhook_backoff_seconds must be positive, not {self.webhook_backoff_seconds}")
+        if self.webhook_max_attempts < 1:
+            raise ValueError(f"webhook_max_attempts must be at least 1, not {self.webhook_max_attempts}")
         if self.workers != "auto" and not self.workers.isdigit():
             raise ValueError(f"workers must be a number (0: no pool) or auto, not {self.workers!r}")
         if any(not k or k.strip() != k or len(k) < 16 for k in self.api_keys):
@@ -71,7 +77,8 @@ class ServiceConfig:
         """Keys from api_keys_file (one a line, # comments) or AVGEN_API_KEYS (comma-separated); the caps from
         AVGEN_MAX_QUEUED_PER_KEY, AVGEN_MAX_QUEUE, AVGEN_MAX_UPLOAD_BYTES, AVGEN_MAX_BODY_BYTES; the lease from
         AVGEN_LEASE_SECONDS; retention from AVGEN_RETENTION (parse_duration), the disk cap from AVGEN_MAX_DISK
-        (parse_size); the rest given."""
+        (parse_size); webhook retries from AVGEN_WEBHOOK_BACKOFF_SECONDS and AVGEN_WEBHOOK_MAX_ATTEMPTS; the rest
+        given."""
         env = os.environ if env is None else env
         if api_keys_file is not None:
             lines = Path(api_keys_file).read_text().splitlines()
@@ -81,19 +88,19 @@ class ServiceConfig:
         else:
             keys = [k.strip() for k in env.get("AVGEN_API_KEYS", "").split(",") if k.strip()]
         values = {k: v for k, v in values.items() if v is not None}
-        for name in ("max_queued_per_key", "max_queue", "max_upload_bytes", "max_body_bytes"):
+        for name in ("max_queued_per_key", "max_queue", "max_upload_bytes", "max_body_bytes", "webhook_max_attempts"):
             variable = f"AVGEN_{name.upper()}"
             if name not in values and env.get(variable):
                 if not env[variable].isdigit():
                     raise ValueError(f"{variable} must be a whole number, not {env[variable]!r}")
                 values[name] = int(env[variable])
-        if "lease_seconds" not in values and env.get("AVGEN_LEASE_SECONDS"):
-            try:
-                values["lease_seconds"] = float(env["AVGEN_LEASE_SECONDS"])
-            except ValueError:
-                raise ValueError(
-                    f"AVGEN_LEASE_SECONDS must be a number of seconds, not {env['AVGEN_LEASE_SECONDS']!r}"
-                ) from None
+        for name in ("lease_seconds", "webhook_backoff_seconds"):
+            variable = f"AVGEN_{name.upper()}"
+            if name not in values and env.get(variable):
+                try:
+                    values[name] = float(env[variable])
+                except ValueError:
+                    raise ValueError(f"{variable} must be a number of seconds, not {env[variable]!r}") from None
         for name, variable, parse in (
             ("retention_seconds", "AVGEN_RETENTION", parse_duration),
             ("max_disk_bytes", "AVGEN_MAX_DISK", parse_size),

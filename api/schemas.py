@@ -17,7 +17,31 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class GenerateBody(_Body):
+class Webhook(_Body):
+    """Where to POST the job, signed (Standard Webhooks), when one of these events happens to it."""
+
+    url: str = Field(max_length=2000, description="an http or https URL, not this server's own")
+    events: list[Literal["started", "completed"]] = Field(
+        ["completed"], min_length=1, max_length=2, description="started; completed: succeeded, failed or canceled"
+    )
+
+    @model_validator(mode="after")
+    def _once_each(self):
+        self.events = sorted(set(self.events))
+        return self
+
+
+class _Job(_Body):
+    webhook: Webhook | None = None
+
+    def spec(self) -> dict:
+        """The job's stored spec: the body without its kind, with the webhook only when there is one."""
+        return self.model_dump(exclude={"kind", "webhook"}) | (
+            {"webhook": self.webhook.model_dump()} if self.webhook is not None else {}
+        )
+
+
+class GenerateBody(_Job):
     kind: Literal["generate"]
     text: str = Field("", max_length=MAX_TEXT_CHARS)
     seconds: float | None = Field(None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
@@ -31,7 +55,7 @@ class GenerateBody(_Body):
     audio: UploadId | None = None  # an audio or video upload: audio-driven, kept in the output
 
 
-class EvaluateBody(_Body):
+class EvaluateBody(_Job):
     kind: Literal["evaluate"]
     upload: UploadId | None = None  # a video upload, or:
     job: JobId | None = None  # a succeeded generate job of the caller's: its result MP4
@@ -50,7 +74,7 @@ class EvaluateBody(_Body):
 ItemBody = Annotated[GenerateBody | EvaluateBody, Field(discriminator="kind")]
 
 
-class BatchBody(_Body):
+class BatchBody(_Job):
     """One parent job and a child job per item; the items run in parallel across the workers."""
 
     kind: Literal["batch"]

@@ -20,6 +20,10 @@ Invariants:
   owner's single job by at most one lease per owner. `queue_position` computes the same order.
 - Batches: a parent job (kind batch) is never leased, its children are ordinary jobs; the parent's status,
   progress and events are settled in the same transaction as each change of a child (`_settle`).
+- Webhooks: a job whose spec has a `webhook` ({"url", "events"}) gets a row in `deliveries` for each of those
+  events (started; completed = succeeded, failed or canceled), written by `_event` in the same transaction
+  as the status change, its body the job as the API shows it then; api/webhooks.py sends them. Signing
+  secrets per owner live in `webhook_secrets` (see "webhooks" below).
 - Times are UTC epoch seconds (float) from the injectable `clock`.
 
 Threading: one connection per thread (threading.local), each in autocommit mode with explicit
@@ -48,7 +52,7 @@ from typing import Any
 
 from workers.jobs import Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: deliveries and webhook_secrets (_WEBHOOK_SCHEMA); a version-1 file gains them when opened
 BATCH = "batch"  # the kind of a batch's parent job: never leased, its status follows its children
 BUSY_TIMEOUT_MS = 10_000
 
@@ -94,6 +98,33 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
 """
+
+# webhooks (api/webhooks.py): what is still to be sent, and the secrets that sign it
+_WEBHOOK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              TEXT PRIMARY KEY,  -- the webhook-id header: the same on every attempt, for de-duplication
+    job_id          TEXT NOT NULL REFERENCES jobs(id),
+    owner           TEXT NOT NULL,     -- whose secret signs it
+    event           TEXT NOT NULL,     -- started | completed
+    url             TEXT NOT NULL,
+    body            TEXT NOT NULL,     -- the job as GET /v1/jobs/{id} showed it when the event happened (JSON)
+    status          TEXT NOT NULL,     -- pending | delivered | failed
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error      TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_job ON deliveries (job_id);
+CREATE TABLE IF NOT EXISTS webhook_secrets (
+    owner      TEXT PRIMARY KEY,
+    secret     TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+# which status events a webhook hears, by the name a webhook subscribes to
+WEBHOOK_EVENTS = {"started": "started", "succeeded": "completed", "failed": "completed", "canceled": "completed"}
 
 
 class StoreError(Exception):
@@ -157,7 +188,26 @@ class Event:
     at: float
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook event of one job, to be POSTed to url (api/webhooks.py)."""
+
+    id: str
+    job_id: str
+    owner: str
+    event: str
+    url: str
+    body: str
+    status: str  # pending | delivered | failed
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
 _JOB_COLUMNS = ", ".join(Job.__dataclass_fields__)
+_DELIVERY_COLUMNS = ", ".join(Delivery.__dataclass_fields__)
 
 
 def _job(row: sqlite3.Row | None) -> Job | None:
@@ -208,6 +258,7 @@ class JobStore:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._write_lock = threading.Lock()  # this process's writers, in turn (module docstring)
+        self.deliveries_waiting = threading.Event()  # set when a write of this process queued a webhook delivery
         self._closed = False
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -216,8 +267,8 @@ class JobStore:
                     f"{self.path} has job-store schema version {version}, newer than this code's {SCHEMA_VERSION}; "
                     "upgrade avgen"
                 )
-            if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
+            if version < SCHEMA_VERSION:  # new, or older: every table is CREATE ... IF NOT EXISTS
+                for statement in (_SCHEMA + _WEBHOOK_SCHEMA).split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -253,8 +304,12 @@ class JobStore:
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
+                self._local.queued_delivery = False
                 raise
             db.execute("COMMIT")
+            if getattr(self._local, "queued_delivery", False):  # the deliverer need not wait for its next look
+                self._local.queued_delivery = False
+                self.deliveries_waiting.set()
 
     def close(self) -> None:
         self._closed = True
@@ -565,14 +620,21 @@ class JobStore:
     # else succeeded if at least one child succeeded, else failed.
 
     def create_batch(
-        self, owner: str, items: list[dict], idempotency_key: str | None = None, quota: Quota | None = None
+        self,
+        owner: str,
+        items: list[dict],
+        idempotency_key: str | None = None,
+        quota: Quota | None = None,
+        webhook: dict | None = None,
     ) -> tuple[Job, bool]:
         """Queue a batch: its parent job and one child per item ({"kind": ..., **spec}, in order), committed
-        together. Idempotency and quota as for `create`: the key's body is the whole list of items, and the batch
-        counts once for its owner and once per item in the queue."""
+        together. Idempotency and quota as for `create`: the key's body is the whole list of items (and the
+        webhook), and the batch counts once for its owner and once per item in the queue. webhook: the parent's
+        ({"url", "events"}, kept in its spec)."""
         if not items or not all(isinstance(i, dict) and i.get("kind") not in (None, BATCH) for i in items):
             raise ValueError("a batch needs at least one item, each a dict with a kind that is not batch")
-        body_hash = _body_hash(BATCH, {"items": items}, None)
+        hooked = {"webhook": webhook} if webhook is not None else {}
+        body_hash = _body_hash(BATCH, {"items": items, **hooked}, None)
         now = self.clock()
         parent_id = uuid.uuid4().hex
         insert = (
@@ -583,7 +645,7 @@ class JobStore:
             if idempotency_key is not None and (original := self._replay(db, owner, idempotency_key, body_hash)):
                 return original, False
             self._check_quota(db, owner, quota, len(items))
-            db.execute(insert, (parent_id, owner, BATCH, _canonical({"count": len(items)}), None,
+            db.execute(insert, (parent_id, owner, BATCH, _canonical({"count": len(items), **hooked}), None,
                                 Status.QUEUED, idempotency_key, body_hash, now, now))  # fmt: skip
             self._event(db, parent_id, "queued", {"status": Status.QUEUED, "count": len(items)}, now)
             for item in items:
@@ -597,7 +659,7 @@ class JobStore:
     def find_idempotent(self, owner: str, idempotency_key: str, kind: str, spec: dict) -> Job | None:
         """The job this owner already created with this key (None if none), checked before any quota so that a
         retry gets its original job even when the owner is at its cap. Another body raises IdempotencyConflict.
-        For a batch, spec is {"items": [...]}, as `create_batch` hashes it."""
+        For a batch, spec is {"items": [...]} (and "webhook" when given), as `create_batch` hashes it."""
         return self._replay(self._db(), owner, idempotency_key, _body_hash(kind, spec, None))
 
     def children(self, parent_id: str) -> list[Job]:
@@ -848,13 +910,103 @@ class JobStore:
         )
         return {(row[0], row[1]): (list(row[4:]), row[2], row[3]) for row in rows}
 
+    # -- webhooks ----------------------------------------------------------------------------------------------
+    #
+    # A delivery is queued by `_event` (below) in the transaction of the job's status change, so that no change
+    # of status is missed and none is told twice. The deliverer (api/webhooks.py) claims due deliveries, sends
+    # them off the write lock and records each attempt. A claim moves next_attempt_at on by `hold_seconds`: a
+    # deliverer that dies mid-send lets its deliveries fall due again (at least once, also across restarts).
+
+    def claim_deliveries(self, limit: int, hold_seconds: float) -> list[Delivery]:
+        """Up to `limit` pending deliveries that are due, the longest due first, held for hold_seconds."""
+        now = self.clock()
+        due = "SELECT {} FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at"
+        if self._db().execute(due.format("1") + " LIMIT 1", (now,)).fetchone() is None:
+            return []  # a read first: the deliverer polls
+        with self._write() as db:
+            rows = db.execute(due.format(_DELIVERY_COLUMNS) + " LIMIT ?", (now, limit)).fetchall()
+            db.executemany(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?", [(now + hold_seconds, r["id"]) for r in rows]
+            )
+        return [Delivery(**dict(r)) for r in rows]
+
+    def next_delivery_at(self) -> float | None:
+        """When the next pending delivery falls due (None: nothing pending)."""
+        return self._db().execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'").fetchone()[0]
+
+    def record_attempt(
+        self, delivery_id: str, delivered: bool, error: str | None = None, retry_at: float | None = None
+    ) -> Delivery | None:
+        """One attempt was made: delivered; or not, to be tried again at retry_at, or (retry_at None) given up
+        as failed. None when the delivery is not pending (nothing changed)."""
+        status = "delivered" if delivered else "pending" if retry_at is not None else "failed"
+        now = self.clock()
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = COALESCE(?, next_attempt_at),"
+                " last_error = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+                (status, retry_at, error, now, delivery_id),
+            )
+            if cur.rowcount != 1:
+                return None
+            return Delivery(**dict(db.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?",
+                                              (delivery_id,)).fetchone()))  # fmt: skip
+
+    def deliveries(self, job_id: str) -> list[Delivery]:
+        """A job's deliveries, oldest first."""
+        rows = self._db().execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE job_id = ? ORDER BY rowid", (job_id,)
+        )
+        return [Delivery(**dict(r)) for r in rows]
+
+    def webhook_secret(self, owner: str, new: Callable[[], str]) -> str:
+        """The owner's signing secret; the first call stores new() as it."""
+        find = "SELECT secret FROM webhook_secrets WHERE owner = ?"
+        if (row := self._db().execute(find, (owner,)).fetchone()) is not None:
+            return row[0]
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO webhook_secrets (owner, secret, created_at) VALUES (?, ?, ?)",
+                (owner, new(), self.clock()),
+            )
+            return db.execute(find, (owner,)).fetchone()[0]
+
+    def set_webhook_secret(self, owner: str, secret: str) -> None:
+        """Replace the owner's signing secret (rotation): deliveries from now on, retries too, are signed with it."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO webhook_secrets (owner, secret, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (owner) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at",
+                (owner, secret, self.clock()),
+            )
+
+    def _queue_delivery(self, db: sqlite3.Connection, job_id: str, event: str, at: float) -> None:
+        row = db.execute("SELECT owner, json_extract(spec, '$.webhook') FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row[1] is None:
+            return
+        owner, webhook = row[0], json.loads(row[1])
+        if not isinstance(webhook, dict) or not webhook.get("url") or event not in webhook.get("events", ["completed"]):
+            return  # a malformed webhook (the API never stores one) must not stop the job's change
+        from api.views import job_view  # the API's rendering of a job (api.views imports this module)
+
+        body = _canonical(job_view(self._job(db, job_id), self))  # read through this transaction's connection
+        db.execute(
+            "INSERT INTO deliveries (id, job_id, owner, event, url, body, status, next_attempt_at, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            (f"msg_{uuid.uuid4().hex}", job_id, owner, event, webhook["url"], body, at, at, at),
+        )
+        self._local.queued_delivery = True  # `_write` wakes the deliverer once this commits
+
     # -- inside a transaction ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _event(db: sqlite3.Connection, job_id: str, type: str, data: dict, at: float) -> int:
-        return db.execute(
+    def _event(self, db: sqlite3.Connection, job_id: str, type: str, data: dict, at: float) -> int:
+        """Append the event; a status event that the job's webhook hears also queues its delivery (same transaction)."""
+        seq = db.execute(
             "INSERT INTO events (job_id, type, data, at) VALUES (?, ?, ?, ?)", (job_id, type, _canonical(data), at)
         ).lastrowid
+        if type in WEBHOOK_EVENTS:
+            self._queue_delivery(db, job_id, WEBHOOK_EVENTS[type], at)
+        return seq
 
     @staticmethod
     def _job(db: sqlite3.Connection, job_id: str) -> Job | None:

@@ -561,3 +561,130 @@ def test_mean_duration_of_recent_succeeded_jobs_of_a_kind(store, clock):
         store.finish(job.id, job.lease_token, status)
     assert store.mean_duration("generate") == 15 and store.mean_duration("generate", last=1) == 20
     assert store.mean_duration("evaluate") is None
+
+
+# --- webhooks: deliveries written with the status change, secrets ---
+
+HOOK = {"url": "http://127.0.0.1:9/hook", "events": ["completed"]}
+
+
+def test_a_delivery_is_written_with_each_status_change_its_webhook_hears_and_only_then(store, clock):
+    import json
+
+    plain, _ = store.create("alice", "generate", {"x": 0})
+    hooked, _ = store.create("alice", "generate", {"x": 1, "webhook": HOOK})
+    both, _ = store.create("alice", "generate", {"x": 2, "webhook": {**HOOK, "events": ["completed", "started"]}})
+    assert store.lease("w", 60).id == plain.id
+    lease = store.lease("w", 60)
+    assert lease.id == hooked.id and store.deliveries(hooked.id) == []  # "started" is not among its events
+    assert not store.finish(hooked.id, "not-the-token", Status.SUCCEEDED)
+    assert store.deliveries(hooked.id) == []
+    clock.advance(5)
+    assert store.finish(hooked.id, lease.lease_token, Status.SUCCEEDED, result={"media_type": "video/mp4"})
+    [delivery] = store.deliveries(hooked.id)
+    assert (delivery.event, delivery.url, delivery.owner, delivery.status) == (
+        "completed",
+        HOOK["url"],
+        "alice",
+        "pending",
+    )
+    assert delivery.next_attempt_at == clock.now and delivery.attempts == 0 and delivery.id.startswith("msg_")
+    body = json.loads(delivery.body)
+    assert body["id"] == hooked.id and body["status"] == "succeeded" and body["spec"]["webhook"] == HOOK
+    assert body["urls"]["self"] == f"/v1/jobs/{hooked.id}"
+
+    lease = store.lease("w", 60)  # "started": heard by `both`, with the job as it is then (running)
+    assert [(d.event, json.loads(d.body)["status"]) for d in store.deliveries(both.id)] == [("started", "running")]
+    clock.advance(61)
+    store.requeue_expired(max_attempts=1)  # its worker is lost: failed, a completion too
+    assert [(d.event, json.loads(d.body)["status"]) for d in store.deliveries(both.id)] == [
+        ("started", "running"), ("completed", "failed")]  # fmt: skip
+    assert len({d.id for d in store.deliveries(both.id)}) == 2
+
+    queued, _ = store.create("alice", "generate", {"x": 3, "webhook": HOOK})
+    store.request_cancel("alice", queued.id)
+    assert [json.loads(d.body)["status"] for d in store.deliveries(queued.id)] == ["canceled"]
+    assert store.deliveries(plain.id) == []
+
+
+def test_a_status_change_and_its_delivery_commit_together_or_not_at_all(store):
+    job, _ = store.create("alice", "generate", {"webhook": HOOK})
+    lease = store.lease("w", 60)
+    db = sqlite3.connect(store.path)
+    db.execute("CREATE TRIGGER no_deliveries BEFORE INSERT ON deliveries BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    db.commit()
+    with pytest.raises(sqlite3.IntegrityError, match="refused"):
+        store.finish(job.id, lease.lease_token, Status.SUCCEEDED)
+    assert store.get("alice", job.id).status == Status.RUNNING  # the change went with the delivery
+    assert [e.type for e in store.events_after(job.id)] == ["queued", "started"]
+    db.execute("DROP TRIGGER no_deliveries")
+    db.commit()
+    db.close()
+    assert store.finish(job.id, lease.lease_token, Status.SUCCEEDED)
+    assert [d.event for d in store.deliveries(job.id)] == ["completed"]
+
+
+def test_a_batch_webhook_hears_the_parent_not_its_children(store):
+    import json
+
+    batch, _ = store.create_batch("alice", [{"kind": "generate", "x": 1}, {"kind": "generate", "x": 2}], webhook=HOOK)
+    assert store.get("alice", batch.id).spec == {"count": 2, "webhook": HOOK}
+    again, created = store.create_batch("alice", [{"kind": "generate", "x": 1}], idempotency_key="k", webhook=HOOK)
+    with pytest.raises(IdempotencyConflict):  # the webhook is part of the body
+        store.create_batch("alice", [{"kind": "generate", "x": 1}], idempotency_key="k")
+    store.request_cancel("alice", again.id)
+    leases = [store.lease("w", 60), store.lease("w", 60)]
+    store.finish(leases[0].id, leases[0].lease_token, Status.SUCCEEDED)
+    assert store.deliveries(batch.id) == []
+    store.finish(leases[1].id, leases[1].lease_token, Status.FAILED, error={"type": "x", "detail": "y"})
+    [delivery] = store.deliveries(batch.id)
+    body = json.loads(delivery.body)
+    assert body["status"] == "succeeded" and body["children"] == {**dict.fromkeys(
+        ("queued", "running", "canceled", "expired"), 0), "succeeded": 1, "failed": 1, "total": 2}  # fmt: skip
+    assert all(store.deliveries(lease.id) == [] for lease in leases)
+
+
+def test_claimed_deliveries_are_held_then_recorded_delivered_retried_or_failed(store, clock):
+    for i in range(3):
+        job, _ = store.create("alice", "generate", {"i": i, "webhook": HOOK})
+        store.request_cancel("alice", job.id)
+    clock.advance(1)
+    claimed = store.claim_deliveries(limit=2, hold_seconds=30)
+    assert len(claimed) == 2 and len(store.claim_deliveries(limit=5, hold_seconds=30)) == 1
+    assert store.claim_deliveries(limit=5, hold_seconds=30) == []  # all held
+    assert store.next_delivery_at() == clock.now + 30
+    first, second = claimed
+    assert store.record_attempt(first.id, delivered=True).status == "delivered"
+    assert store.record_attempt(first.id, delivered=True) is None  # no longer pending
+    retried = store.record_attempt(second.id, False, "HTTP 500", retry_at=clock.now + 5)
+    assert (retried.status, retried.attempts, retried.last_error) == ("pending", 1, "HTTP 500")
+    clock.advance(5)
+    [again] = store.claim_deliveries(limit=5, hold_seconds=30)
+    assert again.id == second.id and again.attempts == 1
+    assert store.record_attempt(second.id, False, "HTTP 410").status == "failed"
+    clock.advance(31)  # the third was claimed and never recorded (its sender died): due again
+    assert len(store.claim_deliveries(limit=5, hold_seconds=30)) == 1
+
+
+def test_webhook_secrets_are_per_owner_created_once_and_replaced_by_a_rotation(store):
+    made = iter(["s1", "s2", "s3"])
+    assert store.webhook_secret("alice", lambda: next(made)) == "s1"
+    assert store.webhook_secret("alice", lambda: next(made)) == "s1"
+    assert store.webhook_secret("bob", lambda: next(made)) == "s2"
+    store.set_webhook_secret("alice", "s9")
+    assert store.webhook_secret("alice", lambda: "unused") == "s9" and store.webhook_secret("bob", str) == "s2"
+
+
+def test_a_version_1_file_gains_the_webhook_tables_in_place(tmp_path):
+    path = tmp_path / "jobs.db"
+    with JobStore(path) as store:
+        job, _ = store.create("alice", "generate", {"x": 1})
+    db = sqlite3.connect(path)  # as version 1 left it: no webhook tables
+    db.executescript("DROP TABLE deliveries; DROP TABLE webhook_secrets; PRAGMA user_version = 1;")
+    db.close()
+    with JobStore(path) as store:
+        assert store.get("alice", job.id).spec == {"x": 1}
+        hooked, _ = store.create("alice", "generate", {"webhook": HOOK})
+        store.request_cancel("alice", hooked.id)
+        assert len(store.deliveries(hooked.id)) == 1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -22,6 +22,8 @@ from api.deps import Caller, Config, Files, OwnedJob, Store
 from api.problems import ApiError, responses
 from api.schemas import UPLOAD_FIELDS, BatchBody, EvaluateBody, GenerateBody, JobBody, JobId, JobList, JobView
 from api.store import BATCH, Conflict, IdempotencyConflict, Job, Quota, QuotaExceeded
+from api.views import job_view, urls
+from api.webhooks import url_problem
 from avgen.config import Config as ModelConfig
 from avgen.files import atomic_path
 from avgen.pipeline import GenerationError, GenerationRequest, resolve
@@ -42,14 +44,6 @@ KEEPALIVE_SECONDS = 15.0
 RETRY_AFTER = {"owner": "10", "queue": "30"}  # seconds, by the quota that refused a submission
 
 
-def urls(job_id: str, kind: str | None = None) -> dict[str, str]:
-    base = f"/v1/jobs/{job_id}"
-    links = {"self": base, "events": f"{base}/events", "result": f"{base}/result", "cancel": f"{base}/cancel"}
-    if kind == BATCH:
-        links |= {"archive": f"{base}/archive", "children": f"/v1/jobs?parent={job_id}"}
-    return links
-
-
 def worker_count(request: Request) -> int:
     """How many jobs run at once: the pool's slots, or 1 when this process has no pool (API only)."""
     pool = request.app.state.pool
@@ -57,56 +51,6 @@ def worker_count(request: Request) -> int:
 
 
 Workers = Annotated[int, Depends(worker_count)]
-
-
-def estimated_start(job: Job, store, position: int | None, workers: int) -> float | None:
-    """now + position / workers × the mean run time of the last succeeded jobs of its kind (for a batch: of its
-    next child); None when not queued or without such history. An estimate: jobs vary, and so does the load."""
-    if position is None:
-        return None
-    kind = job.kind
-    if kind == BATCH:
-        child = store.next_child(job.id)
-        if child is None:
-            return None
-        kind = child.kind
-    mean = store.mean_duration(kind)
-    return None if mean is None else store.clock() + position / max(1, workers) * mean
-
-
-def children_view(job: Job, store) -> dict | None:
-    """A batch's children by status (every status) and their total; None for any other job."""
-    if job.kind != BATCH:
-        return None
-    counts = {s.value: n for s, n in store.children_counts(job.id).items()}
-    return {**counts, "total": sum(counts.values())}
-
-
-def job_view(job: Job, store, workers: int = 1) -> dict:
-    result = job.result or {}
-    position = store.queue_position(job.id) if job.status == Status.QUEUED else None
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "parent": job.parent,
-        "status": job.status.value,
-        "progress": job.progress,
-        "progress_message": job.progress_message,
-        "queue_position": position,
-        "estimated_start_at": estimated_start(job, store, position, workers),
-        "children": children_view(job, store),
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "updated_at": job.updated_at,
-        "attempts": job.attempts,
-        "cancel_requested": job.cancel_requested,
-        "error": job.error,
-        "result": {k: result[k] for k in ("media_type", "metadata") if k in result} or None,
-        "scores": result.get("scores"),
-        "spec": job.spec,
-        "urls": urls(job.id, job.kind),
-    }
 
 
 def _at(where: str, field: str = "") -> str:
@@ -161,6 +105,12 @@ def check_source_job(body: EvaluateBody, owner: str, store, where: str = "") -> 
                        "evaluate it once it has succeeded")  # fmt: skip
 
 
+def check_webhook(webhook, config, where: str = "") -> None:
+    """A webhook URL must be http(s) with a host, and not this server itself (api/webhooks.py url_problem)."""
+    if webhook is not None and (problem := url_problem(webhook.url, config.host, config.port)):
+        raise ApiError(422, "Unprocessable Content", f"{_at(where, 'webhook.url')}: {problem}")
+
+
 def _a(kind: str) -> str:
     return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
@@ -195,22 +145,34 @@ def submit(
     Quotas (429 with Retry-After): the per-key cap (AVGEN_MAX_QUEUED_PER_KEY) counts the key's queued and running
     top-level jobs, a batch counting as one whatever its size; the global cap (AVGEN_MAX_QUEUE) counts every
     queued job a worker can run, batch children included, so a batch that would take the queue past it is
-    refused whole (a batch larger than the whole queue can never fit: 422)."""
+    refused whole (a batch larger than the whole queue can never fit: 422).
+
+    Webhook (`{"url": ..., "events": ["completed"]}`, on any job or batch): the job is POSTed there, signed, on those
+    events (api/webhooks.py); a URL that is not http(s), has no host or points at this server is a 422."""
     if isinstance(body, BatchBody):
-        kind, spec, items = BATCH, {"items": [item.model_dump() for item in body.items]}, body.items
+        webhook = None if body.webhook is None else body.webhook.model_dump()
+        kind, items = BATCH, body.items
+        spec = {"items": [{"kind": item.kind, **item.spec()} for item in items]} | (
+            {"webhook": webhook} if webhook else {}
+        )
     else:
-        kind, spec, items = body.kind, body.model_dump(exclude={"kind"}), [body]
+        kind, spec, items = body.kind, body.spec(), [body]
     try:
         if idempotency_key is not None and (original := store.find_idempotent(caller, idempotency_key, kind, spec)):
             return accepted(response, original, replayed=True)
+        check_webhook(body.webhook, config)
         for index, item in enumerate(items):
-            check_item(item, caller, files, store, f"items[{index}]" if kind == BATCH else "")
+            where = f"items[{index}]" if kind == BATCH else ""
+            check_item(item, caller, files, store, where)
+            if kind == BATCH:
+                check_webhook(item.webhook, config, where)
         if len(items) > config.max_queue:
             raise ApiError(422, "Unprocessable Content", f"items: {len(items)} items, but the queue holds at most "
                            f"{config.max_queue} jobs; split the batch")  # fmt: skip
         quota = Quota(per_owner=config.max_queued_per_key, queue=config.max_queue)
         if kind == BATCH:
-            job, created = store.create_batch(caller, spec["items"], idempotency_key=idempotency_key, quota=quota)
+            job, created = store.create_batch(caller, spec["items"], idempotency_key=idempotency_key, quota=quota,
+                                              webhook=webhook)  # fmt: skip
         else:
             job, created = store.create(caller, kind, spec, idempotency_key=idempotency_key, quota=quota)
     except QuotaExceeded as e:
