@@ -62,7 +62,7 @@ def option(command: list[str], name: str) -> str | None:
 def commands(command: list[str], program: str) -> list[list[str]]:
     """Each run of `program` in the words of a service's command, from the program's name to the next one's."""
     starts = [i for i, w in enumerate(command) if w in ("ray", "avgen")] + [len(command)]
-    return [command[a : b] for a, b in zip(starts, starts[1:]) if command[a] == program]
+    return [command[a:b] for a, b in zip(starts, starts[1:]) if command[a] == program]
 
 
 def dockerfile() -> list[str]:
@@ -333,5 +333,7 @@ def test_a_job_submitted_over_http_runs_on_the_worker_node_that_joined_the_head(
     actors["serve"] = [p for p in session_processes(server["proc"].pid) if "ray::WorkerActor" in p]
     assert len(actors["worker"]) == 1 and not actors["head"] and not actors["serve"], actors
     # serve joined the head's Ray (its driver's logs are in the head's --temp-dir) and started none of its own
-    assert list(split["temp"].glob("head/session_*/logs/python-core-driver-*")), "serve's driver is not in the head's session"
+    assert list(split["temp"].glob("head/session_*/logs/python-core-driver-*")), (
+        "serve's driver is not in the head's session"
+    )
     assert not [p for p in session_processes(server["proc"].pid) if "raylet" in p or "gcs_server" in p]
