@@ -31,7 +31,8 @@ from avgen.files import file_hash
 from avgen.media import read_mp4
 
 ROOT = Path(__file__).parents[1]
-RAY = Path(sys.executable).with_name("ray")  # the ray command of the environment running the tests
+# the ray command of the environment running the tests
+RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray") or "ray"
 
 
 # --- docker-compose.yml and the Dockerfile, as files ---
@@ -227,7 +228,7 @@ def _stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
 def _ray_start(args: list[str], log: Path, env: dict) -> subprocess.Popen:
     """`ray start ... --block` in a session of its own (its processes are found, and ended, by that session)."""
     return subprocess.Popen(
-        [str(RAY), "start", *args, "--block"],
+        [RAY, "start", *args, "--block"],
         env=env,
         stdout=open(log, "w"),  # noqa: SIM115 - the child holds it
         stderr=subprocess.STDOUT,
@@ -264,7 +265,7 @@ def split(tmp_path_factory, small_checkpoint):
     procs, serve_sid = {"head": head}, None
     try:
         deadline = time.monotonic() + 120
-        status = [str(RAY), "status", f"--address={address}"]  # the compose file's healthcheck of the head
+        status = [RAY, "status", f"--address={address}"]  # the compose file's healthcheck of the head
         while subprocess.run(status, env=env, capture_output=True).returncode:  # 0: the GCS answers, token and all
             assert head.poll() is None and time.monotonic() < deadline, (root / "head.log").read_text()[-3000:]
             time.sleep(0.5)
@@ -287,12 +288,10 @@ def split(tmp_path_factory, small_checkpoint):
         for proc in reversed(procs.values()):
             _stop_group(proc)
         deadline = time.monotonic() + 30
-        left = []
-        for proc in procs.values():
-            while left := session_processes(proc.pid):
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
+        while (left := [p for proc in procs.values() for p in session_processes(proc.pid)]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
         shutil.rmtree(temp, ignore_errors=True)
     assert not left, f"Ray processes left behind: {left}"
     assert serve_sid is None or not session_processes(serve_sid)
