@@ -15,7 +15,7 @@ WORKDIR /app
 
 # The dependencies first, in a layer of their own (torch is gigabytes): it is rebuilt only when pyproject.toml
 # changes, not for every change of the code.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
@@ -24,6 +24,7 @@ RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))
 # The package with its package data: avgen/weights/tiny.safetensors (the model), avgen/face_models,
 # eval/weights (the learned lip-sync scorer), installed into site-packages; the sources go. The build fails if
 # the weights did not make it into the installed package.
+COPY README.md ./
 COPY avgen ./avgen
 COPY workers ./workers
 COPY api ./api
