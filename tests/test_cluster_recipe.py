@@ -253,6 +253,7 @@ def split(tmp_path_factory, small_checkpoint):
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
     # ports of our own: other Rays run on this machine (Ray's defaults would collide with theirs)
     gcs = _free_port()
     head = _ray_start(
