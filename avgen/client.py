@@ -26,6 +26,7 @@ from workers.jobs import TERMINAL
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry after a network error
 STREAM_READ_TIMEOUT = 60.0  # the server sends a keep-alive every 15 s on a quiet event stream
 MAX_PAGE = 100  # the most jobs GET /v1/jobs answers at once
+SYNC_SECONDS = 1.0  # a followed batch's finished items are listed at most this often (and once at its end)
 
 
 class ServerError(ValueError):
@@ -230,28 +231,28 @@ def follow_batch(
     batch_id: str,
     on_finished: Callable[[int, dict], None],
     progress: Callable[[float, str], None] | None = None,
-    seen: set[str] | None = None,
 ) -> dict:
-    """Follow a batch until every item has finished: `on_finished(index, child)` once per finished child (in
-    the order they finish; children whose id is in `seen` are skipped), `progress(done / total, message)`
-    as the batch's events arrive. Returns the finished batch."""
-    seen = set() if seen is None else seen
+    """Follow a batch until every item has finished: `on_finished(index, child)` once per finished child, soon
+    after it finishes (children are listed by status, so unfinished ones are not read again and again), and
+    `progress(fraction, message)` from the batch's own events (its items finished / all). The finished batch."""
+    index = {child["id"]: i for i, child in enumerate(client.children(batch_id))}  # item order, listed once
+    seen: set[str] = set()
 
-    def sync() -> bool:
-        children = client.children(batch_id)
-        for index, child in enumerate(children):
-            if is_terminal(child["status"]) and child["id"] not in seen:
-                on_finished(index, child)
-                seen.add(child["id"])
-        done = sum(is_terminal(c["status"]) for c in children)
-        if progress is not None and children:
-            progress(done / len(children), f"{done} of {len(children)} items finished")
-        return done == len(children)
+    def sync() -> None:
+        for status in sorted(TERMINAL):
+            for child in client.list(parent=batch_id, status=status, limit=None):
+                if child["id"] not in seen:
+                    on_finished(index[child["id"]], child)
+                    seen.add(child["id"])
 
-    sync()
+    synced = 0.0
     for event in client.events(batch_id):
-        if event.type in ("progress", "started") or is_terminal(event.type):
+        if progress is not None and event.type in ("queued", "started", "progress"):
+            progress(float(event.data.get("fraction") or 0.0), event.data.get("message") or event.type)
+        finished = event.type == "progress" or is_terminal(event.type)
+        if finished and time.monotonic() - synced >= SYNC_SECONDS:  # many items finishing at once: one listing
             sync()
+            synced = time.monotonic()
     sync()
     return client.get(batch_id)
 

@@ -9,15 +9,20 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
 import test_service
 from test_api import KEY_A, client, png_bytes
+from test_service import sse_events
 
+from avgen.client import Client
 from avgen.media import read_mp4, write_mp4
 from eval.drawn_face import drawn_talking_head
 from eval.run import COLUMNS, EvalSettings, evaluate, summary_table
@@ -121,6 +126,62 @@ def test_jobs_lists_in_a_table_and_as_json_and_cancel_cancels(service):
     assert r.returncode == 0, r.stderr
     listed = json.loads(r.stdout)
     assert job_id in [j["id"] for j in listed] and {j["status"] for j in listed} == {"canceled"}
+
+
+@contextmanager
+def cutting_proxy(url: str, cut_after: int):
+    """A TCP proxy to the server whose first connection is dropped after `cut_after` bytes of the answer (a
+    network failure in the middle of an event stream); later connections pass whole. Yields (its URL, the
+    number of connections it took)."""
+    host, port = url.removeprefix("http://").split(":")
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = [0]
+
+    def pipe(src: socket.socket, dst: socket.socket, limit: int | None = None) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if limit is not None and sent + len(data) >= limit:
+                    dst.sendall(data[: limit - sent])
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((host, int(port)))
+            limit = cut_after if accepted[0] == 0 else None
+            accepted[0] += 1
+            threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, conn, limit), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    finally:
+        listener.close()
+
+
+def test_events_resume_after_a_dropped_connection_with_last_event_id_each_event_once(service):
+    with client(service) as c:
+        job = c.post("/v1/jobs", json={"kind": "generate", "text": "Hi", "seconds": 1, "score": False}).json()
+        direct = sse_events(c, job["urls"]["events"])
+        whole = c.get(job["urls"]["events"]).content
+    assert len(direct) >= 4
+    with cutting_proxy(service["url"], cut_after=len(whole) // 2) as (url, connections):
+        with Client(url, KEY_A, retry_delays=(0.1, 0.1)) as remote:
+            events = list(remote.events(job["id"]))
+    assert connections[0] >= 2  # the first stream was cut, and the client reconnected
+    assert [(e.id, e.type, e.data) for e in events] == [(e["id"], e["type"], e["data"]) for e in direct]
 
 
 def write_jsonl(path: Path, lines: list) -> Path:
