@@ -18,10 +18,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
+import pytest
 import test_service
 from test_api import KEY_A, client, png_bytes
 from test_service import sse_events
 
+from avgen.cli import main
 from avgen.client import Client
 from avgen.media import read_mp4, write_mp4
 from eval.drawn_face import drawn_talking_head
@@ -99,8 +101,13 @@ def test_a_server_error_is_its_detail_on_one_line_with_exit_1(service, tmp_path)
     assert unauthorized.status_code == 401
     assert (r.returncode, r.stderr) == (1, f"avgen: error: {unauthorized.json()['detail']}\n")
 
-    r = avgen(service, "jobs", AVGEN_SERVER="")  # no server at all: a usage error
-    assert r.returncode == 2 and "--server" in r.stderr and len(r.stderr.splitlines()) == 1
+
+def test_without_a_server_a_client_command_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.delenv("AVGEN_SERVER", raising=False)
+    with pytest.raises(SystemExit) as exit:
+        main(["jobs"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == "avgen: error: avgen jobs needs --server URL (or AVGEN_SERVER) (see --help)\n"
 
 
 def test_jobs_lists_in_a_table_and_as_json_and_cancel_cancels(service):
