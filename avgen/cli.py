@@ -500,7 +500,16 @@ def cmd_batch(args) -> int:
     import csv
     from pathlib import Path
 
-    from avgen.client import ServerError, follow_batch, load_state, name_lines, read_batch_file, save_state, uploaded
+    from avgen.client import (
+        ServerError,
+        content_key,
+        follow_batch,
+        load_state,
+        name_lines,
+        read_batch_file,
+        save_state,
+        uploaded,
+    )
     from avgen.files import atomic_path, file_hash, write_text_atomic
     from avgen.progress import ProgressBar
     from eval.run import summary_table
@@ -530,9 +539,20 @@ def cmd_batch(args) -> int:
                 for field, path in line.files.items():
                     item[field] = uploaded(client, path, state["uploads"], lambda: save_state(state_path, state))
                 items.append(item)
-            try:  # the key is the file's content: a rerun that lost its state still gets the same batch
-                job = client.submit({"kind": "batch", "items": items}, idempotency_key=f"avgen-batch-{digest}")
+            # the key is the content (the file's, and the files it names): a rerun that lost its state still gets
+            # the same batch, unless it had to upload those files again (new upload ids: the server refuses it)
+            media = sorted({file_hash(path) for line in lines for path in line.files.values()})
+            try:
+                job = client.submit(
+                    {"kind": "batch", "items": items}, idempotency_key=content_key("avgen-batch", [digest, media])
+                )
             except ServerError as e:
+                if e.status == 422 and "idempotency key" in e.detail:
+                    raise ValueError(
+                        f"{args.file} was submitted before, with uploads whose ids were in "
+                        f"{state_path}, which is gone; nothing was submitted twice (to run it again "
+                        "as a new batch, change the file)"
+                    ) from None
                 raise ServerError(name_lines(e.detail, lines), e.status, e.problem) from None
             batch_id = state["batch"] = job["id"]
             save_state(state_path, state)

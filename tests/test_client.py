@@ -263,6 +263,25 @@ def test_batch_downloads_each_mp4_writes_scores_and_summary_and_resumes_after_a_
     assert batch_files(out) == files and len(top_level_jobs(service, "batch")) == batches_before + 1
 
 
+def test_a_batch_line_may_name_a_file_it_is_uploaded_once_and_a_lost_state_is_refused_not_run_twice(service, tmp_path):
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / "face.png").write_bytes(png_bytes())
+    jsonl = write_jsonl(tmp_path / "face.jsonl", [{"text": "Face", "seconds": 1, "reference_image": "faces/face.png"}])
+    out = tmp_path / "out"
+    r = avgen(service, "batch", str(jsonl), "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    batches = top_level_jobs(service, "batch")
+    with client(service) as c:
+        (child,) = c.get("/v1/jobs", params={"parent": batches[0]["id"]}).json()["jobs"]
+        assert c.get(f"/v1/uploads/{child['spec']['reference_image']}").json()["kind"] == "image"
+    assert len(batch_files(out)) == 1
+
+    (out / ".avgen-batch.json").unlink()  # its upload ids are gone with it: the same key, another body
+    r = avgen(service, "batch", str(jsonl), "--out", str(out), "--quiet")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and "nothing was submitted twice" in r.stderr
+    assert top_level_jobs(service, "batch") == batches
+
+
 def close(a, b) -> bool:
     """Equal JSON values, floats to 1e-6 (the server's worker may sum in another order than this process)."""
     if isinstance(a, float) and isinstance(b, float):
