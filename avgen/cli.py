@@ -124,6 +124,12 @@ def _add_eval(sub) -> None:
     )
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--server",
+        help="score on this avgen server's workers instead (one batch; --backend landmarks or learned); "
+        "the results come back to --out as a local run writes them",
+    )
+    p.add_argument("--api-key", default=os.environ.get("AVGEN_API_KEY"), help="with --server (default $AVGEN_API_KEY)")
 
 
 def cmd_eval(args) -> int:
@@ -132,11 +138,14 @@ def cmd_eval(args) -> int:
     from avgen.progress import ProgressBar
     from eval.run import EvalSettings, evaluate, summary_table
 
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, not {args.threads}")
-    torch.set_num_threads(args.threads)
-    settings = EvalSettings(backend=args.backend, face_crop=args.face_crop, syncnet_weights=args.syncnet_weights)
-    rows = evaluate(args.paths, args.out, settings, progress=None if args.quiet else ProgressBar("eval"))
+    if args.server:
+        rows = eval_remote(args)
+    else:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, not {args.threads}")
+        torch.set_num_threads(args.threads)
+        settings = EvalSettings(backend=args.backend, face_crop=args.face_crop, syncnet_weights=args.syncnet_weights)
+        rows = evaluate(args.paths, args.out, settings, progress=None if args.quiet else ProgressBar("eval"))
     print(summary_table(rows))
     for row in rows:
         if row.get("error"):
@@ -325,6 +334,353 @@ def cmd_serve(args) -> int:
     return 0
 
 
+# --- the client of a server: submit, jobs, batch, eval --server (avgen/client.py) ---
+
+SERVER_HELP = "the avgen server, e.g. http://127.0.0.1:8000 (default $AVGEN_SERVER)"
+REMOTE_COMMANDS = ("submit", "jobs", "batch")  # need a server; `eval` only with --server
+
+
+def _add_server_options(p) -> None:
+    p.add_argument("--server", default=os.environ.get("AVGEN_SERVER"), help=SERVER_HELP)
+    p.add_argument("--api-key", default=os.environ.get("AVGEN_API_KEY"), help="API key (default $AVGEN_API_KEY)")
+
+
+def _connect(args):
+    from avgen.client import Client
+
+    return Client(args.server, args.api_key)
+
+
+def _add_submit(sub) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="submit a generate job to an avgen server (optionally wait and download the MP4)",
+        description="Upload the files, submit a generate job and print its id (--json: the job). "
+        "--wait follows it with a progress bar; --out also downloads the MP4.",
+    )
+    p.add_argument("--text", default="", help="what the face says")
+    p.add_argument("--seconds", type=float, help="clip length (default: as long as the text takes)")
+    p.add_argument("--seed", type=int, default=0, help="same seed and settings give the same clip (default 0)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the server checkpoint's)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance on the transcript")
+    p.add_argument("--sampler", choices=("euler", "heun"), help="ODE sampler")
+    p.add_argument("--shift", type=float, help="timestep shift")
+    p.add_argument("--reference-image", help="a face picture whose identity to keep (uploaded)")
+    p.add_argument("--audio", help="speech file to drive the video (uploaded; kept in the output)")
+    p.add_argument("--no-score", action="store_true", help="skip the lip-sync and flicker scores")
+    _add_server_options(p)
+    p.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    p.add_argument("--out", help="download the MP4 here once it is done (implies --wait)")
+    p.add_argument("--json", action="store_true", help="print the job object as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _job_failure(job: dict) -> str:
+    detail = (job.get("error") or {}).get("detail")
+    return f"job {job['id']} {job['status']}" + (f": {detail}" if detail else "")
+
+
+def cmd_submit(args) -> int:
+    import uuid
+    from pathlib import Path
+
+    from avgen.media import check_writable
+    from avgen.progress import ProgressBar
+
+    files = {"reference_image": args.reference_image, "audio": args.audio}
+    for field, path in files.items():
+        if path and not Path(path).is_file():
+            raise ValueError(f"--{field.replace('_', '-')} {path}: no such file")
+    if args.out:
+        check_writable(args.out)  # before the upload and the wait, not after
+    options = {"seconds": args.seconds, "steps": args.steps, "cfg": args.cfg, "sampler": args.sampler,
+               "shift": args.shift}  # fmt: skip
+    body = {"kind": "generate", "text": args.text, "seed": args.seed}
+    body |= {k: v for k, v in options.items() if v is not None} | ({"score": False} if args.no_score else {})
+    with _connect(args) as client:
+        body |= {field: client.upload(path)["id"] for field, path in files.items() if path}
+        # one key per invocation: a retry after a network error returns the job the first try made
+        job = client.submit(body, idempotency_key=f"avgen-submit-{uuid.uuid4().hex}")
+        if not (args.wait or args.out):
+            print(json.dumps(client.get(job["id"]), indent=2) if args.json else job["id"])
+            return 0
+        if not args.quiet:
+            print(f"job {job['id']} submitted", file=sys.stderr)
+        bar = None if args.quiet else ProgressBar(f"job {job['id'][:8]}")
+        try:
+            job = client.wait(job["id"], bar)
+        except KeyboardInterrupt:
+            print(f"avgen: the job goes on on the server (avgen jobs cancel {job['id']} stops it)", file=sys.stderr)
+            raise
+        if args.json:
+            print(json.dumps(job, indent=2))
+        if job["status"] != "succeeded":
+            raise ValueError(_job_failure(job))
+        if bar is not None:
+            bar(1.0, "succeeded")
+        if args.out:
+            client.download(job["id"], args.out)
+            if not args.quiet:
+                print(f"wrote {args.out}", file=sys.stderr)
+        elif not args.json:
+            print(job["id"])
+    return 0
+
+
+def _add_jobs(sub) -> None:
+    p = sub.add_parser(
+        "jobs",
+        help="list your jobs on an avgen server; `jobs show ID`, `jobs cancel ID...`",
+        description="avgen jobs: a table of your jobs, newest first (batches, not their items). "
+        "avgen jobs show ID: one job as JSON. avgen jobs cancel ID...: cancel jobs (a batch: all its items).",
+    )
+    p.add_argument("action", nargs="*", metavar="[show|cancel ID...]", help="default: list")
+    p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "canceled", "expired"))
+    p.add_argument("--kind", choices=("generate", "evaluate", "batch"))
+    p.add_argument("--limit", type=int, default=20, help="at most this many jobs (default 20)")
+    _add_server_options(p)
+    p.add_argument("--json", action="store_true", help="print the jobs as JSON on stdout")
+
+
+def _jobs_table(jobs: list[dict]) -> str:
+    rows = [("ID", "KIND", "STATUS", "PROGRESS", "CREATED")]
+    for job in jobs:
+        children = job.get("children")
+        if children:
+            done = sum(n for s, n in children.items() if s not in ("total", "queued", "running"))
+            progress = f"{done}/{children['total']}"
+        else:
+            progress = f"{job['progress']:.0%}"
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"]))
+        rows.append((job["id"], job["kind"], job["status"], progress, created))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def cmd_jobs(args) -> int:
+    action, ids = (args.action[0], args.action[1:]) if args.action else ("list", [])
+    with _connect(args) as client:
+        if action == "list":
+            if args.limit < 1:
+                raise ValueError(f"--limit must be at least 1, not {args.limit}")
+            jobs = client.list(status=args.status, kind=args.kind, limit=args.limit)
+            print(json.dumps(jobs, indent=2) if args.json else _jobs_table(jobs) if jobs else "no jobs")
+        elif action == "show":
+            jobs = [client.get(job_id) for job_id in ids]
+            print(json.dumps(jobs[0] if len(jobs) == 1 else jobs, indent=2))
+        else:  # cancel
+            for job_id in ids:
+                job = client.cancel(job_id)
+                state = "cancel requested" if job["status"] == "running" else job["status"]
+                print(json.dumps(job, indent=2) if args.json else f"{job_id} {state}")
+    return 0
+
+
+def _add_batch(sub) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="run a JSONL file of generate requests on an avgen server as one batch",
+        description="One generate request a line (the API's generate fields; reference_image and audio may be "
+        "file paths), submitted as one batch. The MP4s go to DIR/NNNN-<id>.mp4 as they finish; at the end "
+        "DIR/scores.csv and DIR/summary.json. Run it again to resume: nothing is submitted twice and only "
+        "missing MP4s are downloaded.",
+    )
+    p.add_argument("file", help="JSONL file, one request a line")
+    p.add_argument("--out", required=True, help="output folder (created if missing; holds the resume state)")
+    _add_server_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+SCORE_COLUMNS = ("sync_confidence", "av_offset_frames", "sync_distance", "temporal_flickering", "warping_error",
+                 "audio_flicker")  # fmt: skip
+BATCH_STATE = ".avgen-batch.json"
+
+
+def cmd_batch(args) -> int:
+    import csv
+    from pathlib import Path
+
+    from avgen.client import (
+        ServerError,
+        content_key,
+        follow_batch,
+        load_state,
+        name_lines,
+        read_batch_file,
+        save_state,
+        uploaded,
+    )
+    from avgen.files import atomic_path, file_hash, write_text_atomic
+    from avgen.progress import ProgressBar
+    from eval.run import summary_table
+
+    lines = read_batch_file(args.file)  # every line checked before anything is uploaded or submitted
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    digest, state_path = file_hash(args.file), out / BATCH_STATE
+    state = load_state(state_path)
+    if state.get("file") != digest or state.get("server") != args.server:
+        state = {"file": digest, "server": args.server, "batch": None, "uploads": {}}
+    for stale in out.glob(".[0-9]*-*.mp4.*.tmp"):  # a download killed half-way
+        stale.unlink(missing_ok=True)
+    with _connect(args) as client:
+        batch_id = state["batch"]
+        if batch_id is not None:
+            try:
+                client.get(batch_id)
+            except ServerError as e:
+                if e.status != 404:
+                    raise
+                batch_id = None  # not on this server (any more): submit it
+        if batch_id is None:
+            items = []
+            for line in lines:
+                item = dict(line.body)
+                for field, path in line.files.items():
+                    item[field] = uploaded(client, path, state["uploads"], lambda: save_state(state_path, state))
+                items.append(item)
+            # the key is the content (the file's, and the files it names): a rerun that lost its state still gets
+            # the same batch, unless it had to upload those files again (new upload ids: the server refuses it)
+            media = sorted({file_hash(path) for line in lines for path in line.files.values()})
+            try:
+                job = client.submit(
+                    {"kind": "batch", "items": items}, idempotency_key=content_key("avgen-batch", [digest, media])
+                )
+            except ServerError as e:
+                if e.status == 422 and "idempotency key" in e.detail:
+                    raise ValueError(
+                        f"{args.file} was submitted before, with uploads whose ids were in "
+                        f"{state_path}, which is gone; nothing was submitted twice (to run it again "
+                        "as a new batch, change the file)"
+                    ) from None
+                raise ServerError(name_lines(e.detail, lines), e.status, e.problem) from None
+            batch_id = state["batch"] = job["id"]
+            save_state(state_path, state)
+            print(f"batch {batch_id}: {len(items)} items {'resumed' if job['replayed'] else 'submitted'}",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            print(f"batch {batch_id}: resumed", file=sys.stderr)
+
+        def finished(index: int, child: dict) -> None:
+            path = out / f"{index:04d}-{child['id']}.mp4"
+            if child["status"] != "succeeded":
+                print(f"line {lines[index].line}: {_job_failure(child)}", file=sys.stderr)
+            elif not path.exists():
+                try:
+                    client.download(child["id"], path)
+                except ServerError as e:  # e.g. 410: expired on the server; the others still come
+                    print(f"line {lines[index].line}: {path.name}: {e.detail}", file=sys.stderr)
+
+        bar = None if args.quiet else ProgressBar(f"batch {batch_id[:8]}")
+        try:
+            batch = follow_batch(client, batch_id, finished, bar)
+        except KeyboardInterrupt:
+            print(f"avgen: run the same command again to resume batch {batch_id}", file=sys.stderr)
+            raise
+        manifest = client.manifest(batch_id)
+    with atomic_path(out / "scores.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("index", "line", "id", "status", "file", "text", *SCORE_COLUMNS, "error"))
+        for item, line in zip(manifest["items"], lines):
+            scores, mp4 = item.get("scores") or {}, f"{item['index']:04d}-{item['id']}.mp4"
+            writer.writerow((item["index"], line.line, item["id"], item["status"],
+                             mp4 if (out / mp4).exists() else "", line.body.get("text", ""),
+                             *("" if scores.get(c) is None else scores[c] for c in SCORE_COLUMNS),
+                             (item.get("error") or {}).get("detail", "")))  # fmt: skip
+    write_text_atomic(out / "summary.json", json.dumps(manifest["summary"], indent=1))
+    counts = ", ".join(f"{n} {s}" for s, n in manifest["summary"]["counts"].items() if n)
+    print(f"batch {batch_id} {batch['status']}: {counts}")
+    rows = [item["scores"] for item in manifest["items"] if item.get("scores")]
+    if rows:
+        print(summary_table(rows))
+    print(f"results: {out}/NNNN-<id>.mp4, {out / 'scores.csv'}, {out / 'summary.json'}", file=sys.stderr)
+    return 0 if batch["status"] == "succeeded" else EXIT_FAILED
+
+
+EVAL_STATE = ".avgen-remote-eval.json"
+
+
+def eval_remote(args) -> list[dict]:
+    """`avgen eval --server`: the clips scored as one batch of evaluate jobs on the server's workers, the rows
+    written as the local run writes them. Resumes: the state file (DIR/.avgen-remote-eval.json, by the clips'
+    content hashes) holds each clip's upload, its scored row and the batch being run."""
+    from pathlib import Path
+
+    from avgen.client import ServerError, content_key, follow_batch, load_state, save_state, uploaded
+    from avgen.files import file_hash
+    from avgen.progress import ProgressBar
+    from eval.run import EvalSettings, empty_row, find_clips, write_plots, write_results
+
+    if args.backend == "syncnet":
+        raise ValueError("--server scores with --backend landmarks or learned; run syncnet locally")
+    settings = EvalSettings(backend=args.backend)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clips = find_clips(args.paths)
+    if not clips:
+        raise ValueError("no clips found: give video files, folders with videos, or a manifest (.txt) listing them")
+    state_path = out / EVAL_STATE
+    state = load_state(state_path)
+    if state.get("server") != args.server:
+        state = {"server": args.server, "uploads": {}, "rows": {}, "batch": None}
+    save = lambda: save_state(state_path, state)  # noqa: E731
+    hashes = {path: file_hash(path) for path in clips if os.path.isfile(path)}
+
+    def row_key(digest: str) -> str:
+        return f"{digest}:{args.backend}"
+
+    def row_of(path: str) -> dict:
+        """The server's row as the local run has it (the one place they differ): this clip's path and file."""
+        if path not in hashes:
+            return empty_row(path, settings, None) | {"error": f"no such file: {path}"}
+        scored = state["rows"].get(row_key(hashes[path])) or {"error": "not scored (the batch was canceled?)"}
+        server_row = {k: v for k, v in scored.items() if k not in ("path", "file")}
+        return empty_row(path, settings, scored.get("weights_hash")) | server_row
+
+    def todo() -> list[str]:
+        """The clips (by hash) with no row, or a row with an error: scored (again), as a local rerun does."""
+        return sorted({h for h in hashes.values() if (state["rows"].get(row_key(h)) or {"error": "-"})["error"]})
+
+    bar = None if args.quiet else ProgressBar("eval")
+    with _connect(args) as client:
+
+        def run(batch: dict) -> None:
+            def finished(index: int, child: dict) -> None:
+                key = row_key(batch["clips"][index])
+                if child["status"] == "succeeded" and child.get("scores"):
+                    state["rows"][key] = child["scores"]
+                else:
+                    state["rows"][key] = {"error": (child.get("error") or {}).get("detail") or child["status"]}
+                save()
+
+            follow_batch(client, batch["id"], finished, bar)
+
+        previous = state.get("batch")
+        if previous and previous["backend"] == args.backend:  # an interrupted run's batch: see it to its end
+            try:
+                run(previous)
+            except ServerError as e:
+                if e.status != 404:
+                    raise
+        needed = todo()
+        if needed:
+            path_of = {h: p for p, h in hashes.items()}
+            items = [{"kind": "evaluate", "upload": uploaded(client, Path(path_of[h]), state["uploads"], save),
+                      "backend": args.backend, "plot": False} for h in needed]  # fmt: skip
+            # the same clips after the same previous batch: the same key, so a lost answer gives the same batch
+            key = content_key("avgen-eval", [items, (previous or {}).get("id")])
+            job = client.submit({"kind": "batch", "items": items}, idempotency_key=key)
+            state["batch"] = {"id": job["id"], "clips": needed, "backend": args.backend}
+            save()
+            run(state["batch"])
+        elif bar is not None:
+            bar(1.0, f"{len(clips)} clips (scored before)")
+    rows = [row_of(path) for path in clips]
+    write_results(rows, out)
+    write_plots(rows, out)
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="avgen", description="Joint audio-video generation: talking heads from text.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -333,10 +689,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_corpus(sub)
     _add_serve(sub)
+    _add_submit(sub)
+    _add_jobs(sub)
+    _add_batch(sub)
     return parser
 
 
-COMMANDS = {"generate": cmd_generate, "eval": cmd_eval, "train": cmd_train, "corpus": cmd_corpus, "serve": cmd_serve}
+COMMANDS = {"generate": cmd_generate, "eval": cmd_eval, "train": cmd_train, "corpus": cmd_corpus, "serve": cmd_serve,
+            "submit": cmd_submit, "jobs": cmd_jobs, "batch": cmd_batch}  # fmt: skip
 
 
 def _exit_on_sigterm(signum, frame):
@@ -359,6 +719,11 @@ def _main(argv: list[str] | None) -> int:
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in REMOTE_COMMANDS and not args.server:
+        parser.error(f"avgen {args.command} needs --server URL (or AVGEN_SERVER)")
+    if args.command == "jobs" and args.action:
+        if args.action[0] not in ("show", "cancel") or len(args.action) < 2:
+            parser.error("avgen jobs takes no argument (a list), or show ID / cancel ID...")
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
