@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from avgen.pipeline import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS
+from avgen.limits import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS
 
 UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an id from POST /v1/uploads")]
 JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="an id from POST /v1/jobs")]

@@ -22,7 +22,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _add_generate(sub) -> None:
-    from avgen.pipeline import MAX_SECONDS
+    from avgen.limits import MAX_SECONDS
 
     p = sub.add_parser(
         "generate",

@@ -21,6 +21,7 @@ from avgen.alignment import phones_from_speech
 from avgen.audio_codec import AudioStream
 from avgen.checkpoint import AVGenModel, default_checkpoint, file_hash, load_checkpoint
 from avgen.config import Config, preset
+from avgen.limits import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS  # noqa: F401 (re-exported)
 from avgen.media import Mp4Writer, write_mp4
 from avgen.model import patchify, unpatchify
 from avgen.phones import NULL_PHONE, PHONE_IDS, frame_phone_ids, phone_timeline, timeline_seconds
@@ -28,10 +29,6 @@ from avgen.progress import Progress
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_seconds
 from avgen.video_codec import frames_to_tensor, tensor_to_frames
-
-MAX_SECONDS = 600.0
-MAX_STEPS = 1000
-MAX_TEXT_CHARS = 20_000
 
 
 class GenerationError(ValueError):
