@@ -227,7 +227,7 @@ async function refreshJobs() {
   try {
     const page = await api(`/v1/jobs?limit=${LIST_LIMIT}`);
     state.order = page.jobs.map((j) => j.id);
-    for (const job of page.jobs) state.jobs.set(job.id, job);
+    for (const job of page.jobs) remember(job);
     $("#queue-error").hidden = true;
     renderJobs();
     syncFollowers();
@@ -241,14 +241,23 @@ async function refreshJobs() {
 
 async function refreshJob(id) {
   try {
-    const job = await api(`/v1/jobs/${id}`);
-    state.jobs.set(id, job);
+    const job = remember(await api(`/v1/jobs/${id}`));
     updateJob(job);
     return job;
   } catch (e) {
     if (e.status !== 401) console.warn(`job ${id}: ${e.detail || e}`);
     return null;
   }
+}
+
+function remember(job) {
+  // Answers may cross (a listing sent before the final event, read after it): keep the newer view of a job.
+  const known = state.jobs.get(job.id);
+  if (known && (job.updated_at < known.updated_at || (TERMINAL.has(known.status) && !TERMINAL.has(job.status)))) {
+    return known;
+  }
+  state.jobs.set(job.id, job);
+  return job;
 }
 
 function renderJobs() {
@@ -304,8 +313,7 @@ function updateJob(job) {
 
 async function cancelJob(id) {
   try {
-    const job = await api(`/v1/jobs/${id}/cancel`, { method: "POST" });
-    state.jobs.set(id, job);
+    const job = remember(await api(`/v1/jobs/${id}/cancel`, { method: "POST" }));
     updateJob(job);
     syncFollowers();
   } catch (e) {
@@ -503,7 +511,7 @@ function renderResult(job, body) {
   const hasMedia = Boolean(job.result?.media_type);
   const media = el("div", { class: "media" });
   const side = el("div", { class: "side" });
-  body.append(el("div", { class: "result" }, media, side));
+  body.append(el("div", { class: `result ${job.kind}` }, media, side)); // a plot is wide: it takes the whole row
   if (job.kind === "generate") {
     const video = el("video", { controls: true, playsinline: true, preload: "auto", class: "clip" });
     const link = el("a", { class: "button", download: `avgen-${short(job.id)}.mp4`, "aria-disabled": "true" }, "Download MP4");
@@ -565,33 +573,60 @@ async function evaluateJob(id) {
 
 function renderBatch(job, body) {
   const table = el("table", { class: "children" },
-    el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "item"), el("th", {}, "status"), el("th", {}, "progress"))),
+    el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "Item"), el("th", {}, "Status"), el("th", {}, "Progress"))),
     el("tbody", {}));
   const tools = el("div", { class: "row" });
   if (TERMINAL.has(job.status)) {
     tools.append(el("button", { type: "button", class: "ghost", onclick: (e) => downloadArchive(job, e.target) }, "Download all (zip)"));
   }
-  body.append(el("h3", {}, "Items"), tools, el("div", { class: "table-wrap" }, table));
+  const summary = el("div", { class: "batch-summary" });
+  body.append(summary, el("h3", {}, "Items"), tools, el("div", { class: "table-wrap" }, table));
   const key = state.viewerKey;
+  if (TERMINAL.has(job.status)) loadSummary(job, summary, key);
   const poll = async () => {
     try {
-      const page = await api(`/v1/jobs?parent=${job.id}&limit=100`);
+      const children = [];
+      let cursor = null;
+      do { // every page: a batch holds up to 1000 items
+        const page = await api(`/v1/jobs?parent=${job.id}&limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+        children.push(...page.jobs);
+        cursor = page.next_cursor;
+      } while (cursor && state.viewerKey === key);
       if (state.viewerKey !== key) return;
       const tbody = $("tbody", table);
       const rows = new Map([...tbody.children].map((tr) => [tr.dataset.jobId, tr]));
-      page.jobs.slice().reverse().forEach((child, index) => { // listed newest first; items in order
-        state.jobs.set(child.id, child);
+      children.reverse().forEach((child, index) => { // listed newest first: reversed, the items in order
+        child = remember(child);
         const tr = rows.get(child.id) || childRow(child, index);
         fillChildRow(tr, child);
         tbody.append(tr);
       });
-      const active = page.jobs.some((c) => !TERMINAL.has(c.status));
-      if (active || !TERMINAL.has(job.status)) state.childTimer = setTimeout(poll, 2000);
+      const active = children.some((c) => !TERMINAL.has(c.status));
+      if (active || !TERMINAL.has(job.status)) state.childTimer = setTimeout(poll, children.length > 100 ? 5000 : 2000);
     } catch (e) {
       if (e.status !== 401 && state.viewerKey === key) tools.append(el("span", { class: "error" }, e.detail || String(e)));
     }
   };
   poll();
+}
+
+async function loadSummary(job, node, key) {
+  // A finished batch's result is its manifest: the mean and 95% CI of each metric over the scored items.
+  try {
+    const manifest = await api(job.urls.result);
+    if (state.viewerKey !== key || !manifest.summary?.scored) return;
+    const rows = METRICS.filter(([k]) => manifest.summary.metrics[k]?.mean !== null && manifest.summary.metrics[k]?.mean !== undefined)
+      .map(([k, label, how, digits]) => {
+        const m = manifest.summary.metrics[k];
+        const ci = m.ci95 === null || m.ci95 === undefined ? "" : ` ± ${m.ci95.toFixed(digits || 1)}`;
+        return el("tr", { dataset: { metric: k } }, el("th", {}, label, el("small", {}, `${how} · n = ${m.n}`)),
+          el("td", {}, `${m.mean.toFixed(digits || 2)}${ci}`));
+      });
+    node.replaceChildren(el("div", { class: "scores" }, el("h3", {}, `Scores: mean ± 95% CI over ${manifest.summary.scored} items`),
+      el("table", {}, el("tbody", {}, rows))));
+  } catch (e) {
+    if (e.status !== 401 && state.viewerKey === key) node.replaceChildren(el("p", { class: "error" }, e.detail || String(e)));
+  }
 }
 
 function childRow(child, index) {
