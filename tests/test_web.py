@@ -56,8 +56,8 @@ def page(browser, service):  # noqa: F811 - the imported fixture
     """One page for the module, with the API key given once: tests in this file run in order on it."""
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
-    page.requests = []  # what the page sent: url and Authorization header
-    page.on("request", lambda r: page.requests.append((r.url, r.headers.get("authorization"))))
+    page.requests = []  # what the page sent: url and headers
+    page.on("request", lambda r: page.requests.append((r.url, r.headers)))
     page.console_errors = []
     page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" and not expected(m) else None)
     page.on("pageerror", lambda e: page.console_errors.append(str(e)))
@@ -68,10 +68,25 @@ def page(browser, service):  # noqa: F811 - the imported fixture
 
 def give_key(page) -> None:
     """Type the API key where the page asks for it (a test run alone starts on a page that has not had it)."""
-    if page.locator("#key-panel").is_visible():
+    if not page.evaluate("() => sessionStorage.getItem('avgen-api-key')"):
+        expect(page.locator("#key-panel")).to_be_visible()  # once the first listing has answered 401
         page.fill("#api-key", KEY_A)
         page.click("#key-form button[type=submit]")
     expect(page.locator("#key-panel")).to_be_hidden()
+
+
+def drop_after_two_events(route, cut: list) -> None:
+    """A connection that drops: the browser gets the real stream's first two events, then the stream ends before
+    the job's final event (the ids sent go into `cut`)."""
+    text = ""
+    with httpx.stream("GET", route.request.url, headers=route.request.headers, timeout=60) as r:
+        for line in r.iter_lines():
+            text += line + "\n"
+            if line.startswith("id:"):
+                cut.append(line.partition(":")[2].strip())
+            if not line and len(cut) == 2:
+                break
+    route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=text)
 
 
 def not_blank(png: bytes) -> tuple[int, float]:
@@ -126,11 +141,12 @@ def test_a_job_submitted_through_the_form_plays_its_mp4_in_the_page_with_its_sco
     job_id = row.get_attribute("data-job-id")
     expect(page.locator("#viewer-body")).to_have_attribute("data-job-id", job_id)
     expect(row).to_have_attribute("data-status", "succeeded", timeout=240_000)
+    expect(page.locator("#queue-note")).to_have_text("all finished")
 
     # The viewer plays the MP4 it fetched with the key (a Blob URL), and shows the scores beside it.
     video = page.locator("#viewer video")
     page.wait_for_function(
-        "() => { const v = document.querySelector('#viewer video'); return v && v.readyState >= 2 && v.duration > 0 }",
+        "() => { const v = document.querySelector('#viewer video'); return v && v.readyState === 4 && v.duration > 0 }",
         timeout=30_000,
     )
     assert video.evaluate("v => v.src").startswith("blob:")
@@ -149,10 +165,11 @@ def test_a_job_submitted_through_the_form_plays_its_mp4_in_the_page_with_its_sco
     assert colours > 50 and spread > 5, (colours, spread)
 
     # The events stream and the result were fetched with the key (EventSource and <video src> could not send it).
-    sent = {url.split("/v1/")[-1]: auth for url, auth in page.requests if "/v1/jobs/" in url}
+    sent = {url.split("/v1/")[-1]: headers.get("authorization") for url, headers in page.requests if "/v1/jobs/" in url}
     assert sent.get(f"jobs/{job_id}/events") == f"Bearer {KEY_A}", sorted(sent)
     assert sent.get(f"jobs/{job_id}/result") == f"Bearer {KEY_A}", sorted(sent)
 
+    page.wait_for_timeout(1000)  # the video controls' loading spinner fades out (looks only)
     shot = tmp_path / "web.png"
     page.screenshot(path=shot, full_page=True)
     colours, spread = not_blank(shot.read_bytes())
@@ -169,6 +186,8 @@ def test_a_second_job_is_canceled_from_its_row(page):
     page.fill("#g-text", "A much longer one, to be canceled")
     page.fill("#g-seconds", "20")
     page.locator("#g-steps").evaluate("input => { input.value = '' }")  # the default steps: a long run
+    cut = []
+    page.route("**/v1/jobs/*/events", lambda route: drop_after_two_events(route, cut), times=1)
     page.click("#g-submit")
     expect(rows).to_have_count(before + 1)
     job_id = rows.first.get_attribute("data-job-id")  # newest first
@@ -176,6 +195,13 @@ def test_a_second_job_is_canceled_from_its_row(page):
     row = page.locator(f'#jobs li[data-job-id="{job_id}"]')
     expect(row).to_have_attribute("data-status", "running", timeout=60_000)
     expect(row.locator(".job-line")).to_contain_text("%")
+    # The first stream was cut after two events: the page followed again from the last one it had seen.
+    for _ in range(100):
+        followed = [h.get("last-event-id") for url, h in page.requests if url.endswith(f"/v1/jobs/{job_id}/events")]
+        if len(followed) >= 2:
+            break
+        page.wait_for_timeout(100)
+    assert len(followed) >= 2 and followed[0] is None and followed[1] == cut[-1], (followed, cut)
     row.locator("button.cancel").click()
     expect(row).to_have_attribute("data-status", "canceled", timeout=60_000)
     expect(row.locator(".job-line")).to_have_text("canceled")

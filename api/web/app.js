@@ -271,6 +271,10 @@ function renderJobs() {
   }
   for (const li of rows.values()) li.remove();
   $("#jobs-empty").hidden = state.order.length > 0;
+  noteActive();
+}
+
+function noteActive() {
   const active = state.order.filter((id) => !TERMINAL.has(state.jobs.get(id).status)).length;
   $("#queue-note").textContent = active ? `${active} active` : state.order.length ? "all finished" : "";
 }
@@ -305,7 +309,10 @@ function fillRow(li, job) {
 
 function updateJob(job) {
   const li = $(`#jobs li[data-job-id="${job.id}"]`);
-  if (li) fillRow(li, job);
+  if (li) {
+    fillRow(li, job);
+    noteActive();
+  }
   if (job.id === state.selected) renderViewer(job);
   const child = $(`#viewer tr[data-job-id="${job.id}"]`);
   if (child) fillChildRow(child, job);
