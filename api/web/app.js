@@ -236,7 +236,7 @@ async function refreshJobs() {
     if (e.status !== 401) showError($("#queue-error"), e);
   }
   const busy = state.order.some((id) => !TERMINAL.has(state.jobs.get(id)?.status));
-  state.pollTimer = setTimeout(refreshJobs, busy ? 2000 : 10000);
+  state.pollTimer = setTimeout(refreshJobs, busy && !document.hidden ? 2000 : 10000);
 }
 
 async function refreshJob(id) {
@@ -870,4 +870,5 @@ document.addEventListener("DOMContentLoaded", () => {
   setupEvaluate();
   checkReady();
   refreshJobs();
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshJobs(); });
 });
