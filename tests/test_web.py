@@ -53,7 +53,8 @@ def expected(message) -> bool:
 
 @pytest.fixture(scope="module")
 def page(browser, service):  # noqa: F811 - the imported fixture
-    """One page for the module, with the API key given once: tests in this file run in order on it."""
+    """One page for the module: the tests run in order on it (the first types the key in; give_key does it for a
+    test run alone)."""
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
     page.requests = []  # what the page sent: url and headers
