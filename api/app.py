@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.artifacts import Artifacts
@@ -13,6 +16,8 @@ from api.retention import Sweeper
 from api.routes import health, jobs, metrics, uploads, webhooks
 from api.store import JobStore
 from api.webhooks import Deliverer, Secrets
+
+WEB = Path(__file__).parent / "web"  # the web page: plain HTML, CSS and JavaScript, no build step
 
 
 class BodyLimit:
@@ -50,5 +55,7 @@ def create_app(config: ServiceConfig, store: JobStore, artifacts: Artifacts, poo
     app.state.metrics = metrics.new_registry(app.state)
     for module in (health, jobs, uploads, metrics, webhooks):
         app.include_router(module.router)
+    app.add_api_route("/", lambda: FileResponse(WEB / "index.html"), include_in_schema=False)
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
     app.add_middleware(BodyLimit, max_body_bytes=config.max_body_bytes)
     return app
