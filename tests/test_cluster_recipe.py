@@ -189,6 +189,17 @@ def test_the_dockerfile_installs_the_package_with_its_weights_for_a_user_that_is
         assert not hits or any(p.startswith("!") for p in ignored), (path, hits)
 
 
+def test_the_distribution_lists_every_package_so_a_plain_install_has_all_the_code():
+    """The image installs the package as a user would (not editable): a package missing from pyproject's list
+    (api.routes once was) would be left out of it, and the service could not start."""
+    from setuptools import find_packages
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    found = set(find_packages(str(ROOT), include=[f"{top}*" for top in {p.split(".")[0] for p in listed}]))
+    assert listed == found
+
+
 def test_docker_compose_config_accepts_the_files_where_docker_compose_exists(tmp_path):
     for command in (["docker", "compose"], ["docker-compose"]):
         if shutil.which(command[0]) and subprocess.run([*command, "version"], capture_output=True).returncode == 0:
