@@ -126,8 +126,11 @@ def _add_eval(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--server",
+        nargs="?",
+        const=os.environ.get("AVGEN_SERVER") or "",
         help="score on this avgen server's workers instead (one batch; --backend landmarks or learned); "
-        "the results come back to --out as a local run writes them",
+        "the results come back to --out as a local run writes them. --server alone: $AVGEN_SERVER "
+        "(eval runs here unless --server is given, even with AVGEN_SERVER set)",
     )
     p.add_argument("--api-key", default=os.environ.get("AVGEN_API_KEY"), help="with --server (default $AVGEN_API_KEY)")
 
@@ -138,7 +141,9 @@ def cmd_eval(args) -> int:
     from avgen.progress import ProgressBar
     from eval.run import EvalSettings, evaluate, summary_table
 
-    if args.server:
+    if args.server is not None:
+        if not args.server:
+            raise ValueError("--server without a URL needs AVGEN_SERVER set")
         rows = eval_remote(args)
     else:
         if args.threads < 1:

@@ -108,6 +108,9 @@ def test_without_a_server_a_client_command_is_a_usage_error(monkeypatch, capsys)
         main(["jobs"])
     assert exit.value.code == 2
     assert capsys.readouterr().err == "avgen: error: avgen jobs needs --server URL (or AVGEN_SERVER) (see --help)\n"
+    # eval is also a local command: only --server makes it remote, and --server alone needs AVGEN_SERVER
+    assert main(["eval", "clips-that-are-not-read", "--server"]) == 1
+    assert capsys.readouterr().err.strip() == "avgen: error: --server without a URL needs AVGEN_SERVER set"
 
 
 def test_jobs_lists_in_a_table_and_as_json_and_cancel_cancels(service):
