@@ -55,6 +55,7 @@ from workers.jobs import Status
 SCHEMA_VERSION = 2  # 2: deliveries and webhook_secrets (_WEBHOOK_SCHEMA); a version-1 file gains them when opened
 BATCH = "batch"  # the kind of a batch's parent job: never leased, its status follows its children
 BUSY_TIMEOUT_MS = 10_000
+MAX_SEQ = 2**63 - 1  # the largest INTEGER SQLite holds: event seqs and job nums are at most this
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -243,7 +244,7 @@ def _decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, num = text.split(":")
-        if prefix != "before":
+        if prefix != "before" or not 0 <= int(num) <= MAX_SEQ:
             raise ValueError
         return int(num)
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors

@@ -4,6 +4,8 @@ pool's own spec building over a real store and real files."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from test_api import assert_problem, client, serve
 
@@ -46,3 +48,19 @@ def test_a_chunked_body_over_the_cap_is_413_not_read_whole(server):
         small = c.post("/v1/jobs", content=chunked(10), headers=headers)  # under the cap: read as before
         assert small.status_code == 202, small.text
         assert c.get(small.json()["urls"]["self"]).json()["spec"]["text"] == "x" * 10
+
+
+# --- integers a client sends that SQLite cannot hold are a 4xx, not a 500 ---
+
+
+def test_a_last_event_id_too_large_for_sqlite_is_400_not_a_broken_stream(server):
+    with client(server) as c:
+        job = c.post("/v1/jobs", json={"kind": "generate", "text": "events"}).json()
+        body = assert_problem(c.get(job["urls"]["events"], headers={"Last-Event-ID": "9" * 30}), 400)
+        assert "Last-Event-ID" in body["detail"]
+
+
+def test_a_cursor_holding_a_number_too_large_for_sqlite_is_422_not_500(server):
+    cursor = base64.urlsafe_b64encode(b"before:" + b"9" * 30).decode().rstrip("=")
+    with client(server) as c:
+        assert "cursor" in assert_problem(c.get("/v1/jobs", params={"cursor": cursor}), 422)["detail"]
