@@ -7,9 +7,12 @@ from __future__ import annotations
 import base64
 
 import pytest
-from test_api import assert_problem, client, serve
+from test_api import KEY_A, assert_problem, client, serve
 
+from api.artifacts import Artifacts
+from api.deps import owner_of_key
 from api.store import JobStore
+from workers.pool import Pool
 
 BODY_CAP = 4096
 
@@ -64,3 +67,36 @@ def test_a_cursor_holding_a_number_too_large_for_sqlite_is_422_not_500(server):
     cursor = base64.urlsafe_b64encode(b"before:" + b"9" * 30).decode().rstrip("=")
     with client(server) as c:
         assert "cursor" in assert_problem(c.get("/v1/jobs", params={"cursor": cursor}), 422)["detail"]
+
+
+# --- an evaluate job without a plot ---
+
+
+def test_an_evaluate_job_without_a_plot_has_no_result_file_and_its_result_is_404_not_500(server):
+    """The pool finishes an evaluate job run with plot false with media_type None (no file): /result said 500."""
+    with client(server) as c, JobStore(server["data"] / "jobs.sqlite3") as store:
+        job, _ = store.create(
+            owner_of_key(KEY_A), "evaluate", {"upload": "0" * 32, "backend": "learned", "plot": False}
+        )
+        finish_by_hand(store, job.id, {"media_type": None, "path": None, "metadata": {}, "scores": {"frames": 25}})
+        assert c.get(f"/v1/jobs/{job.id}").json()["scores"] == {"frames": 25}
+        assert "plot" in assert_problem(c.get(f"/v1/jobs/{job.id}/result"), 404)["detail"]
+
+
+def spec_builder(store: JobStore, artifacts: Artifacts) -> Pool:
+    """The pool's spec building (Pool._spec) over a real store and real files, without starting Ray actors."""
+    pool = Pool.__new__(Pool)
+    pool.store, pool.artifacts = store, artifacts
+    return pool
+
+
+def test_the_pool_passes_an_evaluate_jobs_plot_setting_to_the_worker(tmp_path):
+    """`plot: false` (what `avgen eval --server` sends for every clip) was dropped: every clip was plotted."""
+    artifacts = Artifacts(tmp_path)
+    owner = owner_of_key(KEY_A)
+    upload = artifacts.save_upload(owner, b"clip bytes", "video")
+    with JobStore(tmp_path / "jobs.sqlite3") as store:
+        pool = spec_builder(store, artifacts)
+        for plot in (False, True):
+            job, _ = store.create(owner, "evaluate", {"upload": upload, "backend": "learned", "plot": plot})
+            assert pool._spec(job).plot is plot

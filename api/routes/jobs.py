@@ -284,6 +284,9 @@ def result(job: OwnedJob, files: Files, store: Store, config: Config):
         raise ApiError(409, "Conflict", f"job {job.id} is {job.status}; the result is here once it succeeded",
                        {"Retry-After": "5"})  # fmt: skip
     media_type = (job.result or {}).get("media_type", "video/mp4")
+    if media_type is None:  # an evaluate job run with plot false: its scores are all there is
+        raise ApiError(404, "Not Found", f"job {job.id} has no result file (no plot was asked for); its scores are "
+                       f"in GET /v1/jobs/{job.id}")  # fmt: skip
     path = files.result_path(job.id, media_type)
     if not path.is_file():
         raise ApiError(404, "Not Found", f"the result of job {job.id} is no longer stored")
