@@ -5,6 +5,7 @@ pool's own spec building over a real store and real files."""
 from __future__ import annotations
 
 import base64
+import shutil
 
 import pytest
 from test_api import KEY_A, assert_problem, client, serve
@@ -100,3 +101,18 @@ def test_the_pool_passes_an_evaluate_jobs_plot_setting_to_the_worker(tmp_path):
         for plot in (False, True):
             job, _ = store.create(owner, "evaluate", {"upload": upload, "backend": "learned", "plot": plot})
             assert pool._spec(job).plot is plot
+
+
+def test_evaluating_a_finished_job_finds_its_result_in_the_data_dir_after_the_dir_moved(tmp_path):
+    """The pool read the source job's MP4 from the path stored when it finished (relative to the server's working
+    directory with the default ./avgen-data): a data dir that moved, or a server started elsewhere, broke it."""
+    before, after = tmp_path / "before", tmp_path / "after"
+    owner = owner_of_key(KEY_A)
+    with JobStore(tmp_path / "jobs.sqlite3") as store:
+        source, _ = store.create(owner, "generate", {"text": "hi"})
+        path = Artifacts(before).save_result(source.id, b"mp4 bytes", "video/mp4")
+        finish_by_hand(store, source.id, {"media_type": "video/mp4", "path": str(path), "metadata": {}, "scores": None})
+        shutil.move(before, after)  # the volume is mounted elsewhere now, or restored from a backup
+        job, _ = store.create(owner, "evaluate", {"job": source.id, "backend": "learned", "plot": True})
+        spec = spec_builder(store, Artifacts(after))._spec(job)
+        assert spec.clip == b"mp4 bytes" and spec.name.endswith(".mp4")

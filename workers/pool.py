@@ -292,9 +292,12 @@ class Pool:
             backend, plot = spec.get("backend", "learned"), spec.get("plot", True)
             if spec.get("job") is not None:
                 parent = self.store.get(job.owner, spec["job"])
-                if parent is None or parent.status != "succeeded" or not (parent.result or {}).get("path"):
+                media_type = (parent.result or {}).get("media_type") if parent is not None else None
+                if parent is None or parent.status != "succeeded" or media_type is None:
                     raise _BadInput(f"job {spec['job']} has no finished result to evaluate")
-                path = Path(parent.result["path"])
+                path = self.artifacts.result_path(parent.id, media_type)  # not the path stored: the data dir may move
+                if not path.is_file():
+                    raise _BadInput(f"the result of job {spec['job']} is no longer stored")
                 return EvaluateSpec(clip=path.read_bytes(), backend=backend, name=path.name, plot=plot)
             info = self.artifacts.upload_info(job.owner, spec.get("upload"))
             clip = self._upload(job.owner, spec.get("upload"), "upload")
