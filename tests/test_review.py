@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import base64
 import shutil
+import socket
+import threading
+import time
 
 import pytest
 from test_api import KEY_A, assert_problem, client, serve
 
+from api import webhooks
 from api.artifacts import Artifacts
-from api.deps import owner_of_key
+from api.deps import ANONYMOUS, owner_of_key
 from api.store import JobStore
+from api.webhooks import Deliverer, Secrets
 from workers.pool import Pool
 
 BODY_CAP = 4096
@@ -116,3 +121,70 @@ def test_evaluating_a_finished_job_finds_its_result_in_the_data_dir_after_the_di
         job, _ = store.create(owner, "evaluate", {"job": source.id, "backend": "learned", "plot": True})
         spec = spec_builder(store, Artifacts(after))._spec(job)
         assert spec.clip == b"mp4 bytes" and spec.name.endswith(".mp4")
+
+
+# --- a webhook receiver that trickles its answer ---
+
+
+class TricklingReceiver:
+    """A webhook receiver on 127.0.0.1 that reads each POST whole, then sends its 200 answer one byte at a time,
+    `pause` seconds apart (each pause shorter than the deliverer's read timeout): a slow-loris receiver. Records
+    the webhook-id of each request."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"
+
+    def __init__(self, pause: float):
+        self.pause, self.ids, self.socket = pause, [], socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/hook"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.socket.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            headers = dict(line.split(": ", 1) for line in head.decode().lower().split("\r\n")[1:])
+            while len(body) < int(headers["content-length"]):
+                body += conn.recv(65536)
+            self.ids.append(headers["webhook-id"])
+            try:
+                for byte in self.ANSWER:
+                    time.sleep(self.pause)
+                    conn.sendall(bytes([byte]))
+            except OSError:  # the deliverer hung up: what a deadline does
+                pass
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_and_never_sent_the_delivery_twice_at_once(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(webhooks, "TIMEOUT_SECONDS", 0.5)  # each read's timeout: the receiver pauses less
+    monkeypatch.setattr(webhooks, "HOLD_SECONDS", 1.5)  # 3 x the timeout, as shipped
+    receiver = TricklingReceiver(pause=0.1)  # 41 bytes: 4 s in all
+    try:
+        with JobStore(tmp_path / "jobs.sqlite3") as store:
+            job, _ = store.create(ANONYMOUS, "generate", {"text": "hi", "webhook": {"url": receiver.url}})
+            finish_by_hand(store, job.id, {"media_type": "video/mp4", "metadata": {}, "scores": None})
+            deliverer = Deliverer(store, Secrets(store, tmp_path), backoff_seconds=60, max_attempts=3)
+            deliverer.start()
+            deadline = time.monotonic() + 20
+            while store.deliveries(job.id)[0].attempts == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            deliverer.stop()
+            delivery = store.deliveries(job.id)[0]
+    finally:
+        receiver.close()
+    assert len(receiver.ids) == 1, f"the delivery was sent {len(receiver.ids)} times at once"
+    assert delivery.status == "pending" and "Timeout" in delivery.last_error  # cut off, to be retried
