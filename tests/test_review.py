@@ -5,6 +5,7 @@ pool's own spec building over a real store and real files."""
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import socket
 import threading
@@ -16,6 +17,7 @@ from test_api import KEY_A, assert_problem, client, serve
 from api import webhooks
 from api.artifacts import Artifacts
 from api.deps import ANONYMOUS, owner_of_key
+from api.retention import sweep
 from api.store import JobStore
 from api.webhooks import Deliverer, Secrets
 from workers.pool import Pool
@@ -188,3 +190,35 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_and_never_sent_the_deliv
         receiver.close()
     assert len(receiver.ids) == 1, f"the delivery was sent {len(receiver.ids)} times at once"
     assert delivery.status == "pending" and "Timeout" in delivery.last_error  # cut off, to be retried
+
+
+# --- what a killed server left half-written ---
+
+
+def test_files_a_killed_server_left_half_written_are_swept_and_do_not_evict_results(tmp_path):
+    """A SIGKILL during a write leaves its temporary file (atomic_path), or an upload's bytes without their metadata;
+    nothing deleted them, and under --max-disk they counted for ever: each sweep then expired the newest results
+    (here one that finished a minute ago) to make room that those files kept taking."""
+    files = Artifacts(tmp_path / "data")
+    now = time.time()
+    owner = owner_of_key(KEY_A)
+    upload = files.save_upload(owner, b"u" * 100, "image")
+    owner_dir = files.uploads()[0].path.parent
+    leftovers = [
+        tmp_path / "data" / "results" / f".{'1' * 32}.mp4.dead.tmp",  # a result being saved
+        owner_dir / f".{'2' * 32}.dead.tmp",  # an upload's bytes being written
+        owner_dir / ("3" * 32),  # an upload's bytes, written, its metadata not yet
+    ]
+    for path in leftovers:
+        path.write_bytes(bytes(10_000))
+        os.utime(path, (now - 2 * 3600, now - 2 * 3600))  # from a server killed two hours ago
+    young = tmp_path / "data" / "results" / f".{'4' * 32}.mp4.busy.tmp"  # a write under way now: left alone
+    young.write_bytes(bytes(100))
+    with JobStore(tmp_path / "jobs.sqlite3", clock=lambda: now) as store:
+        job, _ = store.create(owner, "generate", {"text": "hi"})
+        files.save_result(job.id, bytes(1000), "video/mp4")
+        finish_by_hand(store, job.id, {"media_type": "video/mp4", "metadata": {}, "scores": None})
+        swept = sweep(store, files, retention_seconds=7 * 86400, max_disk_bytes=5000, now=now + 60)
+        assert swept.expired == [] and store.job(job.id).status == "succeeded"
+    assert not any(path.exists() for path in leftovers) and young.exists()
+    assert files.upload_info(owner, upload) is not None  # a whole upload stays
