@@ -303,11 +303,12 @@ class JobStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a failed COMMIT too (disk full, busy) may leave it open, holding the lock
+                    db.execute("ROLLBACK")
                 self._local.queued_delivery = False
                 raise
-            db.execute("COMMIT")
             if getattr(self._local, "queued_delivery", False):  # the deliverer need not wait for its next look
                 self._local.queued_delivery = False
                 self.deliveries_waiting.set()

@@ -8,6 +8,7 @@ import base64
 import os
 import shutil
 import socket
+import sqlite3
 import threading
 import time
 
@@ -222,3 +223,38 @@ def test_files_a_killed_server_left_half_written_are_swept_and_do_not_evict_resu
         assert swept.expired == [] and store.job(job.id).status == "succeeded"
     assert not any(path.exists() for path in leftovers) and young.exists()
     assert files.upload_info(owner, upload) is not None  # a whole upload stays
+
+
+# --- a COMMIT that fails ---
+
+
+class FailingCommit:
+    """Wraps a real sqlite3 connection and calls through, except that the first COMMIT fails as SQLite's does when
+    the disk is full or the database is locked (SQLITE_FULL, SQLITE_BUSY), the transaction still open."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db, self.failed = db, False
+
+    def execute(self, sql: str, *args):
+        if sql == "COMMIT" and not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_a_failed_commit_is_rolled_back_and_the_store_writes_again(tmp_path):
+    """SQLite's advice: after a failed COMMIT, ROLLBACK. Without it the thread's connection stayed inside the
+    transaction, holding the database's write lock: its every later write failed ("cannot start a transaction
+    within a transaction") and every other connection's, the worker pool's too, waited on the lock and failed."""
+    owner = owner_of_key(KEY_A)
+    with JobStore(tmp_path / "jobs.sqlite3") as store:
+        real = store._db()
+        store._local.db = FailingCommit(real)
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            store.create(owner, "generate", {"text": "the disk was full"})
+        assert not real.in_transaction
+        job, created = store.create(owner, "generate", {"text": "room again"})
+        assert created and [j.id for j in store.list(owner)[0]] == [job.id]  # the failed one left nothing
