@@ -21,18 +21,42 @@ WEB = Path(__file__).parent / "web"  # the web page: plain HTML, CSS and JavaScr
 
 
 class BodyLimit:
-    """Refuse (413) a request whose declared body is larger than the cap, before reading it; uploads have theirs."""
+    """Refuse (413) a request whose body is larger than the cap: by its Content-Length before reading it, or, sent
+    without one (chunked), once what arrived passes the cap (such a body is read here, at most the cap, then handed
+    on). Uploads have their own cap."""
 
     def __init__(self, app, max_body_bytes: int):
         self.app, self.max_body_bytes = app, max_body_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and not scope["path"].startswith("/v1/uploads"):
-            length = dict(scope["headers"]).get(b"content-length", b"0")
+        if scope["type"] != "http" or scope["path"].startswith("/v1/uploads"):
+            return await self.app(scope, receive, send)
+        too_large = problems.problem(413, f"the request body is larger than {self.max_body_bytes} bytes")
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
             if not length.isdigit() or int(length) > self.max_body_bytes:
-                response = problems.problem(413, f"the request body is larger than {self.max_body_bytes} bytes")
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+                return await too_large(scope, receive, send)
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return await too_large(scope, receive, send)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+
+        async def replay():
+            nonlocal body
+            if body is None:
+                return await receive()  # after the body: a disconnect, as the app would have got it
+            message, body = {"type": "http.request", "body": body, "more_body": False}, None
+            return message
+
+        return await self.app(scope, replay, send)
 
 
 def create_app(config: ServiceConfig, store: JobStore, artifacts: Artifacts, pool=None) -> FastAPI:

@@ -105,6 +105,21 @@ class Artifacts:
         for media_type in RESULT_SUFFIXES:
             self.result_path(job_id, media_type).unlink(missing_ok=True)
 
+    def leftovers(self, before: float) -> list[Path]:
+        """Files last written before `before` (epoch seconds) that no finished write made: temporary files of
+        atomic_path (a dot, .tmp) and upload bytes without their metadata, left by a server killed mid-write."""
+        found = []
+        for area, pattern in (("results", "*"), ("uploads", "*/*")):
+            for path in (self.root / area).glob(pattern):
+                temporary = path.name.startswith(".") and path.name.endswith(".tmp")
+                bare = area == "uploads" and _ID.match(path.name) and not path.with_name(f"{path.name}.json").exists()
+                try:
+                    if (temporary or bare) and path.stat().st_mtime < before:
+                        found.append(path)
+                except OSError:  # deleted meanwhile
+                    continue
+        return found
+
     def disk_bytes(self) -> dict[str, int]:
         """Bytes of every file under uploads/ and results/ (files being written too: they take disk)."""
         return {area: _tree_bytes(self.root / area) for area in ("uploads", "results")}

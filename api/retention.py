@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from api.artifacts import Artifacts
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 60.0  # between sweeps; less when the retention is shorter (a quarter of it, at least MIN_SWEEP)
 MIN_SWEEP_SECONDS = 0.5
+LEFTOVER_SECONDS = 3600.0  # a half-written file (a killed server's) this old is deleted; no write takes so long
 _UNSERVED = (Status.EXPIRED, Status.FAILED, Status.CANCELED)  # terminal without a result to serve
 
 
@@ -40,13 +42,20 @@ class Swept:
 def sweep(
     store: JobStore, artifacts: Artifacts, retention_seconds: float, max_disk_bytes: int | None = None, now=None
 ) -> Swept:
-    """One pass: (a) succeeded jobs that finished before now - retention expire; (b) uploads older than that
-    go; (c) while uploads + results exceed max_disk_bytes, the oldest of them go (a result by its job's finish
+    """One pass: (a) succeeded jobs that finished before now - retention expire, and files a killed server left
+    half-written go (Artifacts.leftovers, LEFTOVER_SECONDS old); (b) uploads older than the retention go; (c) while uploads + results exceed max_disk_bytes, the oldest of them go (a result by its job's finish
     time, expiring the job; an upload by its creation time); then the files of every job that has no result to
     serve are deleted."""
     now = store.clock() if now is None else now
     cutoff = now - retention_seconds
     swept = Swept(expired=store.expire_finished(before=cutoff, reason="retention"))
+    for path in artifacts.leftovers(before=time.time() - LEFTOVER_SECONDS):  # file times are the real clock's
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:  # gone meanwhile
+            continue
+        swept.freed_bytes += size
 
     uploads = artifacts.uploads()
     for upload in [u for u in uploads if u.created_at < cutoff]:

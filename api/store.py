@@ -55,6 +55,7 @@ from workers.jobs import Status
 SCHEMA_VERSION = 2  # 2: deliveries and webhook_secrets (_WEBHOOK_SCHEMA); a version-1 file gains them when opened
 BATCH = "batch"  # the kind of a batch's parent job: never leased, its status follows its children
 BUSY_TIMEOUT_MS = 10_000
+MAX_SEQ = 2**63 - 1  # the largest INTEGER SQLite holds: event seqs and job nums are at most this
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -243,7 +244,7 @@ def _decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, num = text.split(":")
-        if prefix != "before":
+        if prefix != "before" or not 0 <= int(num) <= MAX_SEQ:
             raise ValueError
         return int(num)
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
@@ -302,11 +303,12 @@ class JobStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a failed COMMIT too (disk full, busy) may leave it open, holding the lock
+                    db.execute("ROLLBACK")
                 self._local.queued_delivery = False
                 raise
-            db.execute("COMMIT")
             if getattr(self._local, "queued_delivery", False):  # the deliverer need not wait for its next look
                 self._local.queued_delivery = False
                 self.deliveries_waiting.set()

@@ -5,7 +5,7 @@
 Each delivery is a row of the store's `deliveries` table, written in the same transaction as the job's status
 change (api/store.py, webhooks); its body is the job as GET /v1/jobs/{id} showed it then. The `Deliverer` (a
 thread started with the app) claims due deliveries and sends them from a small thread pool, off the store's
-write lock, so that a slow receiver holds up one thread for at most TIMEOUT_SECONDS and never the queue:
+write lock, so that a slow receiver holds up one thread for at most TIMEOUT_SECONDS (`_Deadline`), never the queue:
 
     POST url    webhook-id: msg_...            the delivery's id, the same on every attempt (de-duplicate on it)
                 webhook-timestamp: 1764500000  unix seconds of this attempt
@@ -197,8 +197,10 @@ class Deliverer:
     def _run(self) -> None:
         timeout = httpx.Timeout(TIMEOUT_SECONDS, connect=min(5.0, TIMEOUT_SECONDS))
         headers = {"user-agent": "avgen-webhooks", "content-type": "application/json"}
+        # a connection per attempt (none kept alive), so that each attempt's deadline can cut its own (`_Deadline`)
+        limits = httpx.Limits(max_keepalive_connections=0)
         with (
-            httpx.Client(timeout=timeout, follow_redirects=False, headers=headers) as http,
+            httpx.Client(timeout=timeout, limits=limits, follow_redirects=False, headers=headers) as http,
             ThreadPoolExecutor(THREADS, thread_name_prefix="avgen-webhook") as pool,
         ):
             while not self._stopping.is_set():
@@ -240,12 +242,16 @@ class Deliverer:
         signature = sign(self.secrets.get(delivery.owner), delivery.id, timestamp, delivery.body)
         headers = {"webhook-id": delivery.id, "webhook-timestamp": str(timestamp), "webhook-signature": signature}
         retry_after = None
+        deadline = _Deadline(TIMEOUT_SECONDS)
+        request = {"content": delivery.body.encode(), "headers": headers, "extensions": {"trace": deadline.trace}}
         try:
-            with http.stream("POST", delivery.url, content=delivery.body.encode(), headers=headers) as answer:
+            with deadline, http.stream("POST", delivery.url, **request) as answer:
                 status = answer.status_code  # the answer's body is never read
                 retry_after = _seconds(answer.headers.get("retry-after"))
         except Exception as e:  # noqa: BLE001 - whatever stopped this attempt is its error (httpx.InvalidURL is no HTTPError)
             status, error = None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if deadline.passed:
+                error = f"Timeout: no whole answer within {TIMEOUT_SECONDS:g} s"
         if status is not None and 200 <= status < 300:
             self.store.record_attempt(delivery.id, delivered=True)
             return
@@ -260,6 +266,43 @@ class Deliverer:
         else:
             retry_at = self.store.clock() + backoff(attempts, self.backoff_seconds, retry_after)
             self.store.record_attempt(delivery.id, False, error, retry_at)
+
+
+class _Deadline:
+    """One attempt's whole-time limit. httpx's timeouts are per read, so a receiver sending its answer a byte at a
+    time would hold the attempt (and a thread) for as long as it liked, past HOLD_SECONDS, when the delivery is
+    claimed and sent again meanwhile. `trace` (httpx's trace extension) catches the attempt's connection; once
+    `seconds` have passed, it is shut down, which ends a blocked read at once."""
+
+    def __init__(self, seconds: float):
+        self.passed = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: dict) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):  # TLS: a socket of its own
+            with self._lock:
+                self._sockets.append(info["return_value"].get_extra_info("socket"))
+            if self.passed:  # connected just as the time ran out
+                self._cut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.passed = True
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:  # closed already
+                    pass
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
 
 
 def _seconds(retry_after: str | None) -> float | None:

@@ -289,17 +289,20 @@ class Pool:
                 audio=self._upload(job.owner, spec.get("audio"), "audio"),
             )  # fmt: skip
         if job.kind == "evaluate":
-            backend = spec.get("backend", "learned")
+            backend, plot = spec.get("backend", "learned"), spec.get("plot", True)
             if spec.get("job") is not None:
                 parent = self.store.get(job.owner, spec["job"])
-                if parent is None or parent.status != "succeeded" or not (parent.result or {}).get("path"):
+                media_type = (parent.result or {}).get("media_type") if parent is not None else None
+                if parent is None or parent.status != "succeeded" or media_type is None:
                     raise _BadInput(f"job {spec['job']} has no finished result to evaluate")
-                path = Path(parent.result["path"])
-                return EvaluateSpec(clip=path.read_bytes(), backend=backend, name=path.name)
+                path = self.artifacts.result_path(parent.id, media_type)  # not the path stored: the data dir may move
+                if not path.is_file():
+                    raise _BadInput(f"the result of job {spec['job']} is no longer stored")
+                return EvaluateSpec(clip=path.read_bytes(), backend=backend, name=path.name, plot=plot)
             info = self.artifacts.upload_info(job.owner, spec.get("upload"))
             clip = self._upload(job.owner, spec.get("upload"), "upload")
             name = f"{spec['upload']}{SUFFIX_BY_KIND.get(info['kind'], '.mp4')}"
-            return EvaluateSpec(clip=clip, backend=backend, name=name)
+            return EvaluateSpec(clip=clip, backend=backend, name=name, plot=plot)
         raise _BadInput(f"unknown job kind {job.kind!r}: generate or evaluate")
 
     def _upload(self, owner: str, upload_id: str | None, name: str) -> bytes | None:

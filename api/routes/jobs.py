@@ -21,7 +21,7 @@ from api.config import format_duration
 from api.deps import Caller, Config, Files, OwnedJob, Store
 from api.problems import ApiError, responses
 from api.schemas import UPLOAD_FIELDS, BatchBody, EvaluateBody, GenerateBody, JobBody, JobId, JobList, JobView
-from api.store import BATCH, Conflict, IdempotencyConflict, Job, Quota, QuotaExceeded
+from api.store import BATCH, MAX_SEQ, Conflict, IdempotencyConflict, Job, Quota, QuotaExceeded
 from api.views import job_view, urls
 from api.webhooks import url_problem
 from avgen.config import Config as ModelConfig
@@ -239,9 +239,11 @@ def cancel(job: OwnedJob, store: Store, caller: Caller, workers: Workers):
 async def events(job: OwnedJob, store: Store, request: Request, last_event_id: Annotated[str | None, Header()] = None):
     try:
         after = int(last_event_id) if last_event_id else 0
+        if not 0 <= after <= MAX_SEQ:
+            raise ValueError
     except ValueError:
         raise ApiError(
-            400, "Bad Request", f"Last-Event-ID must be an event id (an integer), not {last_event_id!r}"
+            400, "Bad Request", f"Last-Event-ID must be an event id (an integer from 0), not {last_event_id!r}"
         ) from None
 
     async def stream():
@@ -282,6 +284,9 @@ def result(job: OwnedJob, files: Files, store: Store, config: Config):
         raise ApiError(409, "Conflict", f"job {job.id} is {job.status}; the result is here once it succeeded",
                        {"Retry-After": "5"})  # fmt: skip
     media_type = (job.result or {}).get("media_type", "video/mp4")
+    if media_type is None:  # an evaluate job run with plot false: its scores are all there is
+        raise ApiError(404, "Not Found", f"job {job.id} has no result file (no plot was asked for); its scores are "
+                       f"in GET /v1/jobs/{job.id}")  # fmt: skip
     path = files.result_path(job.id, media_type)
     if not path.is_file():
         raise ApiError(404, "Not Found", f"the result of job {job.id} is no longer stored")
