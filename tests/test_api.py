@@ -168,6 +168,8 @@ def test_idempotency_key_same_body_same_job_other_body_422_and_parallel_creates_
         assert first.json()["id"] == again.json()["id"]
         other = c.post("/v1/jobs", json={**body, "seed": 7}, headers={"Idempotency-Key": "k-1"})
         assert "idempotency key" in assert_problem(other, 422)["detail"]
+        empty = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": ""})  # not a key: refused, not shared
+        assert "idempotency-key" in assert_problem(empty, 422)["detail"].lower()
 
     def create(_):
         with client(server) as c:

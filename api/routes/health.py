@@ -22,7 +22,7 @@ def readyz(request: Request):
     checks = {}
     try:
         state.store.counts()
-        checks["store"] = "ok" if os.access(state.store.path, os.W_OK) else f"{state.store.path} is not writable"
+        checks["store"] = "ok" if os.access(state.store.path, os.W_OK) else "the job store file is not writable"
     except Exception as e:  # noqa: BLE001 - any failure means not ready, said in one line
         checks["store"] = f"{type(e).__name__}: {e}"
     if state.pool is not None:

@@ -132,7 +132,7 @@ def submit(
     files: Files,
     config: Config,
     caller: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ):
     """Queue a job: generate, evaluate (an upload or one of your succeeded generate jobs), or a batch of up to
     1000 generate/evaluate items (one parent job, a child job per item; every item is checked before anything is
