@@ -136,8 +136,9 @@ def test_sigterm_finishes_or_gives_back_the_running_job_leaves_no_process_and_a_
     with JobStore(first["data"] / "jobs.sqlite3") as store:
         after = store.job(job["id"])
         last = store.events_after(job["id"])[-1]
-    if after.status == "queued":  # given back: the grace ran out
-        assert (last.type, last.data.get("reason"), after.lease_token) == ("queued", "shutdown", None)
+    if after.status == "queued":  # given back: the grace ran out, or the group's SIGTERM ended its actor first
+        assert (last.type, after.lease_token) == ("queued", None)
+        assert last.data.get("reason") in ("shutdown", "worker-died"), last.data
     else:
         assert (after.status, last.type) == ("succeeded", "succeeded")  # finished within the grace
 

@@ -260,7 +260,11 @@ class Pool:
         except ray.exceptions.RayError as e:  # the actor or its node died (or the object holding an event was lost)
             log.warning("job %s lost its worker (%s); giving it back to the queue", job.id, type(e).__name__)
             slot.dead = True
-            self.store.requeue(job.id, token, "worker-hung" if slot.hung else "worker-died", self.max_attempts)
+            if self._stopping.is_set():  # the shutdown took its worker (a SIGTERM to the whole process group
+                # reaches Ray's processes too): not the job's fault, so it costs no attempt, as in stop()
+                self.store.requeue(job.id, token, "shutdown", max_attempts=job.attempts + 1)
+            else:
+                self.store.requeue(job.id, token, "worker-hung" if slot.hung else "worker-died", self.max_attempts)
         except Exception as e:  # noqa: BLE001 (the job fails, the pool lives on)
             log.exception("job %s failed in the pool", job.id)
             detail = f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
