@@ -6,12 +6,17 @@ back through torchaudio's Griffin-Lim, the embedded default vocoder.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torchaudio
 from torch import nn
 
 from avgen.config import Config
 from avgen.timeline import MEL_HOP, MELS_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME
+
+if TYPE_CHECKING:
+    from avgen.vocoder import Vocoder
 
 LOG_FLOOR = 1e-5
 
@@ -95,9 +100,10 @@ class AudioAutoencoder(nn.Module):
         wave = torch.istft(magnitude * phase, length=frames * SAMPLES_PER_FRAME, **stft)
         return wave.clamp(-1, 1), phase
 
-    def decode(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
-        """(B, T, C) latents -> (B, 640*T) waveform, vocoded segment by segment (`AudioStream`)."""
-        stream = AudioStream(self, latents.shape[1], seed)
+    def decode(self, latents: torch.Tensor, seed: int = 0, vocoder: Vocoder | None = None) -> torch.Tensor:
+        """(B, T, C) latents -> (B, 640*T) waveform, vocoded segment by segment (`AudioStream`), by
+        Griffin-Lim or, given one, the learned `vocoder` (avgen.vocoder.load_vocoder())."""
+        stream = AudioStream(self, latents.shape[1], seed, vocoder)
         return torch.cat([*stream.push(latents), *stream.finish()], dim=-1)
 
 
@@ -117,10 +123,14 @@ class AudioStream:
     Its Griffin-Lim starts from the phases the previous segment found for the shared frames, so
     both agree there, and the two are cross-faded (raised cosine) over the 2 * OVERLAP frames.
     Output is exact in length; peak memory is one segment's, whatever the clip's duration.
+
+    With a learned `vocoder` (avgen.vocoder) instead of Griffin-Lim, segments are cut and cross-faded
+    the same way; it has no phases to carry (it is deterministic: both segments' samples over the
+    shared frames differ only where their mels or its receptive field, +-21 mel frames, differ).
     """
 
-    def __init__(self, codec: AudioAutoencoder, frames: int, seed: int = 0):
-        self.codec, self.frames, self.seed = codec, frames, seed
+    def __init__(self, codec: AudioAutoencoder, frames: int, seed: int = 0, vocoder: Vocoder | None = None):
+        self.codec, self.frames, self.seed, self.vocoder = codec, frames, seed, vocoder
         count = max(1, round(frames / VOCODE_FRAMES))
         self.bounds = [k * VOCODE_FRAMES for k in range(count)] + [frames]
         self.latents: torch.Tensor | None = None  # buffered latents, from frame `self.offset`
@@ -157,7 +167,10 @@ class AudioStream:
         lo, hi = max(0, a - DECODE_CONTEXT), min(self.frames, b + DECODE_CONTEXT)
         log_mel = self.codec.decode_mel(self.latents[:, lo - self.offset : hi - self.offset])
         log_mel = log_mel[..., (a - lo) * MELS_PER_FRAME : (b - lo) * MELS_PER_FRAME]
-        wave, phase = self.codec.vocode(log_mel, seed=self.seed * 1_000_003 + k, known_phase=self.tail_phase)
+        if self.vocoder is None:
+            wave, phase = self.codec.vocode(log_mel, seed=self.seed * 1_000_003 + k, known_phase=self.tail_phase)
+        else:
+            wave, phase = self.vocoder.vocode(log_mel), None
         last = k == len(self.bounds) - 2
         fade = 0 if k == 0 else 2 * VOCODE_OVERLAP * SAMPLES_PER_FRAME  # samples shared with the previous
         if fade:
@@ -167,7 +180,7 @@ class AudioStream:
             shared = b - (self.bounds[k + 1] - VOCODE_OVERLAP)
             self.tail = wave[..., -shared * SAMPLES_PER_FRAME :]
             wave = wave[..., : -shared * SAMPLES_PER_FRAME]
-            self.tail_phase = phase[..., -shared * MELS_PER_FRAME - 1 : -1]
+            self.tail_phase = None if phase is None else phase[..., -shared * MELS_PER_FRAME - 1 : -1]
             keep_from = self._span(k + 1)[0] - DECODE_CONTEXT  # the latents the next segment needs
             drop = max(0, keep_from - self.offset)
             self.latents, self.offset = self.latents[:, drop:], self.offset + drop
