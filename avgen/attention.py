@@ -20,7 +20,7 @@ Backends of `sliding_window_attention`, all computing the same function:
             ~17 bytes per pair: 16 GB at L = 32k). Compiled on CUDA; eager (unfused, slow,
             forward-only, and it evaluates the mask over all (L, L) pairs) on CPU unless
             AVGEN_FLEX_COMPILE=1. Needs the chunked path's layout.
-  auto    - flex on CUDA, chunked elsewhere.
+  auto    - flex on CUDA, chunked elsewhere; the environment variable AVGEN_ATTENTION_BACKEND overrides.
 
 FlexAttention on CPU (torch 2.14) has no backward: inputs that require grad raise
 NotImplementedError, so training on CPU uses the chunked path.
@@ -242,8 +242,8 @@ def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, mask: SlidingWindo
     """q, k, v: (B, H, L, Dh) -> (B, H, L, Dh), attention under `mask`."""
     if q.shape[-2] != len(mask) or k.shape[-2] != len(mask):
         raise ValueError(f"sequence length {q.shape[-2]} does not match the mask's {len(mask)} tokens")
-    if backend == "auto":
-        backend = "flex" if q.device.type == "cuda" else "chunked"
+    if backend == "auto":  # AVGEN_ATTENTION_BACKEND overrides the choice (e.g. dense where flex cannot compile)
+        backend = os.environ.get("AVGEN_ATTENTION_BACKEND") or ("flex" if q.device.type == "cuda" else "chunked")
     if backend == "dense":
         return dense_attention(q, k, v, mask)
     if backend == "chunked":

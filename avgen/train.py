@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,8 +43,6 @@ from avgen.timeline import FPS
 from avgen.video_codec import frames_to_tensor
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from avgen.data import Sample
 
 
@@ -63,11 +62,18 @@ class TrainConfig:
     device: str = "cpu"
     log_every: int = 10
     checkpoint_every: int = 100
+    minutes: float = 0.0  # a wall-clock budget for this session: stop (and export) when it is spent; 0 = none
     keep_every: int = 0  # also keep model-<objective>-<step>.safetensors at multiples of this (0 = never)
     # data
     data: str = ""  # "" = the synthetic corpus; or a folder of MP4 talking-head clips (avgen.data.RealClips)
     corpus_clips: int = 512  # training windows rendered once (codecs) or cached as latents (model)
     clip_seconds: float = 2.0  # training window
+    wide_voice_prob: float = 0.0  # share of clips spoken in a random wide voice (data/voices.py), not the identity's
+    augment_prob: float = (
+        0.0  # share of clips whose audio goes through augment_speech (noise, band limit, reverb, gain)
+    )
+    heard_phones: str = ""  # audio-driven rows use the phones recognised from the audio (a file; made if absent)
+    data_workers: int = 0  # processes rendering the corpus (0: this process)
     # model stage
     codecs: str = ""  # the codecs checkpoint; default out/codecs.safetensors
     init: str = ""  # fine-tune: start the transformer (and its EMA) from this generation checkpoint
@@ -123,11 +129,12 @@ def step_generator(seed: int, step: int, salt: str = "") -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to 10%."""
+def learning_rate(cfg: TrainConfig, step: int, time_spent: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10% over the steps, or over the `minutes` budget if that
+    ends first (`time_spent`: the share of it used)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    progress = max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), time_spent)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -179,14 +186,32 @@ class TrainingLog:
 # data
 
 
+VOICE_SALT = 0xA0D10  # the wide voice and augmentation of clip i: independent of the corpus's own streams
+
+
 def corpus_sample(index: int, cfg: TrainConfig, model_cfg):
+    """Training clip `index`: the corpus's sample, for a share `wide_voice_prob` of clips in a random wide
+    voice, and for a share `augment_prob` through another room and channel (augment_speech)."""
     from avgen.data import make_sample
+    from avgen.data.voices import augment_speech, random_voice
 
     frames = round(cfg.clip_seconds * FPS)
-    sample = make_sample(index, split="train", seed=cfg.seed, size=model_cfg.height)
+    rng = np.random.default_rng([VOICE_SALT, cfg.seed, index])
+    voice = random_voice(rng) if rng.random() < cfg.wide_voice_prob else None
+    sample = make_sample(index, split="train", seed=cfg.seed, size=model_cfg.height, voice=voice)
     if len(sample.frames) < frames:  # short sentence: the same sentence over the whole window
-        sample = make_sample(index, split="train", seed=cfg.seed, seconds=cfg.clip_seconds, size=model_cfg.height)
+        sample = make_sample(index, split="train", seed=cfg.seed, seconds=cfg.clip_seconds, size=model_cfg.height,
+                             voice=voice)  # fmt: skip
+    if rng.random() < cfg.augment_prob:
+        sample = dataclasses.replace(sample, audio=augment_speech(sample.audio, rng, gain_db=(-12.0, 3.0)))
     return sample
+
+
+def _corpus_window(args: tuple[int, TrainConfig, object]):
+    from avgen.data import reference_frame
+
+    sample = corpus_sample(*args)
+    return sample, reference_frame(sample)
 
 
 def training_windows(cfg: TrainConfig, model_cfg) -> tuple[int, Iterator[tuple[Sample, np.ndarray]]]:
@@ -194,10 +219,10 @@ def training_windows(cfg: TrainConfig, model_cfg) -> tuple[int, Iterator[tuple[S
     `corpus_clips` of the synthetic corpus, or, with `data` set to a folder of MP4 clips, up to
     `corpus_clips` windows of those clips (face-cropped; train split only; spread evenly over them)."""
     if not cfg.data:
-        from avgen.data import reference_frame
-
-        samples = (corpus_sample(i, cfg, model_cfg) for i in range(cfg.corpus_clips))
-        return cfg.corpus_clips, ((sample, reference_frame(sample)) for sample in samples)
+        jobs = ((i, cfg, model_cfg) for i in range(cfg.corpus_clips))
+        if cfg.data_workers <= 1:
+            return cfg.corpus_clips, map(_corpus_window, jobs)
+        return cfg.corpus_clips, _pool_map(_corpus_window, jobs, cfg.data_workers)
     from avgen.data import RealClips
 
     clips = RealClips(cfg.data, split="train", seconds=cfg.clip_seconds, size=model_cfg.height,
@@ -208,6 +233,14 @@ def training_windows(cfg: TrainConfig, model_cfg) -> tuple[int, Iterator[tuple[S
     count = min(cfg.corpus_clips, len(clips))
     chosen = (k * len(clips) // count for k in range(count))
     return count, ((clips.sample(i), clips.reference_frame(i)) for i in chosen)
+
+
+def _pool_map(function, jobs, workers: int) -> Iterator:
+    """`map` over `workers` processes, in order, a bounded number of results in flight."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        yield from pool.imap(function, jobs, chunksize=4)
 
 
 def render_pool(cfg: TrainConfig, model_cfg) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,12 +261,13 @@ class LatentCache:
     audio: torch.Tensor  # (N, T, Pa)
     phones: torch.Tensor  # (N, T)
     reference: torch.Tensor  # (N, Nv, Pv): a closed-mouth frame of the clip's identity
+    heard: torch.Tensor | None = None  # (N, T): phones recognised from the clip's audio (`heard_phones`)
 
 
 @torch.no_grad()
 def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> LatentCache:
     if path.exists():
-        return LatentCache(**torch.load(path))
+        return dataclasses.replace(LatentCache(**torch.load(path)), heard=load_heard_phones(cfg))
     mc, frames = model.cfg, round(cfg.clip_seconds * FPS)
     video, audio, phones, reference = [], [], [], []
     count, windows = training_windows(cfg, mc)
@@ -252,7 +286,61 @@ def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> Laten
     cache = LatentCache(torch.stack(video), torch.stack(audio), torch.stack(phones), torch.stack(reference))
     with atomic_path(path) as tmp:
         torch.save(dataclasses.asdict(cache), tmp)
-    return cache
+    return dataclasses.replace(cache, heard=load_heard_phones(cfg))
+
+
+def _windows_key(cfg: TrainConfig) -> str:
+    """What decides the training windows' content (not how they are encoded)."""
+    key = f"seed{cfg.seed}-{cfg.corpus_clips}-{cfg.clip_seconds:g}s"
+    if cfg.wide_voice_prob or cfg.augment_prob:
+        key += f"-wide{cfg.wide_voice_prob:g}-aug{cfg.augment_prob:g}"
+    if cfg.data:  # one cache per clip folder
+        key += "-" + hashlib.sha256(str(Path(cfg.data).resolve()).encode()).hexdigest()[:8]
+    return key
+
+
+def heard_phone_ids(audio: np.ndarray, text: str, frames: int) -> torch.Tensor:
+    """(frames,) phone ids as `avgen generate --audio` reads them off the speech (avgen.alignment)."""
+    from avgen.alignment import phones_from_speech
+    from avgen.phones import frame_phone_ids
+
+    return frame_phone_ids(phones_from_speech(audio, text), frames)
+
+
+def _heard_window(index: int, sample) -> torch.Tensor:
+    """Phone ids over the whole utterance (cut to the window by the caller), as generation hears them."""
+    text = sample.text if index % 2 == 0 else ""  # half aligned to the transcript, half recognised freely
+    return heard_phone_ids(sample.audio, text, len(sample.frames))
+
+
+def _heard_corpus_clip(args: tuple[int, TrainConfig, object]) -> torch.Tensor:
+    return _heard_window(args[0], corpus_sample(*args))
+
+
+def load_heard_phones(cfg: TrainConfig) -> torch.Tensor | None:
+    """The `heard_phones` file of these windows, made first if absent (needs pocketsphinx: made on one
+    machine, it travels to the one that trains). None when `heard_phones` is not set."""
+    if not cfg.heard_phones:
+        return None
+    path, key = Path(cfg.heard_phones), _windows_key(cfg)
+    if not path.exists():
+        frames = round(cfg.clip_seconds * FPS)
+        if cfg.data or cfg.data_workers <= 1:
+            count, windows = training_windows(cfg, preset(cfg.preset))
+            heard_iter = (_heard_window(i, sample) for i, (sample, _) in enumerate(windows))
+        else:
+            count, mc = cfg.corpus_clips, preset(cfg.preset)
+            heard_iter = _pool_map(_heard_corpus_clip, ((i, cfg, mc) for i in range(count)), cfg.data_workers)
+        bar, heard = ProgressBar("recognise phones"), []
+        for i, ids in enumerate(heard_iter):
+            heard.append(ids[:frames])
+            bar((i + 1) / count, f"{i + 1} clips")
+        with atomic_path(path) as tmp:
+            torch.save({"windows": key, "heard": torch.stack(heard)}, tmp)
+    saved = torch.load(path)
+    if saved["windows"] != key:
+        raise ValueError(f"{path} holds the phones of other training windows ({saved['windows']}, not {key})")
+    return saved["heard"]
 
 
 def make_batch(
@@ -272,7 +360,11 @@ def make_batch(
     for i in torch.nonzero(continuation).flatten().tolist():
         clean_video[i, : given[i]] = True
         clean_audio[i, : given[i]] = True
-    clean_audio[torch.rand(b, generator=g) < cfg.audio_driven_prob] = True
+    audio_driven = torch.rand(b, generator=g) < cfg.audio_driven_prob
+    clean_audio[audio_driven] = True
+    if cache.heard is not None:  # given speech: the phones are what the recogniser heard, as at generation
+        heard = audio_driven & ~drop
+        phones[heard] = cache.heard[index][heard]
     reference = None
     if torch.rand((), generator=g) < cfg.reference_prob:  # per batch: reference tokens change the sequence length
         reference = cache.reference[index].to(device)
@@ -398,10 +490,7 @@ def _codecs_path(cfg: TrainConfig) -> Path:
 def _cache_path(cfg: TrainConfig) -> Path:
     """The latent cache of these windows encoded by exactly these codecs: keyed by the preset, the
     corpus seed, the window count and length, the codecs checkpoint's content and the clip folder."""
-    name = f"latents-{cfg.preset}-seed{cfg.seed}-{cfg.corpus_clips}-{cfg.clip_seconds:g}s-codecs{file_hash(_codecs_path(cfg))}"
-    if cfg.data:  # one cache per clip folder
-        name += "-" + hashlib.sha256(str(Path(cfg.data).resolve()).encode()).hexdigest()[:8]
-    return Path(cfg.out) / f"{name}.pt"
+    return Path(cfg.out) / f"latents-{cfg.preset}-{_windows_key(cfg)}-codecs{file_hash(_codecs_path(cfg))}.pt"
 
 
 def model_training_loop(
@@ -427,9 +516,9 @@ def model_training_loop(
     for p in transformer.parameters():
         if p.dim() > 1:
             torch.nn.init.xavier_uniform_(p)
-    for final in (transformer.video_out.linear, transformer.audio_out.linear, transformer.modulation[1]):
-        torch.nn.init.zeros_(final.weight)
-        torch.nn.init.zeros_(final.bias)
+    for last in (transformer.video_out.linear, transformer.audio_out.linear, transformer.modulation[1]):
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
     if cfg.init:  # fine-tuning: the same architecture, trained weights (the optimizer starts afresh)
         trained = load_checkpoint(cfg.init, cfg.device, only=("transformer",)).transformer
         transformer.load_state_dict(trained.state_dict())
@@ -450,7 +539,9 @@ def model_training_loop(
     for step in range(start, cfg.steps):
         g = step_generator(cfg.seed, step, f"rank{rank}" if world_size > 1 else "")
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
+            group["lr"] = learning_rate(
+                cfg, step, (time.monotonic() - began) / (cfg.minutes * 60) if cfg.minutes else 0
+            )
         batch = make_batch(cache, cfg, g, cfg.device, per_rank)
         with autocast(cfg):
             if cfg.objective == "selfflow":
@@ -468,9 +559,10 @@ def model_training_loop(
             **{k: round(v.item(), 5) for k, v in logs.items()},
             "seconds": round(time.monotonic() - began, 1),
         }
-        if lead and (done % cfg.log_every == 0 or done == cfg.steps):
+        final = done == cfg.steps or bool(cfg.minutes and row["seconds"] >= cfg.minutes * 60)
+        if lead and (done % cfg.log_every == 0 or final):
             log.append(row)
-        if lead and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+        if lead and (done % cfg.checkpoint_every == 0 or final):
             _save_state(state_path, modules, optimizer, done, cfg)
             export = out / f"model-{cfg.objective}.safetensors"
             export_generation_checkpoint(model, ema, export, cfg, done)
@@ -480,6 +572,8 @@ def model_training_loop(
         if report is not None:
             report(row)
         bar((done - start) / max(1, cfg.steps - start), f"step {done}/{cfg.steps} loss {loss.item():.4f}")
+        if final:
+            break
 
 
 def ray_workers(cfg: TrainConfig) -> int:

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,11 +17,16 @@ from avgen.train import (
     CODECS,
     TrainConfig,
     _cache_path,
+    _windows_key,
     build_latent_cache,
+    corpus_sample,
     learning_rate,
     load_config,
+    load_heard_phones,
+    make_batch,
     train_codecs,
     train_model,
+    training_windows,
 )
 
 TOY = ["corpus_clips=3", "clip_seconds=0.6", "batch_size=2", "log_every=1", "checkpoint_every=2", "warmup_steps=2"]
@@ -245,3 +251,39 @@ def test_an_interrupted_latent_cache_write_leaves_no_cache_behind(codecs, tmp_pa
     monkeypatch.setattr(torch, "save", save)
     cache = build_latent_cache(cfg, model, _cache_path(cfg))
     assert torch.equal(build_latent_cache(cfg, model, _cache_path(cfg)).video, cache.video)  # read back
+
+
+def test_wide_voices_and_augmentation_change_the_speech_not_the_faces_and_workers_render_the_same():
+    plain = TrainConfig(corpus_clips=3, clip_seconds=0.6)
+    varied = dataclasses.replace(plain, wide_voice_prob=1.0, augment_prob=1.0)
+    mc = Config(height=64, width=64)
+    a, b = corpus_sample(1, plain, mc), corpus_sample(1, varied, mc)
+    assert (a.frames == b.frames).all() and a.text == b.text
+    assert a.audio.shape == b.audio.shape and not np.allclose(a.audio, b.audio, atol=1e-3)
+    serial = [s.audio for s, _ in training_windows(varied, mc)[1]]
+    pooled = [s.audio for s, _ in training_windows(dataclasses.replace(varied, data_workers=2), mc)[1]]
+    assert all((x == y).all() for x, y in zip(serial, pooled, strict=True))
+    assert _windows_key(varied) != _windows_key(plain)  # the latent cache and heard phones are keyed by it
+
+
+def test_audio_driven_rows_train_on_the_phones_heard_in_their_audio(codecs, tmp_path):
+    _, codecs_path = codecs
+    cfg = load_config(None, TOY + [f"codecs={codecs_path}", f"out={tmp_path}", f"heard_phones={tmp_path / 'heard.pt'}",
+                                   "audio_driven_prob=1", "cfg_dropout=0"], "model")  # fmt: skip
+    cache = build_latent_cache(cfg, load_checkpoint(codecs_path, only=CODECS), _cache_path(cfg))
+    assert cache.heard.shape == cache.phones.shape and not torch.equal(cache.heard, cache.phones)
+    batch = make_batch(cache, cfg, torch.Generator().manual_seed(0), "cpu", batch_size=6)
+    assert any(torch.equal(row, heard) for row in batch.phones for heard in cache.heard)
+    assert not any(torch.equal(row, exact) for row in batch.phones for exact in cache.phones)
+    text_driven = make_batch(cache, dataclasses.replace(cfg, audio_driven_prob=0), torch.Generator(), "cpu", 6)
+    assert all(any(torch.equal(row, exact) for exact in cache.phones) for row in text_driven.phones)
+    with pytest.raises(ValueError, match="other training windows"):
+        load_heard_phones(dataclasses.replace(cfg, seed=1))
+
+
+def test_a_minutes_budget_ends_the_session_with_an_exported_checkpoint(codecs, tmp_path):
+    _, codecs_path = codecs
+    cfg = load_config(None, TOY + [f"codecs={codecs_path}", f"out={tmp_path}", "steps=50", "minutes=1e-6"], "model")
+    path = train_model(cfg)
+    assert read_metadata(path)["steps"] == "1"  # the step it stopped at, not the 50 asked for
+    assert learning_rate(cfg, 10, time_spent=1.0) == pytest.approx(0.1 * cfg.lr)

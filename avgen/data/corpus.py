@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from avgen.data.faces import blink_track, face_for, head_motion, mouth_track, neutral_frame, render
-from avgen.data.speech import SOUNDS, synthesize, voice_for
+from avgen.data.speech import SOUNDS, Voice, synthesize, voice_for
 from avgen.phones import PhoneSpan, frame_phone_ids, phone_timeline
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
@@ -266,12 +266,18 @@ def _streams(seed: int, split: str, index: int) -> list[np.random.Generator]:
 
 
 def make_sample(
-    index: int, split: str = "train", seed: int = 0, seconds: float | None = None, size: int = 64
+    index: int,
+    split: str = "train",
+    seed: int = 0,
+    seconds: float | None = None,
+    size: int = 64,
+    voice: Voice | None = None,
 ) -> Sample:
     """Sample `index` of the corpus `seed`'s `split`: the same arguments always give the same sample.
 
     `seconds=None` gives a sentence at its natural length (about 1.5-5 s); otherwise the clip lasts
-    round(seconds * 25) frames and holds as many clauses as fit, their timing fitted to the length."""
+    round(seconds * 25) frames and holds as many clauses as fit, their timing fitted to the length.
+    `voice` replaces the identity's own voice (`voice_for(identity)`); nothing else changes."""
     _check_split(split)
     if size < 16 or size % 2:
         raise ValueError(f"size must be an even number of pixels >= 16, not {size}")
@@ -290,7 +296,7 @@ def make_sample(
     speech = synthesize(
         phones,
         n_frames * SAMPLES_PER_FRAME,
-        voice_for(identity),
+        voice or voice_for(identity),
         audio,
         question=text.rstrip().endswith("?"),
         emphasis=emphasis,

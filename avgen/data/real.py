@@ -73,7 +73,6 @@ from torch.utils.data import Dataset
 
 from avgen.data.corpus import HELDOUT_MODULUS, SPLITS, Sample, _check_split
 from avgen.face_landmarks import DETECT_EVERY, keyframe_face_boxes
-from avgen.media import MediaError, read_mp4
 from avgen.phones import (
     LONG_PAUSE,
     NULL_PHONE,
@@ -264,6 +263,8 @@ def load_clip(
     max_clip_seconds: float = MAX_CLIP_SECONDS,
 ) -> RealClip:
     """Decode, face-track and crop one clip (see the module docstring). Raises BadClip saying why not."""
+    from avgen.media import MediaError, read_mp4  # PyAV only where clips are read: training on the corpus needs none
+
     path = Path(path)
     relpath = path.relative_to(root).as_posix() if root is not None else path.name
     text = read_transcript(path)
