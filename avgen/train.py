@@ -269,18 +269,19 @@ def build_latent_cache(cfg: TrainConfig, model: AVGenModel, path: Path) -> Laten
     if path.exists():
         return dataclasses.replace(LatentCache(**torch.load(path)), heard=load_heard_phones(cfg))
     mc, frames = model.cfg, round(cfg.clip_seconds * FPS)
+    device = next(model.video_codec.parameters()).device  # the cache itself is kept on the CPU
     video, audio, phones, reference = [], [], [], []
     count, windows = training_windows(cfg, mc)
     bar = ProgressBar("encode corpus")
     for i, (sample, reference_image) in enumerate(windows):
         start = 0  # windows start with the clip: its leading silence included
         clip = sample.frames[start : start + frames]
-        v = model.video_codec.encode(frames_to_tensor(torch.from_numpy(clip)))
+        v = model.video_codec.encode(frames_to_tensor(torch.from_numpy(clip)).to(device)).cpu()
         video.append(patchify(v[None], mc.patch_size)[0])
         wave = torch.from_numpy(sample.audio[start * 640 : (start + frames) * 640])[None]
-        audio.append(model.audio_codec.encode(wave)[0])
+        audio.append(model.audio_codec.encode(wave.to(device))[0].cpu())
         phones.append(sample.phone_ids[start : start + frames])
-        ref = model.video_codec.encode(frames_to_tensor(torch.from_numpy(reference_image)[None]))
+        ref = model.video_codec.encode(frames_to_tensor(torch.from_numpy(reference_image)[None]).to(device)).cpu()
         reference.append(patchify(ref[:, None], mc.patch_size)[0, 0])
         bar((i + 1) / count, f"{i + 1} clips")
     cache = LatentCache(torch.stack(video), torch.stack(audio), torch.stack(phones), torch.stack(reference))

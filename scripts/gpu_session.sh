@@ -17,7 +17,7 @@ DEVICE=${DEVICE:-cuda}
 CLIPS=${CLIPS:-4096}
 HEARD=${HEARD:-devcarry/heard-$CLIPS.pt}
 WORKERS=${WORKERS:-14}
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 # 2 s windows are 866 tokens: dense attention's (L, L) mask is under 1 MB, and nothing is compiled.
 export AVGEN_ATTENTION_BACKEND=${AVGEN_ATTENTION_BACKEND:-dense}
 mkdir -p "$OUT"/{ft,scratch-selfflow,scratch-flow,vocoder}
@@ -32,7 +32,7 @@ from avgen.checkpoint import load_checkpoint
 from avgen.train import CODECS, _cache_path, absolute_paths, build_latent_cache, load_config
 if __name__ == "__main__":
     cfg = absolute_paths(load_config("configs/tiny.toml", sys.argv[1:], "model"))
-    build_latent_cache(cfg, load_checkpoint(cfg.codecs, cfg.device, only=CODECS), _cache_path(cfg))
+    build_latent_cache(cfg, load_checkpoint(cfg.codecs, only=CODECS), _cache_path(cfg))  # on the CPU, as train_model does
     for run in ("scratch-selfflow", "scratch-flow"):
         shutil.copy(_cache_path(cfg), _cache_path(cfg).parent.parent / run / _cache_path(cfg).name)
 EOF
