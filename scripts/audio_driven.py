@@ -351,8 +351,8 @@ def markdown(report: dict) -> str:
     aligned_rows = [r for r in report["rows"] if r["group"] == "espeak_text"]
     if aligned_rows:
         n = sum(bool(r.get("aligned")) for r in aligned_rows)
-        lines += ["", f"espeak-ng + text: the transcript force-aligned on {n} of {len(aligned_rows)} sentences "
-                  "(the others fell back to phone recognition)."]  # fmt: skip
+        fallback = " (the others fell back to phone recognition)" if n < len(aligned_rows) else ""
+        lines += ["", f"espeak-ng + text: the transcript force-aligned on {n} of {len(aligned_rows)} sentences{fallback}."]
     lines += ["", "Per clip (offset / confidence; own/other confidence; mouth-envelope r):", "",
               "| group | clip | learned | landmarks | own/other learned | own/other landmarks | r |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
