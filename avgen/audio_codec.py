@@ -1,7 +1,7 @@
 """Audio autoencoder: 16 kHz mono <-> log-mel (100 frames/s) <-> latents at 25/s.
 
 Audio latent j covers the same 40 ms as video frame j (4 mel frames, 640 samples). Waveforms come
-back through torchaudio's Griffin-Lim, the embedded default vocoder.
+back through torchaudio's Griffin-Lim or, given one, the learned vocoder (avgen.vocoder; generation's default).
 """
 
 from __future__ import annotations

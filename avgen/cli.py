@@ -40,6 +40,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--cfg", type=float, help="classifier-free guidance on the transcript (default: the checkpoint's)")
     p.add_argument("--sampler", choices=("euler", "heun"), help="ODE sampler (default: the checkpoint's)")
     p.add_argument("--shift", type=float, help="timestep shift, >1 spends more steps at high noise")
+    p.add_argument("--vocoder", choices=("learned", "griffin-lim"),
+                   help="mel to waveform: the learned vocoder (default) or Griffin-Lim")  # fmt: skip
     p.add_argument("--reference-image", help="a face picture whose identity to keep")
     p.add_argument("--audio", help="speech file to drive the video (wav, flac, mp3, m4a, mp4...); kept in the output")
     p.add_argument("--checkpoint", help="model checkpoint (.safetensors; default: the shipped weights)")
@@ -67,7 +69,7 @@ def cmd_generate(args) -> int:
     check_writable(args.out)  # fail before minutes of work, not after
     request = GenerationRequest(
         text=args.text, seconds=args.seconds, steps=args.steps, guidance=args.cfg, shift=args.shift,
-        sampler=args.sampler, seed=args.seed,
+        sampler=args.sampler, seed=args.seed, vocoder=args.vocoder,
         reference_image=read_image(args.reference_image) if args.reference_image else None,
         audio=read_audio(args.audio) if args.audio else None,
     )  # fmt: skip

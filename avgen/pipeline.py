@@ -29,6 +29,7 @@ from avgen.progress import Progress
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_seconds
 from avgen.video_codec import frames_to_tensor, tensor_to_frames
+from avgen.vocoder import VOCODERS, Vocoder, learned_vocoder_fits, load_vocoder
 
 
 class GenerationError(ValueError):
@@ -46,6 +47,7 @@ class GenerationRequest:
     seed: int = 0
     reference_image: np.ndarray | None = None  # (H, W, 3) uint8, any size: identity
     audio: np.ndarray | None = None  # (N,) float32 at 16 kHz: audio-driven, kept in the output
+    vocoder: str | None = None  # "learned" | "griffin-lim"; None: learned where its weights fit the model
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Settings:
     sampler: str
     phones: torch.Tensor  # (T,) phone ids
     audio: np.ndarray | None  # exactly frames * 640 samples when given
+    vocoder: str  # "learned" | "griffin-lim"
 
 
 MIN_REFERENCE_SIDE = 16  # pixels; the reference is centre-cropped and resized to the model's frame size
@@ -170,7 +173,12 @@ def resolve(request: GenerationRequest, cfg: Config) -> Settings:
             raise GenerationError("the audio is empty")
         audio[: len(given)] = given
         phones = frame_phone_ids(phones_from_speech(audio, text), frames)  # what is said when, from the speech
-    return Settings(frames, steps, float(guidance), float(shift), sampler, phones, audio)
+    vocoder = request.vocoder or ("learned" if learned_vocoder_fits(cfg) else "griffin-lim")
+    if vocoder not in VOCODERS:
+        raise GenerationError(f"vocoder must be one of {', '.join(VOCODERS)}, not {vocoder!r}")
+    if vocoder == "learned" and not learned_vocoder_fits(cfg):
+        raise GenerationError("this model's mel spectrogram does not fit the shipped learned vocoder: use griffin-lim")
+    return Settings(frames, steps, float(guidance), float(shift), sampler, phones, audio, vocoder)
 
 
 def chunk_spans(frames: int, chunk: int, overlap: int) -> list[tuple[int, int, int]]:
@@ -197,6 +205,12 @@ class Generator:
         self.checkpoint_id = checkpoint_id
         self.device = torch.device(device)
         self.trained = not checkpoint_id.startswith("untrained")
+        self._learned_vocoder: Vocoder | None = None  # loaded on first use
+
+    def learned_vocoder(self) -> Vocoder:
+        if self._learned_vocoder is None:
+            self._learned_vocoder = load_vocoder(n_mels=self.cfg.n_mels, n_fft=self.cfg.n_fft).to(self.device)
+        return self._learned_vocoder
 
     @classmethod
     def load(
@@ -267,6 +281,7 @@ class Generator:
             "avgen_shift": f"{s.shift:g}",
             "avgen_checkpoint": self.checkpoint_id,
             "avgen_audio": "given" if s.audio is not None else "generated",
+            "avgen_vocoder": s.vocoder,
             "avgen_evaluations_per_chunk": str(s.steps * (2 if s.sampler == "heun" else 1)),
         }
         return GenerationStream(s.frames, self.cfg.height, self.cfg.width, metadata,
@@ -290,7 +305,8 @@ class Generator:
         given_audio = None
         if s.audio is not None:
             given_audio = model.audio_codec.encode(torch.from_numpy(s.audio)[None].to(device))  # (1, T, Pa)
-        vocoder = AudioStream(model.audio_codec, s.frames, seed=request.seed)
+        learned = self.learned_vocoder() if s.vocoder == "learned" else None
+        vocoder = AudioStream(model.audio_codec, s.frames, seed=request.seed, vocoder=learned)
         no_audio = np.zeros(0, np.float32)
 
         spans = chunk_spans(s.frames, cfg.chunk_frames, cfg.overlap_frames)

@@ -1,4 +1,4 @@
-"""A small learned vocoder (Vocos-style): the codec's log-mel -> waveform, an option beside Griffin-Lim.
+"""A small learned vocoder (Vocos-style): the codec's log-mel -> waveform; generation's default (Griffin-Lim on request).
 
 ConvNeXt blocks over the mel frames, then an iSTFT head: per STFT frame it predicts a log-magnitude
 (exp, clipped) and a phase angle (as cos/sin), and torch.istft with the codec's own STFT (n_fft,
@@ -6,13 +6,15 @@ hop 160, 400-sample Hann window, centred) makes the waveform. One forward pass, 
 randomness: the same mel always gives the same samples. Its output has exactly the length that
 `AudioAutoencoder.vocode` (Griffin-Lim) gives for the same mel: 640 samples per 4 mel frames.
 
-Trained by scripts/train_vocoder.py on the synthetic speech of avgen.data.speech (wider voices than
-the corpus draws), with mel L1 and multi-resolution STFT losses; the shipped weights are
-avgen/weights/vocoder.safetensors, for the `tiny` preset's mel (n_mels 64, n_fft 512).
+Trained by scripts/train_vocoder.py on the synthetic speech of avgen.data.voices (wider voices than
+the corpus draws, channel augmentation), with mel L1 and multi-resolution STFT losses; the shipped
+weights are avgen/weights/vocoder.safetensors, for the `tiny` preset's mel (n_mels 64, n_fft 512):
+35 min on this CPU, then 6 min on one H200 (scripts/gpu_session.sh; docs/training.md).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -98,6 +100,20 @@ def save_vocoder(vocoder: Vocoder, path: str | Path, extra: dict | None = None) 
 def vocoder_metadata(path: str | Path) -> dict:
     with safe_open(str(path), "pt") as f:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
+VOCODERS = ("learned", "griffin-lim")  # what `avgen generate --vocoder` takes; learned is the default
+
+
+@functools.cache
+def _shipped_hparams() -> dict | None:
+    return vocoder_metadata(WEIGHTS).get("hparams") if WEIGHTS.is_file() else None
+
+
+def learned_vocoder_fits(cfg) -> bool:
+    """Whether the shipped vocoder was trained on this config's mel (n_mels, n_fft): then it is the default."""
+    hparams = _shipped_hparams()
+    return hparams is not None and (hparams["n_mels"], hparams["n_fft"]) == (cfg.n_mels, cfg.n_fft)
 
 
 def load_vocoder(path: str | Path | None = None, n_mels: int | None = None, n_fft: int | None = None) -> Vocoder:

@@ -352,7 +352,10 @@ def markdown(report: dict) -> str:
     if aligned_rows:
         n = sum(bool(r.get("aligned")) for r in aligned_rows)
         fallback = " (the others fell back to phone recognition)" if n < len(aligned_rows) else ""
-        lines += ["", f"espeak-ng + text: the transcript force-aligned on {n} of {len(aligned_rows)} sentences{fallback}."]
+        lines += [
+            "",
+            f"espeak-ng + text: the transcript force-aligned on {n} of {len(aligned_rows)} sentences{fallback}.",
+        ]
     lines += ["", "Per clip (offset / confidence; own/other confidence; mouth-envelope r):", "",
               "| group | clip | learned | landmarks | own/other learned | own/other landmarks | r |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -421,8 +424,10 @@ def main(argv: list[str] | None = None) -> int:
             clips = []
             for make in makers:
                 clips.append(make())
-                say(f"{LABELS[group]}: {clips[-1].name} ready ({len(clips)}/{len(makers)}, "
-                    f"{len(clips[-1].frames)} frames, generated in {clips[-1].info.get('generation_seconds', 0)} s)")
+                say(
+                    f"{LABELS[group]}: {clips[-1].name} ready ({len(clips)}/{len(makers)}, "
+                    f"{len(clips[-1].frames)} frames, generated in {clips[-1].info.get('generation_seconds', 0)} s)"
+                )
             rows.extend(score_group(clips, work / group, scorers))
 
         real = real_speech(args.real_clips, args.max_seconds) if any(Path(p).exists() for p in args.real_clips) else []

@@ -1,11 +1,13 @@
-"""The learned vocoder (avgen/vocoder.py): an option beside Griffin-Lim, with shipped weights."""
+"""The learned vocoder (avgen/vocoder.py): the default, Griffin-Lim on request, with shipped weights."""
 
+import numpy as np
 import pytest
 import torch
 
 from avgen.audio_codec import VOCODE_FRAMES, AudioAutoencoder, AudioStream
 from avgen.config import PRESETS
 from avgen.data.voices import synthetic_speech
+from avgen.pipeline import GenerationError, GenerationRequest, Generator
 from avgen.timeline import MELS_PER_FRAME, SAMPLES_PER_FRAME
 from avgen.vocoder import WEIGHTS, Vocoder, load_vocoder, mr_stft_distance, save_vocoder
 
@@ -96,3 +98,22 @@ def test_audio_stream_takes_the_vocoder(codec, shipped):
     assert whole.shape == (1, frames * SAMPLES_PER_FRAME)
     assert torch.equal(torch.cat(pieces, dim=-1), whole)
     assert not torch.equal(whole, codec.decode(latents))  # Griffin-Lim stays the default
+
+
+def test_shipped_weights_are_closer_to_the_truth_than_griffin_lim(codec, shipped, heldout):
+    wave, mel = heldout
+    with torch.no_grad():
+        learned_d = mr_stft_distance(shipped.vocode(mel), wave).item()
+        griffin_lim_d = mr_stft_distance(codec.vocode(mel, seed=0)[0], wave).item()
+    assert learned_d < griffin_lim_d, (learned_d, griffin_lim_d)
+
+
+def test_generation_uses_the_learned_vocoder_unless_griffin_lim_is_asked_for(small_checkpoint):
+    generator = Generator.load(small_checkpoint)
+    learned = generator.generate(GenerationRequest(text="hello there", seed=3))
+    griffin_lim = generator.generate(GenerationRequest(text="hello there", seed=3, vocoder="griffin-lim"))
+    assert (learned.metadata["avgen_vocoder"], griffin_lim.metadata["avgen_vocoder"]) == ("learned", "griffin-lim")
+    assert (learned.frames == griffin_lim.frames).all()  # the vocoder changes the waveform only
+    assert learned.audio.shape == griffin_lim.audio.shape and not np.allclose(learned.audio, griffin_lim.audio)
+    with pytest.raises(GenerationError, match="vocoder must be one of learned, griffin-lim"):
+        generator.check(GenerationRequest(text="hello", vocoder="wavenet"))
