@@ -3,6 +3,8 @@
 Clips longer than the model's chunk are generated chunk by chunk; each chunk starts with frames
 already generated (video and audio latents held clean at t=0) so seams stay continuous, and only
 new frames are emitted. Peak memory depends on the chunk length, not on the clip's duration.
+Without a reference image, a rest frame of the first chunk (`rest_frame`) becomes the identity
+reference of every later chunk, so the face and background of the first second hold.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from avgen.config import Config, preset
 from avgen.limits import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS  # noqa: F401 (re-exported)
 from avgen.media import Mp4Writer, write_mp4
 from avgen.model import patchify, unpatchify
-from avgen.phones import NULL_PHONE, PHONE_IDS, frame_phone_ids, phone_timeline, timeline_seconds
+from avgen.phones import NULL_PHONE, PHONE_IDS, SILENCE, frame_phone_ids, phone_timeline, timeline_seconds
 from avgen.progress import Progress
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_seconds
@@ -173,6 +175,22 @@ def resolve(request: GenerationRequest, cfg: Config) -> Settings:
     return Settings(frames, steps, float(guidance), float(shift), sampler, phones, audio)
 
 
+REST_PHONE_IDS = (PHONE_IDS[SILENCE], PHONE_IDS[NULL_PHONE])
+
+
+def rest_frame(phones: torch.Tensor, within: int) -> int:
+    """The frame among the first `within` that lies deepest inside a pause of the phone track
+    (farthest from any spoken phone; the earliest on ties): a face at rest, lips closed, like the
+    training references. Text-driven clips start with silence, so this is usually frame 0. With
+    no pause among them (or no phones at all), frame 0."""
+    spoken = torch.nonzero(~torch.isin(phones, torch.tensor(REST_PHONE_IDS, device=phones.device)))[:, 0]
+    if spoken.numel() == 0:
+        return 0
+    candidates = torch.arange(min(within, len(phones)), device=phones.device)
+    distance = (candidates[:, None] - spoken[None, :]).abs().min(dim=1).values
+    return int(torch.argmax(distance))  # the first maximum
+
+
 def chunk_spans(frames: int, chunk: int, overlap: int) -> list[tuple[int, int, int]]:
     """(start, end, context) per chunk: frames [start, start+context) were generated before.
 
@@ -197,6 +215,9 @@ class Generator:
         self.checkpoint_id = checkpoint_id
         self.device = torch.device(device)
         self.trained = not checkpoint_id.startswith("untrained")
+        # Without a reference image, later chunks take a rest frame of the first chunk as their
+        # reference (identity and background hold); False: no reference at all (the old behaviour).
+        self.self_reference = True
 
     @classmethod
     def load(
@@ -267,10 +288,18 @@ class Generator:
             "avgen_shift": f"{s.shift:g}",
             "avgen_checkpoint": self.checkpoint_id,
             "avgen_audio": "given" if s.audio is not None else "generated",
+            "avgen_reference": self._reference_kind(request, s),
             "avgen_evaluations_per_chunk": str(s.steps * (2 if s.sampler == "heun" else 1)),
         }
         return GenerationStream(s.frames, self.cfg.height, self.cfg.width, metadata,
                                 self._pieces(request, s, progress or (lambda fraction, message: None)))  # fmt: skip
+
+    def _reference_kind(self, request: GenerationRequest, s: Settings) -> str:
+        """'given' (the request's image), 'first-chunk' (a generated frame, for chunks 2+) or 'none'."""
+        if request.reference_image is not None:
+            return "given"
+        chunks = len(chunk_spans(s.frames, self.cfg.chunk_frames, self.cfg.overlap_frames))
+        return "first-chunk" if self.self_reference and chunks > 1 else "none"
 
     def generate(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationResult:
         """The whole clip in memory (frames and waveform); `open` + `write_stream` keep memory flat."""
@@ -325,6 +354,8 @@ class Generator:
 
             x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
                         s.sampler, on_step)  # fmt: skip
+            if reference is None and self.self_reference and index == 0 and len(spans) > 1:
+                reference = x.video[:, rest_frame(s.phones, min(FPS, end))].clone()  # (1, Nv, Pv), as encoded
             frames = self._decode_video(x.video[:, context:])
             if s.audio is not None:
                 audio = s.audio[(start + context) * SAMPLES_PER_FRAME : end * SAMPLES_PER_FRAME]
