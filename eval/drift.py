@@ -40,7 +40,9 @@ class Drift:
 def _check_frames(frames: np.ndarray, minimum: int) -> np.ndarray:
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         shape = getattr(frames, "shape", None)
-        raise ValueError(f"frames must be a uint8 array of shape (T, H, W, 3), got {shape} {getattr(frames, 'dtype', '')}")
+        raise ValueError(
+            f"frames must be a uint8 array of shape (T, H, W, 3), got {shape} {getattr(frames, 'dtype', '')}"
+        )
     if len(frames) < minimum:
         raise ValueError(f"need at least {minimum} frames, got {len(frames)}")
     return frames
