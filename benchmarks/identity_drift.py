@@ -172,7 +172,7 @@ def main() -> int:
     if args.sheet:
         import cv2
 
-        image = cv2.resize(np.concatenate(sheet)[:, :, ::-1], None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+        image = np.ascontiguousarray(np.concatenate(sheet)[:, :, ::-1])  # 64x64 frames, RGB -> BGR
         with atomic_path(args.sheet, suffix=".png") as tmp:
             cv2.imwrite(str(tmp), image)
     print(json.dumps(summary, indent=2))
