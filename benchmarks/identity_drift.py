@@ -72,6 +72,9 @@ def measure(frames, seams: list[int], after: int) -> dict:
         "drift_face": round(d.face, 3),
         "drift_background": round(d.background, 3),
         "seam_ratio": round(seam_ratio(frames, seams), 3),
+        "seam_ratio_each": [
+            round(seam_ratio(frames, [seam]), 3) for seam in seams
+        ],  # the first: where the reference starts
         "mouth_motion_after_first_chunk": round(mouth_motion(frames[after:]), 3),
         "face_curve": face_curve(frames),
     }
