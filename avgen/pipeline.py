@@ -277,6 +277,7 @@ class Generator:
     def open(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationStream:
         """Validate `request` now; the returned stream generates it chunk by chunk as it is read."""
         s = resolve(request, self.cfg)
+        reference_kind = self._reference_kind(request, s)
         metadata = {
             "comment": "AI-generated video and audio (avgen)",
             "avgen_ai_generated": "true",
@@ -288,11 +289,12 @@ class Generator:
             "avgen_shift": f"{s.shift:g}",
             "avgen_checkpoint": self.checkpoint_id,
             "avgen_audio": "given" if s.audio is not None else "generated",
-            "avgen_reference": self._reference_kind(request, s),
+            "avgen_reference": reference_kind,
             "avgen_evaluations_per_chunk": str(s.steps * (2 if s.sampler == "heun" else 1)),
         }
         return GenerationStream(s.frames, self.cfg.height, self.cfg.width, metadata,
-                                self._pieces(request, s, progress or (lambda fraction, message: None)))  # fmt: skip
+                                self._pieces(request, s, progress or (lambda fraction, message: None),
+                                             self_reference=reference_kind == "first-chunk"))  # fmt: skip
 
     def _reference_kind(self, request: GenerationRequest, s: Settings) -> str:
         """'given' (the request's image), 'first-chunk' (a generated frame, for chunks 2+) or 'none'."""
@@ -311,9 +313,12 @@ class Generator:
         return GenerationResult(np.concatenate(frames), np.concatenate(audio), stream.metadata)
 
     @torch.inference_mode()
-    def _pieces(self, request: GenerationRequest, s: Settings, report: Progress) -> Iterator[Piece]:
+    def _pieces(
+        self, request: GenerationRequest, s: Settings, report: Progress, self_reference: bool
+    ) -> Iterator[Piece]:
         """(frames, waveform) pieces in order as chunks finish; the waveform lags by up to a
-        vocoder segment (avgen.audio_codec.AudioStream). Holds one chunk, whatever the duration."""
+        vocoder segment (avgen.audio_codec.AudioStream). Holds one chunk, whatever the duration.
+        `self_reference`: chunks 2+ take the first chunk's rest frame as their reference."""
         cfg, model, device = self.cfg, self.model, self.device
         reference = None if request.reference_image is None else self._encode_reference(request.reference_image)
         given_audio = None
@@ -354,8 +359,8 @@ class Generator:
 
             x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
                         s.sampler, on_step)  # fmt: skip
-            if reference is None and self.self_reference and index == 0 and len(spans) > 1:
-                reference = x.video[:, rest_frame(s.phones, min(FPS, end))].clone()  # (1, Nv, Pv), as encoded
+            if self_reference and index == 0:  # (1, Nv, Pv) latent tokens, like an encoded reference image
+                reference = x.video[:, rest_frame(s.phones, min(FPS, end))].clone()
             frames = self._decode_video(x.video[:, context:])
             if s.audio is not None:
                 audio = s.audio[(start + context) * SAMPLES_PER_FRAME : end * SAMPLES_PER_FRAME]
