@@ -4,7 +4,8 @@ Clips longer than the model's chunk are generated chunk by chunk; each chunk sta
 already generated (video and audio latents held clean at t=0) so seams stay continuous, and only
 new frames are emitted. Peak memory depends on the chunk length, not on the clip's duration.
 Without a reference image, a rest frame of the first chunk (`rest_frame`) becomes the identity
-reference of every later chunk, so the face and background of the first second hold.
+reference: the first chunk is generated again with it, then every later chunk, so the face and
+background of the first second hold and no seam switches from unreferenced to referenced.
 """
 
 from __future__ import annotations
@@ -215,8 +216,9 @@ class Generator:
         self.checkpoint_id = checkpoint_id
         self.device = torch.device(device)
         self.trained = not checkpoint_id.startswith("untrained")
-        # Without a reference image, later chunks take a rest frame of the first chunk as their
-        # reference (identity and background hold); False: no reference at all (the old behaviour).
+        # Without a reference image, a clip of several chunks takes a rest frame of its first chunk as
+        # the reference of every chunk, the first generated again with it (one more chunk's work);
+        # False: no reference at all (the old behaviour).
         self.self_reference = True
 
     @classmethod
@@ -318,7 +320,8 @@ class Generator:
     ) -> Iterator[Piece]:
         """(frames, waveform) pieces in order as chunks finish; the waveform lags by up to a
         vocoder segment (avgen.audio_codec.AudioStream). Holds one chunk, whatever the duration.
-        `self_reference`: chunks 2+ take the first chunk's rest frame as their reference."""
+        `self_reference`: the first chunk's rest frame becomes the reference; the first chunk is then
+        generated again with it (same noise), so the whole clip, not only chunks 2+, holds to it."""
         cfg, model, device = self.cfg, self.model, self.device
         reference = None if request.reference_image is None else self._encode_reference(request.reference_image)
         given_audio = None
@@ -333,6 +336,7 @@ class Generator:
         nv, pv, pa = cfg.video_tokens_per_frame, cfg.video_token_dim, cfg.audio_latent_channels
         previous: Latents | None = None
         previous_start = 0
+        passes = len(spans) + self_reference  # denoising passes, for progress
         for index, (start, end, context) in enumerate(spans):
             length = end - start
             noise = Latents(
@@ -353,14 +357,16 @@ class Generator:
                 clean.audio[:] = True
             phones = s.phones[start:end][None].to(device)
 
-            def on_step(step: int, index=index) -> None:
-                done = (index * s.steps + step) / (len(spans) * s.steps)
+            def on_step(step: int, index=index, done_passes=index + (self_reference and index > 0)) -> None:
+                done = (done_passes * s.steps + step) / (passes * s.steps)
                 report(0.99 * done, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
 
             x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
                         s.sampler, on_step)  # fmt: skip
             if self_reference and index == 0:  # (1, Nv, Pv) latent tokens, like an encoded reference image
                 reference = x.video[:, rest_frame(s.phones, min(FPS, end))].clone()
+                x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
+                            s.sampler, lambda step: on_step(step, 0, 1))  # fmt: skip
             frames = self._decode_video(x.video[:, context:])
             if s.audio is not None:
                 audio = s.audio[(start + context) * SAMPLES_PER_FRAME : end * SAMPLES_PER_FRAME]

@@ -1,4 +1,5 @@
-"""Without a reference image, a rest frame of the first chunk is the reference of every later chunk."""
+"""Without a reference image, a rest frame of the first chunk is the reference of the whole clip:
+the first chunk is generated again with it (same noise), then every later chunk."""
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ def generator(small_checkpoint):
 
 class Spy:
     """Wraps the transformer's forward and `denoise` (both called through): the reference each
-    forward call got, and the latents each chunk's denoising returned."""
+    forward call got, and the latents each denoising pass returned."""
 
     def __init__(self, generator, monkeypatch):
         self.references, self.chunks = [], []
@@ -39,39 +40,46 @@ class Spy:
         monkeypatch.setattr(transformer, "forward", spy_forward)
         monkeypatch.setattr(pipeline, "denoise", spy_denoise)
 
-    def references_of_chunk(self, index: int, steps: int) -> list:
+    def references_of_pass(self, index: int, steps: int) -> list:
         return self.references[index * steps : (index + 1) * steps]
 
 
-def test_later_chunks_get_the_first_chunks_rest_frame_as_reference(generator, monkeypatch):
+def test_the_first_chunk_again_and_later_chunks_get_its_rest_frame_as_reference(generator, monkeypatch):
     spy = Spy(generator, monkeypatch)
     request = GenerationRequest(text="Hello from the Black Forest, how are you today?", seconds=3.0, seed=4)
     result = generator.generate(request)
     settings = resolve(request, generator.cfg)
     spans = chunk_spans(settings.frames, SMALL_CONFIG.chunk_frames, SMALL_CONFIG.overlap_frames)
     steps = settings.steps  # euler: one forward call per step
-    assert len(spans) >= 3 and len(spy.chunks) == len(spans) and len(spy.references) == len(spans) * steps
+    passes = len(spans) + 1  # the first chunk twice
+    assert len(spans) >= 3 and len(spy.chunks) == passes and len(spy.references) == passes * steps
 
     chosen = rest_frame(settings.phones, 25)
-    expected = spy.chunks[0].video[:, chosen]  # the first chunk's latent of that frame, (1, Nv, Pv)
-    assert all(r is None for r in spy.references_of_chunk(0, steps))
-    for index in range(1, len(spans)):
-        for reference in spy.references_of_chunk(index, steps):
+    expected = spy.chunks[0].video[:, chosen]  # the first pass's latent of that frame, (1, Nv, Pv)
+    assert all(r is None for r in spy.references_of_pass(0, steps))
+    for index in range(1, passes):
+        for reference in spy.references_of_pass(index, steps):
             assert reference is not None
             assert torch.equal(reference, torch.cat([expected, expected]))  # conditional and unconditional halves
     assert result.metadata["avgen_reference"] == "first-chunk"
+    # the clip's first chunk is the second pass, not the first
+    chunk = SMALL_CONFIG.chunk_frames
+    assert np.array_equal(result.frames[:chunk], generator._decode_video(spy.chunks[1].video))
+    assert not np.array_equal(result.frames[:chunk], generator._decode_video(spy.chunks[0].video))
 
 
-def test_turned_off_no_chunk_gets_a_reference_and_the_first_chunk_is_the_same(generator, monkeypatch):
+def test_turned_off_no_chunk_gets_a_reference_and_the_first_pass_is_the_old_first_chunk(generator, monkeypatch):
     request = GenerationRequest(text="Hello from the Black Forest", seconds=2.0, seed=5)
+    spy = Spy(generator, monkeypatch)
     with_reference = generator.generate(request)
+    first_pass = generator._decode_video(spy.chunks[0].video)
     generator.self_reference = False
     spy = Spy(generator, monkeypatch)
     without = generator.generate(request)
     assert all(r is None for r in spy.references) and without.metadata["avgen_reference"] == "none"
     chunk = SMALL_CONFIG.chunk_frames
-    assert np.array_equal(with_reference.frames[:chunk], without.frames[:chunk])
-    assert not np.array_equal(with_reference.frames[chunk:], without.frames[chunk:])
+    assert np.array_equal(first_pass, without.frames[:chunk])  # the same noise, no reference
+    assert not np.array_equal(with_reference.frames, without.frames)
 
 
 def test_a_given_reference_image_stays_the_reference_of_every_chunk(generator, monkeypatch):
