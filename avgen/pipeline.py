@@ -3,6 +3,9 @@
 Clips longer than the model's chunk are generated chunk by chunk; each chunk starts with frames
 already generated (video and audio latents held clean at t=0) so seams stay continuous, and only
 new frames are emitted. Peak memory depends on the chunk length, not on the clip's duration.
+Without a reference image, a rest frame of the first chunk (`rest_frame`) becomes the identity
+reference: the first chunk is generated again with it, then every later chunk, so the face and
+background of the first second hold and no seam switches from unreferenced to referenced.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from avgen.config import Config, preset
 from avgen.limits import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS  # noqa: F401 (re-exported)
 from avgen.media import Mp4Writer, write_mp4
 from avgen.model import patchify, unpatchify
-from avgen.phones import NULL_PHONE, PHONE_IDS, frame_phone_ids, phone_timeline, timeline_seconds
+from avgen.phones import NULL_PHONE, PHONE_IDS, SILENCE, frame_phone_ids, phone_timeline, timeline_seconds
 from avgen.progress import Progress
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
 from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_seconds
@@ -181,6 +184,22 @@ def resolve(request: GenerationRequest, cfg: Config) -> Settings:
     return Settings(frames, steps, float(guidance), float(shift), sampler, phones, audio, vocoder)
 
 
+REST_PHONE_IDS = (PHONE_IDS[SILENCE], PHONE_IDS[NULL_PHONE])
+
+
+def rest_frame(phones: torch.Tensor, within: int) -> int:
+    """The frame among the first `within` that lies deepest inside a pause of the phone track
+    (farthest from any spoken phone; the earliest on ties): a face at rest, lips closed, like the
+    training references. Text-driven clips start with silence, so this is usually frame 0. With
+    no pause among them (or no phones at all), frame 0."""
+    spoken = torch.nonzero(~torch.isin(phones, torch.tensor(REST_PHONE_IDS, device=phones.device)))[:, 0]
+    if spoken.numel() == 0:
+        return 0
+    candidates = torch.arange(min(within, len(phones)), device=phones.device)
+    distance = (candidates[:, None] - spoken[None, :]).abs().min(dim=1).values
+    return int(torch.argmax(distance))  # the first maximum
+
+
 def chunk_spans(frames: int, chunk: int, overlap: int) -> list[tuple[int, int, int]]:
     """(start, end, context) per chunk: frames [start, start+context) were generated before.
 
@@ -205,6 +224,10 @@ class Generator:
         self.checkpoint_id = checkpoint_id
         self.device = torch.device(device)
         self.trained = not checkpoint_id.startswith("untrained")
+        # Without a reference image, a clip of several chunks takes a rest frame of its first chunk as
+        # the reference of every chunk, the first generated again with it (one more chunk's work);
+        # False: no reference at all (the old behaviour).
+        self.self_reference = True
         self._learned_vocoder: Vocoder | None = None  # loaded on first use
 
     def learned_vocoder(self) -> Vocoder:
@@ -270,6 +293,7 @@ class Generator:
     def open(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationStream:
         """Validate `request` now; the returned stream generates it chunk by chunk as it is read."""
         s = resolve(request, self.cfg)
+        reference_kind = self._reference_kind(request, s)
         metadata = {
             "comment": "AI-generated video and audio (avgen)",
             "avgen_ai_generated": "true",
@@ -282,10 +306,19 @@ class Generator:
             "avgen_checkpoint": self.checkpoint_id,
             "avgen_audio": "given" if s.audio is not None else "generated",
             "avgen_vocoder": s.vocoder,
+            "avgen_reference": reference_kind,
             "avgen_evaluations_per_chunk": str(s.steps * (2 if s.sampler == "heun" else 1)),
         }
         return GenerationStream(s.frames, self.cfg.height, self.cfg.width, metadata,
-                                self._pieces(request, s, progress or (lambda fraction, message: None)))  # fmt: skip
+                                self._pieces(request, s, progress or (lambda fraction, message: None),
+                                             self_reference=reference_kind == "first-chunk"))  # fmt: skip
+
+    def _reference_kind(self, request: GenerationRequest, s: Settings) -> str:
+        """'given' (the request's image), 'first-chunk' (a generated frame, for chunks 2+) or 'none'."""
+        if request.reference_image is not None:
+            return "given"
+        chunks = len(chunk_spans(s.frames, self.cfg.chunk_frames, self.cfg.overlap_frames))
+        return "first-chunk" if self.self_reference and chunks > 1 else "none"
 
     def generate(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationResult:
         """The whole clip in memory (frames and waveform); `open` + `write_stream` keep memory flat."""
@@ -297,9 +330,13 @@ class Generator:
         return GenerationResult(np.concatenate(frames), np.concatenate(audio), stream.metadata)
 
     @torch.inference_mode()
-    def _pieces(self, request: GenerationRequest, s: Settings, report: Progress) -> Iterator[Piece]:
+    def _pieces(
+        self, request: GenerationRequest, s: Settings, report: Progress, self_reference: bool
+    ) -> Iterator[Piece]:
         """(frames, waveform) pieces in order as chunks finish; the waveform lags by up to a
-        vocoder segment (avgen.audio_codec.AudioStream). Holds one chunk, whatever the duration."""
+        vocoder segment (avgen.audio_codec.AudioStream). Holds one chunk, whatever the duration.
+        `self_reference`: the first chunk's rest frame becomes the reference; the first chunk is then
+        generated again with it (same noise), so the whole clip, not only chunks 2+, holds to it."""
         cfg, model, device = self.cfg, self.model, self.device
         reference = None if request.reference_image is None else self._encode_reference(request.reference_image)
         given_audio = None
@@ -315,6 +352,7 @@ class Generator:
         nv, pv, pa = cfg.video_tokens_per_frame, cfg.video_token_dim, cfg.audio_latent_channels
         previous: Latents | None = None
         previous_start = 0
+        passes = len(spans) + self_reference  # denoising passes, for progress
         for index, (start, end, context) in enumerate(spans):
             length = end - start
             noise = Latents(
@@ -335,12 +373,16 @@ class Generator:
                 clean.audio[:] = True
             phones = s.phones[start:end][None].to(device)
 
-            def on_step(step: int, index=index) -> None:
-                done = (index * s.steps + step) / (len(spans) * s.steps)
+            def on_step(step: int, index=index, done_passes=index + (self_reference and index > 0)) -> None:
+                done = (done_passes * s.steps + step) / (passes * s.steps)
                 report(0.99 * done, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
 
             x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
                         s.sampler, on_step)  # fmt: skip
+            if self_reference and index == 0:  # (1, Nv, Pv) latent tokens, like an encoded reference image
+                reference = x.video[:, rest_frame(s.phones, min(FPS, end))].clone()
+                x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
+                            s.sampler, lambda step: on_step(step, 0, 1))  # fmt: skip
             frames = self._decode_video(x.video[:, context:])
             if s.audio is not None:
                 audio = s.audio[(start + context) * SAMPLES_PER_FRAME : end * SAMPLES_PER_FRAME]

@@ -1,0 +1,113 @@
+"""Without a reference image, a rest frame of the first chunk is the reference of the whole clip:
+the first chunk is generated again with it (same noise), then every later chunk."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL_CONFIG
+
+import avgen.pipeline as pipeline
+from avgen.phones import NULL_PHONE, PHONE_IDS, SILENCE
+from avgen.pipeline import GenerationRequest, Generator, chunk_spans, resolve, rest_frame
+
+SIL, NULL, SPOKEN = PHONE_IDS[SILENCE], PHONE_IDS[NULL_PHONE], PHONE_IDS["AA"]
+
+
+@pytest.fixture
+def generator(small_checkpoint):
+    return Generator.load(small_checkpoint)
+
+
+class Spy:
+    """Wraps the transformer's forward and `denoise` (both called through): the reference each
+    forward call got, and the latents each denoising pass returned."""
+
+    def __init__(self, generator, monkeypatch):
+        self.references, self.chunks = [], []
+        transformer = generator.model.transformer
+        forward, denoise = transformer.forward, pipeline.denoise
+
+        def spy_forward(*args, **kwargs):
+            reference = args[5] if len(args) > 5 else kwargs.get("reference")
+            self.references.append(None if reference is None else reference.clone())
+            return forward(*args, **kwargs)
+
+        def spy_denoise(*args, **kwargs):
+            x = denoise(*args, **kwargs)
+            self.chunks.append(x)
+            return x
+
+        monkeypatch.setattr(transformer, "forward", spy_forward)
+        monkeypatch.setattr(pipeline, "denoise", spy_denoise)
+
+    def references_of_pass(self, index: int, steps: int) -> list:
+        return self.references[index * steps : (index + 1) * steps]
+
+
+def test_the_first_chunk_again_and_later_chunks_get_its_rest_frame_as_reference(generator, monkeypatch):
+    spy = Spy(generator, monkeypatch)
+    request = GenerationRequest(text="Hello from the Black Forest, how are you today?", seconds=3.0, seed=4)
+    result = generator.generate(request)
+    settings = resolve(request, generator.cfg)
+    spans = chunk_spans(settings.frames, SMALL_CONFIG.chunk_frames, SMALL_CONFIG.overlap_frames)
+    steps = settings.steps  # euler: one forward call per step
+    passes = len(spans) + 1  # the first chunk twice
+    assert len(spans) >= 3 and len(spy.chunks) == passes and len(spy.references) == passes * steps
+
+    chosen = rest_frame(settings.phones, 25)
+    expected = spy.chunks[0].video[:, chosen]  # the first pass's latent of that frame, (1, Nv, Pv)
+    assert all(r is None for r in spy.references_of_pass(0, steps))
+    for index in range(1, passes):
+        for reference in spy.references_of_pass(index, steps):
+            assert reference is not None
+            assert torch.equal(reference, torch.cat([expected, expected]))  # conditional and unconditional halves
+    assert result.metadata["avgen_reference"] == "first-chunk"
+    # the clip's first chunk is the second pass, not the first
+    chunk = SMALL_CONFIG.chunk_frames
+    assert np.array_equal(result.frames[:chunk], generator._decode_video(spy.chunks[1].video))
+    assert not np.array_equal(result.frames[:chunk], generator._decode_video(spy.chunks[0].video))
+
+
+def test_turned_off_no_chunk_gets_a_reference_and_the_first_pass_is_the_old_first_chunk(generator, monkeypatch):
+    request = GenerationRequest(text="Hello from the Black Forest", seconds=2.0, seed=5)
+    spy = Spy(generator, monkeypatch)
+    with_reference = generator.generate(request)
+    first_pass = generator._decode_video(spy.chunks[0].video)
+    generator.self_reference = False
+    spy = Spy(generator, monkeypatch)
+    without = generator.generate(request)
+    assert all(r is None for r in spy.references) and without.metadata["avgen_reference"] == "none"
+    chunk = SMALL_CONFIG.chunk_frames
+    assert np.array_equal(first_pass, without.frames[:chunk])  # the same noise, no reference
+    assert not np.array_equal(with_reference.frames, without.frames)
+
+
+def test_a_given_reference_image_stays_the_reference_of_every_chunk(generator, monkeypatch):
+    spy = Spy(generator, monkeypatch)
+    face = np.full((80, 80, 3), 150, dtype=np.uint8)
+    result = generator.generate(GenerationRequest(text="Hello", seconds=2.0, seed=1, reference_image=face))
+    given = generator._encode_reference(face)
+    assert all(torch.equal(r, torch.cat([given, given])) for r in spy.references)
+    assert result.metadata["avgen_reference"] == "given"
+
+
+def test_a_clip_of_one_chunk_has_no_reference(generator, monkeypatch):
+    spy = Spy(generator, monkeypatch)
+    result = generator.generate(GenerationRequest(text="Hi", seconds=0.8, seed=1))
+    assert all(r is None for r in spy.references) and result.metadata["avgen_reference"] == "none"
+
+
+@pytest.mark.parametrize(
+    "phones, within, expected",
+    [
+        ([SIL] * 5 + [SPOKEN] * 30, 25, 0),  # leading silence: its first frame
+        ([SPOKEN] * 3 + [SIL] * 6 + [SPOKEN] * 30, 25, 5),  # a pause: its middle (the earlier of two)
+        ([SPOKEN] * 3 + [SIL] * 2 + [SPOKEN] * 3 + [SIL] * 5 + [SPOKEN] * 30, 25, 10),  # the longer pause
+        ([SPOKEN] * 30 + [SIL] * 10, 25, 0),  # no pause in the first second
+        ([SPOKEN] * 26 + [SIL] * 10, 25, 0),  # a pause after it does not count
+        ([NULL] * 40, 25, 0),  # no transcript: nothing to choose by
+        ([NULL] * 3 + [SPOKEN] * 3 + [SIL] * 20, 10, 9),  # only the frames `within` are candidates
+    ],
+)
+def test_the_rest_frame_lies_deepest_inside_a_pause_of_the_first_second(phones, within, expected):
+    assert rest_frame(torch.tensor(phones), within) == expected
