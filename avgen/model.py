@@ -120,8 +120,9 @@ class AVTransformer(nn.Module):
             t = torch.cat([t.new_zeros(b, n_ref), t], dim=1)
 
         rope, mask = self.rope_and_mask(frames, n_ref, video.device)
-        t_emb = self.time_in(timestep_embedding(t, 256))  # (B, L, D)
-        modulation = rearrange(self.modulation(t_emb), "b l (six d) -> b l six d", six=6)
+        with torch.autocast(video.device.type, enabled=False):  # timestep embedding in fp32, under autocast too
+            t_emb = self.time_in(timestep_embedding(t.float(), 256))  # (B, L, D)
+            modulation = rearrange(self.modulation(t_emb), "b l (six d) -> b l six d", six=6)
 
         features = {}
         for index, block in enumerate(self.blocks):
@@ -131,9 +132,21 @@ class AVTransformer(nn.Module):
         x, t_emb = x[:, n_ref:], t_emb[:, n_ref:]
         tokens = rearrange(x, "b (t n) d -> b t n d", t=frames)
         emb = rearrange(t_emb, "b (t n) d -> b t n d", t=frames)
-        video_v = self.video_out(tokens[:, :, :nv], emb[:, :, :nv])
-        audio_v = self.audio_out(tokens[:, :, nv], emb[:, :, nv])
+        with torch.autocast(video.device.type, enabled=False):  # the output layers in fp32, under autocast too
+            tokens = tokens.float()
+            video_v = self.video_out(tokens[:, :, :nv], emb[:, :, :nv])
+            audio_v = self.audio_out(tokens[:, :, nv], emb[:, :, nv])
         return Velocity(video_v, audio_v, features)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` computes bf16 matrix products natively (else autocast to bf16 only emulates them)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                    or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())  # fmt: skip
+    return False
 
 
 def patchify(latents: torch.Tensor, patch: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ from avgen.checkpoint import AVGenModel, default_checkpoint, file_hash, load_che
 from avgen.config import Config, preset
 from avgen.limits import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS  # noqa: F401 (re-exported)
 from avgen.media import Mp4Writer, write_mp4
-from avgen.model import patchify, unpatchify
+from avgen.model import bf16_native, patchify, unpatchify
 from avgen.phones import NULL_PHONE, PHONE_IDS, SILENCE, frame_phone_ids, phone_timeline, timeline_seconds
 from avgen.progress import Progress
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
@@ -228,6 +228,8 @@ class Generator:
         # the reference of every chunk, the first generated again with it (one more chunk's work);
         # False: no reference at all (the old behaviour).
         self.self_reference = True
+        # bf16 (autocast) where the device computes it natively (avx512_bf16/AMX CPUs, Ampere+ GPUs), else fp32
+        self.precision = "bf16" if bf16_native(self.device) else "fp32"
         self._learned_vocoder: Vocoder | None = None  # loaded on first use
 
     def learned_vocoder(self) -> Vocoder:
@@ -258,19 +260,24 @@ class Generator:
         return cls(model, f"untrained-{preset_name}-seed{seed}", device)
 
     def _velocity_fn(self, phones: torch.Tensor, reference: torch.Tensor | None, guidance: float):
+        """The (guided) velocity. The transformer runs under bf16 autocast where `precision` is bf16;
+        what it returns, the guidance mix and the ODE state stay fp32."""
         transformer = self.model.transformer
         null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
+        bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
         def velocity(x: Latents, video_t: torch.Tensor, audio_t: torch.Tensor) -> Latents:
             if guidance == 1.0:
-                v = transformer(x.video, x.audio, video_t, audio_t, phones, reference)
-                return Latents(v.video, v.audio)
+                with bf16:
+                    v = transformer(x.video, x.audio, video_t, audio_t, phones, reference)
+                return Latents(v.video.float(), v.audio.float())
             ref = None if reference is None else torch.cat([reference, reference])
-            v = transformer(
-                torch.cat([x.video, x.video]), torch.cat([x.audio, x.audio]),
-                torch.cat([video_t, video_t]), torch.cat([audio_t, audio_t]), torch.cat([phones, null]), ref,
-            )  # fmt: skip
-            (cv, uv), (ca, ua) = v.video.chunk(2), v.audio.chunk(2)
+            with bf16:
+                v = transformer(
+                    torch.cat([x.video, x.video]), torch.cat([x.audio, x.audio]),
+                    torch.cat([video_t, video_t]), torch.cat([audio_t, audio_t]), torch.cat([phones, null]), ref,
+                )  # fmt: skip
+            (cv, uv), (ca, ua) = v.video.float().chunk(2), v.audio.float().chunk(2)
             return Latents(uv + guidance * (cv - uv), ua + guidance * (ca - ua))
 
         return velocity
@@ -306,6 +313,7 @@ class Generator:
             "avgen_checkpoint": self.checkpoint_id,
             "avgen_audio": "given" if s.audio is not None else "generated",
             "avgen_vocoder": s.vocoder,
+            "avgen_precision": self.precision,
             "avgen_reference": reference_kind,
             "avgen_evaluations_per_chunk": str(s.steps * (2 if s.sampler == "heun" else 1)),
         }
@@ -329,7 +337,7 @@ class Generator:
             audio.append(audio_piece)
         return GenerationResult(np.concatenate(frames), np.concatenate(audio), stream.metadata)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: under it autocast re-casts every weight at every call
     def _pieces(
         self, request: GenerationRequest, s: Settings, report: Progress, self_reference: bool
     ) -> Iterator[Piece]:
