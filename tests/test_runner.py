@@ -58,8 +58,10 @@ def test_generate_job_streams_progress_then_a_playable_scored_mp4(runner, privat
     progress = [e for e in events if isinstance(e, Progress)]
     fractions = [p.fraction for p in progress]
     assert fractions == sorted(fractions) and fractions[0] < 0.5 and fractions[-1] == 1.0
-    steps = sampler_steps(events)  # 1.2 s is two 1-second chunks (0.2 s overlap) of 3 steps each
-    assert [p.step for p in steps] == list(range(1, 7)) and {p.steps for p in progress} == {6}
+    # 1.2 s is two 1-second chunks (0.2 s overlap), the first denoised twice (again with its own rest frame
+    # as the reference: avgen_reference first-chunk): three passes of 3 steps
+    steps = sampler_steps(events)
+    assert [p.step for p in steps] == list(range(1, 10)) and {p.steps for p in progress} == {9}
     assert any("scoring" in p.message for p in progress) and all(p.step <= p.steps for p in progress)
 
     done = events[-1]

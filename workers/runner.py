@@ -119,9 +119,9 @@ class JobRunner:
 
         stream = self.generator.open(request, progress)  # validates: GenerationError
         cfg = self.generator.cfg
-        count["steps"] = len(chunk_spans(stream.frames, cfg.chunk_frames, cfg.overlap_frames)) * int(
-            stream.metadata["avgen_steps"]
-        )
+        passes = len(chunk_spans(stream.frames, cfg.chunk_frames, cfg.overlap_frames))
+        passes += stream.metadata.get("avgen_reference") == "first-chunk"  # the first chunk is denoised twice
+        count["steps"] = passes * int(stream.metadata["avgen_steps"])
         return self._generate(spec, stream, events, stop, count["steps"], cancelled, workdir)
 
     def _generate(
