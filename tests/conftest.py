@@ -1,3 +1,7 @@
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,3 +24,12 @@ def small_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "small.safetensors"
     save_checkpoint(model, path)
     return path
+
+
+def load_script(path: Path):
+    """A script of scripts/ or benchmarks/ imported as a module (they are not in a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module

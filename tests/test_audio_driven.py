@@ -2,12 +2,11 @@
 audio, audio-driven generation keeps the given speech, and the checks read the right numbers (the
 whole command runs for minutes: docs/results/audio_driven_shipped.json is its output)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from avgen.data import make_sample
 from avgen.media import read_mp4
@@ -19,11 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "audio_driven.py"
 
 @pytest.fixture(scope="module")
 def audio_driven():
-    spec = importlib.util.spec_from_file_location("audio_driven", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_other_audio_control_carries_the_next_clips_audio(audio_driven, tmp_path):

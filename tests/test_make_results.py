@@ -1,16 +1,15 @@
 """scripts/make_results.py end to end on 2 held-out clips with a tiny untrained checkpoint (real
 corpus, generator, scorers and plots), plus its training-log and statistics helpers."""
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 
 from avgen.checkpoint import AVGenModel, save_checkpoint
 from avgen.config import Config
@@ -23,11 +22,7 @@ PNGS = ("loss_curves.png", "metrics.png", "contact_sheet.png", "mouth_signals.pn
 
 @pytest.fixture(scope="module")
 def make_results():
-    spec = importlib.util.spec_from_file_location("make_results", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def write_log(path, rows):
