@@ -69,9 +69,7 @@ class TrainConfig:
     corpus_clips: int = 512  # training windows rendered once (codecs) or cached as latents (model)
     clip_seconds: float = 2.0  # training window
     wide_voice_prob: float = 0.0  # share of clips spoken in a random wide voice (data/voices.py), not the identity's
-    augment_prob: float = (
-        0.0  # share of clips whose audio goes through augment_speech (noise, band limit, reverb, gain)
-    )
+    augment_prob: float = 0.0  # share of clips through augment_speech (noise, band limit, reverb, gain)
     heard_phones: str = ""  # audio-driven rows use the phones recognised from the audio (a file; made if absent)
     data_workers: int = 0  # processes rendering the corpus (0: this process)
     # model stage
@@ -219,10 +217,7 @@ def training_windows(cfg: TrainConfig, model_cfg) -> tuple[int, Iterator[tuple[S
     `corpus_clips` of the synthetic corpus, or, with `data` set to a folder of MP4 clips, up to
     `corpus_clips` windows of those clips (face-cropped; train split only; spread evenly over them)."""
     if not cfg.data:
-        jobs = ((i, cfg, model_cfg) for i in range(cfg.corpus_clips))
-        if cfg.data_workers <= 1:
-            return cfg.corpus_clips, map(_corpus_window, jobs)
-        return cfg.corpus_clips, _pool_map(_corpus_window, jobs, cfg.data_workers)
+        return cfg.corpus_clips, _corpus_map(_corpus_window, cfg, model_cfg)
     from avgen.data import RealClips
 
     clips = RealClips(cfg.data, split="train", seconds=cfg.clip_seconds, size=model_cfg.height,
@@ -235,11 +230,17 @@ def training_windows(cfg: TrainConfig, model_cfg) -> tuple[int, Iterator[tuple[S
     return count, ((clips.sample(i), clips.reference_frame(i)) for i in chosen)
 
 
-def _pool_map(function, jobs, workers: int) -> Iterator:
-    """`map` over `workers` processes, in order, a bounded number of results in flight."""
+def _corpus_map(function, cfg: TrainConfig, model_cfg) -> Iterator:
+    """function((i, cfg, model_cfg)) for each corpus clip i, in order: in this process, or on
+    `data_workers` spawned processes (a bounded number of results in flight)."""
+    jobs = ((i, cfg, model_cfg) for i in range(cfg.corpus_clips))
+    if cfg.data_workers <= 1:
+        yield from map(function, jobs)
+        return
     import multiprocessing
 
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with multiprocessing.get_context("spawn").Pool(cfg.data_workers, initializer=torch.set_num_threads,
+                                                   initargs=(1,)) as pool:  # fmt: skip
         yield from pool.imap(function, jobs, chunksize=4)
 
 
@@ -326,12 +327,11 @@ def load_heard_phones(cfg: TrainConfig) -> torch.Tensor | None:
     path, key = Path(cfg.heard_phones), _windows_key(cfg)
     if not path.exists():
         frames = round(cfg.clip_seconds * FPS)
-        if cfg.data or cfg.data_workers <= 1:
+        if cfg.data:
             count, windows = training_windows(cfg, preset(cfg.preset))
             heard_iter = (_heard_window(i, sample) for i, (sample, _) in enumerate(windows))
         else:
-            count, mc = cfg.corpus_clips, preset(cfg.preset)
-            heard_iter = _pool_map(_heard_corpus_clip, ((i, cfg, mc) for i in range(count)), cfg.data_workers)
+            count, heard_iter = cfg.corpus_clips, _corpus_map(_heard_corpus_clip, cfg, preset(cfg.preset))
         bar, heard = ProgressBar("recognise phones"), []
         for i, ids in enumerate(heard_iter):
             heard.append(ids[:frames])
