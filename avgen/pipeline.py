@@ -322,7 +322,7 @@ class Generator:
                                              self_reference=reference_kind == "first-chunk"))  # fmt: skip
 
     def _reference_kind(self, request: GenerationRequest, s: Settings) -> str:
-        """'given' (the request's image), 'first-chunk' (a generated frame, for chunks 2+) or 'none'."""
+        """'given' (the request's image), 'first-chunk' (a generated rest frame, for the whole clip) or 'none'."""
         if request.reference_image is not None:
             return "given"
         chunks = len(chunk_spans(s.frames, self.cfg.chunk_frames, self.cfg.overlap_frames))
