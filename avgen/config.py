@@ -47,6 +47,9 @@ class Config:
     steps: int = 8
     guidance: float = 2.0  # classifier-free guidance scale (`--cfg` on the command line)
     shift: float = 1.0
+    # distilled: the transformer also takes the guidance scale and the step size, so one forward
+    # makes a guided step of any size (guidance distillation + shortcut fine-tuning, `avgen train distill`)
+    distilled: bool = False
 
     def __post_init__(self) -> None:
         cell = VIDEO_DOWNSAMPLE * self.patch_size

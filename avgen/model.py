@@ -21,6 +21,7 @@ from avgen.phones import PHONES
 from avgen.timeline import FPS
 
 VIDEO, AUDIO, REFERENCE = 0, 1, 2  # modality embedding rows
+DISTILLED_GUIDANCE = (1.0, 4.0)  # the guidance scales a distilled model is trained on (one forward a step)
 
 
 @dataclass
@@ -45,6 +46,11 @@ class AVTransformer(nn.Module):
         self.phone_embedding = nn.Embedding(len(PHONES), d)
         self.time_in = MLPEmbedder(256, d)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        if cfg.distilled:  # zero-initialised: a fine-tune starts as its teacher's conditional branch
+            self.guidance_in, self.step_in = MLPEmbedder(256, d), MLPEmbedder(256, d)
+            for embedder in (self.guidance_in, self.step_in):
+                nn.init.zeros_(embedder.net[2].weight)
+                nn.init.zeros_(embedder.net[2].bias)
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.video_out = FinalLayer(d, cfg.video_token_dim)
         self.audio_out = FinalLayer(d, cfg.audio_latent_channels)
@@ -107,6 +113,8 @@ class AVTransformer(nn.Module):
         reference: torch.Tensor | None = None,  # (B, Nr, Pv) clean reference-image patches
         features_at: tuple[int, ...] = (),
         attention_backend: str = "auto",
+        guidance: torch.Tensor | None = None,  # (B,) guidance scale: distilled models only
+        step: torch.Tensor | None = None,  # (B,) the sampler's step size (0: the instantaneous velocity)
     ) -> Velocity:
         b, frames, nv, _ = video.shape
         phone = self.phone_embedding(phones)[:, :, None]
@@ -122,6 +130,8 @@ class AVTransformer(nn.Module):
         rope, mask = self.rope_and_mask(frames, n_ref, video.device)
         with torch.autocast(video.device.type, enabled=False):  # timestep embedding in fp32, under autocast too
             t_emb = self.time_in(timestep_embedding(t.float(), 256))  # (B, L, D)
+            if self.cfg.distilled:
+                t_emb = t_emb + self.sampler_embedding(guidance, step, b, video.device)[:, None]
             modulation = rearrange(self.modulation(t_emb), "b l (six d) -> b l six d", six=6)
 
         features = {}
@@ -137,6 +147,16 @@ class AVTransformer(nn.Module):
             video_v = self.video_out(tokens[:, :, :nv], emb[:, :, :nv])
             audio_v = self.audio_out(tokens[:, :, nv], emb[:, :, nv])
         return Velocity(video_v, audio_v, features)
+
+
+    def sampler_embedding(self, guidance, step, batch: int, device) -> torch.Tensor:
+        """(B, D): what a distilled model adds to every token's timestep embedding. Guidance scales
+        are embedded as scale / 10 (so 1-10 spread like timesteps), step sizes as they are."""
+        if guidance is None or step is None:
+            raise ValueError("a distilled model needs the guidance scale and the step size")
+        guidance = guidance.to(device, torch.float32).expand(batch)
+        step = step.to(device, torch.float32).expand(batch)
+        return self.guidance_in(timestep_embedding(guidance / 10, 256)) + self.step_in(timestep_embedding(step, 256))
 
 
 def bf16_native(device: torch.device) -> bool:

@@ -1,4 +1,5 @@
-"""Training objectives: plain flow matching (the baseline) and Self-Flow, one flag apart.
+"""Training objectives: plain flow matching (the baseline) and Self-Flow, one flag apart; and the
+distillation of a trained model into one that takes a guided step of any size in one forward.
 
 Self-Flow (Chefer, Esser et al., BFL 2026) learns representations inside the generator, no
 external encoder: per-token dual timesteps (a random mask of tokens gets timestep s, the rest t),
@@ -16,8 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avgen.model import AVTransformer
+from avgen.model import DISTILLED_GUIDANCE, AVTransformer
+from avgen.phones import NULL_PHONE, PHONE_IDS
 from avgen.sampling import CleanMask, Latents, interpolate
+
+NULL_PHONE_ID = PHONE_IDS[NULL_PHONE]
 
 
 @dataclass
@@ -144,3 +148,95 @@ class EMA:
                 ema.lerp_(live.detach(), 1 - d)
             else:
                 ema.copy_(live)
+
+
+# ---------------------------------------------------------------------------------------------
+# distillation: guidance folded in (one forward a step), and few steps (shortcut self-consistency)
+
+SHORTCUT_STEPS = (1 / 8, 1 / 4, 1 / 2, 1.0)  # step sizes learned by self-consistency: 8, 4, 2 and 1 steps
+DISTILLED_STEPS = 4  # the sampler steps a distilled checkpoint defaults to
+
+
+def _rows(batch: Batch, rows: slice) -> Batch:
+    x0, clean = batch.latents, batch.clean
+    return Batch(Latents(x0.video[rows], x0.audio[rows]), batch.phones[rows],
+                 CleanMask(clean.video[rows], clean.audio[rows]),
+                 None if batch.reference is None else batch.reference[rows])  # fmt: skip
+
+
+def _per_sample(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return value.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+@torch.no_grad()
+def guided_velocity(teacher: AVTransformer, x: Latents, video_t, audio_t, batch: Batch, guidance: torch.Tensor):
+    """The teacher's classifier-free-guided velocity, a guidance scale per sample (B,)."""
+    null = torch.full_like(batch.phones, NULL_PHONE_ID)
+    reference = None if batch.reference is None else torch.cat([batch.reference, batch.reference])
+    v = teacher(torch.cat([x.video, x.video]), torch.cat([x.audio, x.audio]), torch.cat([video_t, video_t]),
+                torch.cat([audio_t, audio_t]), torch.cat([batch.phones, null]), reference)  # fmt: skip
+    (cv, uv), (ca, ua) = v.video.float().chunk(2), v.audio.float().chunk(2)
+    return Latents(uv + _per_sample(guidance, cv) * (cv - uv), ua + _per_sample(guidance, ca) * (ca - ua))
+
+
+def distillation_loss(student, teacher: AVTransformer, batch: Batch, generator: torch.Generator,
+                      consistency_fraction: float = 0.25):  # fmt: skip
+    """Guidance distillation (FLUX.1-dev style) and shortcut models (Frans et al., arXiv 2410.12557)
+    in one fine-tune of a `distilled` student that starts as its teacher.
+
+    Every sample draws a guidance scale in DISTILLED_GUIDANCE. Most rows learn the teacher's guided
+    velocity at step size 0. The rest learn, at a step size s of SHORTCUT_STEPS and a time t on the
+    s-grid that a uniform sampler visits, the mean of two of the student's own steps of s/2
+    (stop-gradient): one jump of s lands where two of s/2 do. Half of the smallest size is taken
+    as the step-0 velocity. No JVP: CPU flash attention has no forward-mode AD.
+    """
+    x0, clean = batch.latents, batch.clean
+    b, device = x0.video.shape[0], x0.video.device
+    low, high = DISTILLED_GUIDANCE
+    guidance = (low + (high - low) * torch.rand(b, generator=generator)).to(device)
+    noise = Latents(torch.randn(x0.video.shape, generator=generator).to(device),
+                    torch.randn(x0.audio.shape, generator=generator).to(device))  # fmt: skip
+    n_consistency = min(b - 1, max(1, round(b * consistency_fraction))) if b > 1 else 0
+    n_flow = b - n_consistency
+    t = sample_timesteps((b,), generator, device)
+    step = torch.zeros(b, device=device)
+    if n_consistency:
+        size = torch.tensor(SHORTCUT_STEPS)[torch.randint(len(SHORTCUT_STEPS), (n_consistency,), generator=generator)]
+        k = torch.floor(torch.rand(n_consistency, generator=generator) / size) + 1  # t = k * size in (0, 1]
+        t[n_flow:], step[n_flow:] = (k * size).clamp(max=1.0).to(device), size.to(device)
+    video_t = _broadcast(t, x0.video[..., 0]).masked_fill(clean.video, 0.0)
+    audio_t = _broadcast(t, x0.audio[..., 0]).masked_fill(clean.audio, 0.0)
+    x = Latents(interpolate(x0.video, noise.video, video_t), interpolate(x0.audio, noise.audio, audio_t))
+
+    flow, rest = slice(0, n_flow), slice(n_flow, b)
+    targets = [guided_velocity(teacher, Latents(x.video[flow], x.audio[flow]), video_t[flow], audio_t[flow],
+                               _rows(batch, flow), guidance[flow])]  # fmt: skip
+    if n_consistency:
+        with torch.no_grad():
+            part = _rows(batch, rest)
+            half = step[rest] / 2
+            told = torch.where(half >= SHORTCUT_STEPS[0], half, torch.zeros_like(half))  # the smallest: step 0
+            vt, at = video_t[rest], audio_t[rest]
+            xr = Latents(x.video[rest], x.audio[rest])
+            v1 = student(xr.video, xr.audio, vt, at, part.phones, part.reference, guidance=guidance[rest], step=told)
+            mid = Latents(  # half a step towards the data; tokens given as conditions stay clean
+                torch.where(part.clean.video[..., None], xr.video, xr.video - _per_sample(half, xr.video) * v1.video),
+                torch.where(part.clean.audio[..., None], xr.audio, xr.audio - _per_sample(half, xr.audio) * v1.audio),
+            )
+            vt_mid = (vt - _per_sample(half, vt)).clamp_min(0.0).masked_fill(part.clean.video, 0.0)
+            at_mid = (at - _per_sample(half, at)).clamp_min(0.0).masked_fill(part.clean.audio, 0.0)
+            v2 = student(mid.video, mid.audio, vt_mid, at_mid, part.phones, part.reference,
+                         guidance=guidance[rest], step=told)  # fmt: skip
+            targets.append(Latents((v1.video.float() + v2.video.float()) / 2, (v1.audio.float() + v2.audio.float()) / 2))
+    target = Latents(torch.cat([p.video for p in targets]), torch.cat([p.audio for p in targets]))
+    out = student(x.video, x.audio, video_t, audio_t, batch.phones, batch.reference, guidance=guidance, step=step)
+    per_row = []
+    for rows in (flow, rest):
+        if rows.stop > rows.start:
+            per_row.append((_masked_mse(out.video[rows], target.video[rows], ~clean.video[rows])
+                            + _masked_mse(out.audio[rows], target.audio[rows], ~clean.audio[rows])))  # fmt: skip
+    loss = (n_flow * per_row[0] + (n_consistency * per_row[1] if n_consistency else 0)) / b
+    logs = {"loss": loss.detach(), "loss_distill": per_row[0].detach()}
+    if n_consistency:
+        logs["loss_consistency"] = per_row[1].detach()
+    return loss, logs

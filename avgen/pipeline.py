@@ -3,9 +3,10 @@
 Clips longer than the model's chunk are generated chunk by chunk; each chunk starts with frames
 already generated (video and audio latents held clean at t=0) so seams stay continuous, and only
 new frames are emitted. Peak memory depends on the chunk length, not on the clip's duration.
-Without a reference image, a rest frame of the first chunk (`rest_frame`) becomes the identity
-reference: the first chunk is generated again with it, then every later chunk, so the face and
-background of the first second hold and no seam switches from unreferenced to referenced.
+Without a reference image, a clip of several chunks first generates its first second alone; a
+rest frame of it (`rest_frame`) becomes the identity reference of every chunk, the first included,
+so the face and background of the first second hold and no seam switches from unreferenced to
+referenced.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from avgen.checkpoint import AVGenModel, default_checkpoint, file_hash, load_che
 from avgen.config import Config, preset
 from avgen.limits import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS  # noqa: F401 (re-exported)
 from avgen.media import Mp4Writer, write_mp4
-from avgen.model import bf16_native, patchify, unpatchify
+from avgen.model import DISTILLED_GUIDANCE, bf16_native, patchify, unpatchify
 from avgen.phones import NULL_PHONE, PHONE_IDS, SILENCE, frame_phone_ids, phone_timeline, timeline_seconds
 from avgen.progress import Progress
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
@@ -215,6 +216,10 @@ def chunk_spans(frames: int, chunk: int, overlap: int) -> list[tuple[int, int, i
     return spans
 
 
+def _frames(x: Latents, count: int) -> Latents:
+    return Latents(x.video[:, :count], x.audio[:, :count])
+
+
 class Generator:
     """A loaded model on a device, ready to serve generation requests."""
 
@@ -224,8 +229,8 @@ class Generator:
         self.checkpoint_id = checkpoint_id
         self.device = torch.device(device)
         self.trained = not checkpoint_id.startswith("untrained")
-        # Without a reference image, a clip of several chunks takes a rest frame of its first chunk as
-        # the reference of every chunk, the first generated again with it (one more chunk's work);
+        # Without a reference image, a clip of several chunks takes a rest frame of its first second
+        # (generated alone first: one more second's work) as the reference of every chunk;
         # False: no reference at all (the old behaviour).
         self.self_reference = True
         # bf16 (autocast) where the device computes it natively (avx512_bf16/AMX CPUs, Ampere+ GPUs), else fp32
@@ -261,21 +266,29 @@ class Generator:
 
     def _velocity_fn(self, phones: torch.Tensor, reference: torch.Tensor | None, guidance: float):
         """The (guided) velocity. The transformer runs under bf16 autocast where `precision` is bf16;
-        what it returns, the guidance mix and the ODE state stay fp32."""
-        transformer = self.model.transformer
+        what it returns, the guidance mix and the ODE state stay fp32. A distilled model makes a
+        guided step of any size in one forward for a scale in its trained range; other scales (and
+        undistilled models) take two, classifier-free guidance."""
+        transformer, distilled = self.model.transformer, self.cfg.distilled
         null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
         bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        one_forward = guidance == 1.0 or (distilled and DISTILLED_GUIDANCE[0] <= guidance <= DISTILLED_GUIDANCE[1])
+        scale = guidance if one_forward else 1.0  # the scale a distilled model is told
 
-        def velocity(x: Latents, video_t: torch.Tensor, audio_t: torch.Tensor) -> Latents:
-            if guidance == 1.0:
+        def velocity(x: Latents, video_t: torch.Tensor, audio_t: torch.Tensor, step: float) -> Latents:
+            sampler = {}
+            if distilled:
+                sampler = {"guidance": torch.tensor([scale]), "step": torch.tensor([step])}
+            if one_forward:
                 with bf16:
-                    v = transformer(x.video, x.audio, video_t, audio_t, phones, reference)
+                    v = transformer(x.video, x.audio, video_t, audio_t, phones, reference, **sampler)
                 return Latents(v.video.float(), v.audio.float())
             ref = None if reference is None else torch.cat([reference, reference])
             with bf16:
                 v = transformer(
                     torch.cat([x.video, x.video]), torch.cat([x.audio, x.audio]),
                     torch.cat([video_t, video_t]), torch.cat([audio_t, audio_t]), torch.cat([phones, null]), ref,
+                    **sampler,
                 )  # fmt: skip
             (cv, uv), (ca, ua) = v.video.float().chunk(2), v.audio.float().chunk(2)
             return Latents(uv + guidance * (cv - uv), ua + guidance * (ca - ua))
@@ -343,8 +356,9 @@ class Generator:
     ) -> Iterator[Piece]:
         """(frames, waveform) pieces in order as chunks finish; the waveform lags by up to a
         vocoder segment (avgen.audio_codec.AudioStream). Holds one chunk, whatever the duration.
-        `self_reference`: the first chunk's rest frame becomes the reference; the first chunk is then
-        generated again with it (same noise), so the whole clip, not only chunks 2+, holds to it."""
+        `self_reference`: the first second is generated alone first (the first chunk's noise); its
+        rest frame becomes the reference of every chunk, the first included, so the whole clip, not
+        only chunks 2+, holds to it."""
         cfg, model, device = self.cfg, self.model, self.device
         reference = None if request.reference_image is None else self._encode_reference(request.reference_image)
         given_audio = None
@@ -360,7 +374,9 @@ class Generator:
         nv, pv, pa = cfg.video_tokens_per_frame, cfg.video_token_dim, cfg.audio_latent_channels
         previous: Latents | None = None
         previous_start = 0
-        passes = len(spans) + self_reference  # denoising passes, for progress
+        # the rest frame is chosen among the first second: the pass that finds it generates only that
+        head = min(FPS, spans[0][1]) if self_reference else 0
+        work, done = (head + sum(end - start for start, end, _ in spans)) * s.steps, 0  # frame-steps, for progress
         for index, (start, end, context) in enumerate(spans):
             length = end - start
             noise = Latents(
@@ -381,16 +397,18 @@ class Generator:
                 clean.audio[:] = True
             phones = s.phones[start:end][None].to(device)
 
-            def on_step(step: int, index=index, done_passes=index + (self_reference and index > 0)) -> None:
-                done = (done_passes * s.steps + step) / (passes * s.steps)
-                report(0.99 * done, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
+            def on_step(step: int, frames: int, index=index) -> None:
+                nonlocal done
+                done += frames
+                report(0.99 * done / work, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
 
-            x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
-                        s.sampler, on_step)  # fmt: skip
             if self_reference and index == 0:  # (1, Nv, Pv) latent tokens, like an encoded reference image
-                reference = x.video[:, rest_frame(s.phones, min(FPS, end))].clone()
-                x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
-                            s.sampler, lambda step: on_step(step, 0, 1))  # fmt: skip
+                first = denoise(self._velocity_fn(phones[:, :head], None, s.guidance), _frames(noise, head),
+                                _frames(condition, head), CleanMask(clean.video[:, :head], clean.audio[:, :head]),
+                                schedule, s.sampler, lambda step: on_step(step, head))  # fmt: skip
+                reference = first.video[:, rest_frame(s.phones, head)].clone()
+            x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
+                        s.sampler, lambda step: on_step(step, length))  # fmt: skip
             frames = self._decode_video(x.video[:, context:])
             if s.audio is not None:
                 audio = s.audio[(start + context) * SAMPLES_PER_FRAME : end * SAMPLES_PER_FRAME]

@@ -23,8 +23,10 @@ class CleanMask(NamedTuple):
     audio: torch.Tensor  # (B, T) bool
 
 
-# velocity_fn(x, video_t, audio_t) -> velocity, where video_t is (B, T, Nv) and audio_t (B, T)
-VelocityFn = Callable[[Latents, torch.Tensor, torch.Tensor], Latents]
+# velocity_fn(x, video_t, audio_t, step) -> velocity, where video_t is (B, T, Nv), audio_t (B, T)
+# and step the size of the step about to be taken (distilled models predict the average velocity
+# over it; others ignore it)
+VelocityFn = Callable[[Latents, torch.Tensor, torch.Tensor, float], Latents]
 
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -72,10 +74,10 @@ def denoise(
         raise ValueError(f"sampler must be 'euler' or 'heun', not {sampler!r}")
     x = _hold_clean(noise, condition, clean)
     for index, (t_cur, t_next) in enumerate(zip(schedule[:-1], schedule[1:])):
-        v = velocity_fn(x, *_timesteps(t_cur, clean))
+        v = velocity_fn(x, *_timesteps(t_cur, clean), t_cur - t_next)
         x_next = _step(x, v, t_next - t_cur)
         if sampler == "heun" and t_next > 0:
-            v_next = velocity_fn(_hold_clean(x_next, condition, clean), *_timesteps(t_next, clean))
+            v_next = velocity_fn(_hold_clean(x_next, condition, clean), *_timesteps(t_next, clean), t_cur - t_next)
             x_next = _step(x, Latents((v.video + v_next.video) / 2, (v.audio + v_next.audio) / 2), t_next - t_cur)
         x = _hold_clean(x_next, condition, clean)
         if on_step is not None:

@@ -35,7 +35,9 @@ from avgen.checkpoint import AVGenModel, load_checkpoint, save_checkpoint
 from avgen.config import preset
 from avgen.files import atomic_path, file_hash
 from avgen.model import AVTransformer, patchify
-from avgen.objectives import EMA, Batch, ProjectionHead, SelfFlowSettings, baseline_loss, self_flow_loss
+from avgen.objectives import (
+    DISTILLED_STEPS, EMA, Batch, ProjectionHead, SelfFlowSettings, baseline_loss, distillation_loss, self_flow_loss,
+)
 from avgen.phones import NULL_PHONE, PHONE_IDS
 from avgen.progress import ProgressBar
 from avgen.sampling import CleanMask, Latents
@@ -75,7 +77,7 @@ class TrainConfig:
     # model stage
     codecs: str = ""  # the codecs checkpoint; default out/codecs.safetensors
     init: str = ""  # fine-tune: start the transformer (and its EMA) from this generation checkpoint
-    objective: str = "selfflow"  # selfflow | flow (the baseline)
+    objective: str = "selfflow"  # selfflow | flow (the baseline) | distill (of `init`: one forward a step, few steps)
     ema_decay: float = 0.999
     gamma: float = 0.8
     mask_ratio_video: float = 0.25
@@ -91,8 +93,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.stage not in ("codecs", "model"):
             raise ValueError(f"stage must be 'codecs' or 'model', not {self.stage!r}")
-        if self.objective not in ("selfflow", "flow"):
-            raise ValueError(f"objective must be 'selfflow' or 'flow', not {self.objective!r}")
+        if self.objective not in ("selfflow", "flow", "distill"):
+            raise ValueError(f"objective must be 'selfflow', 'flow' or 'distill', not {self.objective!r}")
+        if self.objective == "distill" and not self.init:
+            raise ValueError("objective=distill needs init=<the generation checkpoint to distil>")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be at least 1")
 
@@ -511,18 +515,27 @@ def model_training_loop(
         model = load_checkpoint(_codecs_path(cfg), cfg.device, only=CODECS)
         cache = build_latent_cache(cfg, model, _cache_path(cfg))
     model.requires_grad_(False)  # the codecs are trained and frozen
+    teacher = None
+    if cfg.objective == "distill":  # the student: the teacher's architecture plus the sampler inputs
+        teacher = load_checkpoint(cfg.init, cfg.device, only=("transformer",)).transformer.eval().requires_grad_(False)
+        model.cfg = teacher.cfg.replace(distilled=True, steps=DISTILLED_STEPS)
     torch.manual_seed(cfg.seed)  # a fresh transformer from the seed alone (every parameter, biases too)
     model.transformer = AVTransformer(model.cfg).to(cfg.device)
     transformer = model.transformer.train().requires_grad_(True)
     for p in transformer.parameters():
         if p.dim() > 1:
             torch.nn.init.xavier_uniform_(p)
-    for last in (transformer.video_out.linear, transformer.audio_out.linear, transformer.modulation[1]):
+    zero_last = [transformer.video_out.linear, transformer.audio_out.linear, transformer.modulation[1]]
+    if model.cfg.distilled:  # the student starts as its teacher's conditional branch
+        zero_last += [transformer.guidance_in.net[2], transformer.step_in.net[2]]
+    for last in zero_last:
         torch.nn.init.zeros_(last.weight)
         torch.nn.init.zeros_(last.bias)
     if cfg.init:  # fine-tuning: the same architecture, trained weights (the optimizer starts afresh)
-        trained = load_checkpoint(cfg.init, cfg.device, only=("transformer",)).transformer
-        transformer.load_state_dict(trained.state_dict())
+        trained = teacher or load_checkpoint(cfg.init, cfg.device, only=("transformer",)).transformer
+        missing, unexpected = transformer.load_state_dict(trained.state_dict(), strict=False)
+        if unexpected or any(not k.startswith(("guidance_in.", "step_in.")) for k in missing):
+            raise ValueError(f"{cfg.init} does not fit this model: missing {missing}, unexpected {unexpected}")
     head = ProjectionHead(model.cfg.hidden).to(cfg.device)
     ema = EMA(transformer, cfg.ema_decay)
     trainable = list(transformer.parameters()) + (list(head.parameters()) if cfg.objective == "selfflow" else [])
@@ -545,7 +558,9 @@ def model_training_loop(
             )
         batch = make_batch(cache, cfg, g, cfg.device, per_rank)
         with autocast(cfg):
-            if cfg.objective == "selfflow":
+            if cfg.objective == "distill":
+                loss, logs = distillation_loss(student, teacher, batch, g)
+            elif cfg.objective == "selfflow":
                 loss, logs = self_flow_loss(student, ema.module, student_head, batch, g, settings)
             else:
                 loss, logs = baseline_loss(student, batch, g)

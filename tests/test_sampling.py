@@ -36,7 +36,7 @@ def test_samplers_land_on_the_data_under_the_exact_velocity(sampler):
     # For a single data point x0 the exact flow velocity is v(x, t) = (x - x0) / t: straight lines.
     target = shapes()
 
-    def velocity(x, video_t, audio_t):
+    def velocity(x, video_t, audio_t, step):
         return Latents((x.video - target.video) / video_t[..., None], (x.audio - target.audio) / audio_t[..., None])
 
     noise = shapes()
@@ -50,10 +50,11 @@ def test_clean_tokens_are_held_at_their_condition_and_see_t0():
     clean = no_clean(noise)
     clean.audio[:] = True  # audio-driven: every audio token given
     clean.video[:, :2] = True  # continuation: the first two frames given
-    seen = []
+    seen, sizes = [], []
 
-    def velocity(x, video_t, audio_t):
+    def velocity(x, video_t, audio_t, step):
         seen.append((x, video_t.clone(), audio_t.clone()))
+        sizes.append(step)
         return Latents(torch.ones_like(x.video), torch.ones_like(x.audio))
 
     steps = []
@@ -66,6 +67,7 @@ def test_clean_tokens_are_held_at_their_condition_and_see_t0():
         assert torch.equal(x.audio, condition.audio) and torch.equal(x.video[:, :2], condition.video[:, :2])
         assert torch.all(audio_t == 0) and torch.all(video_t[:, :2] == 0) and torch.all(video_t[:, 2:] > 0)
     assert len(seen) == 5  # Heun: 2 evaluations per step, none for the corrector at t=0
+    assert sizes == pytest.approx([1 / 3] * 5)  # each evaluation is told the size of its step
 
 
 def test_unknown_sampler_is_rejected():

@@ -1,5 +1,5 @@
-"""Without a reference image, a rest frame of the first chunk is the reference of the whole clip:
-the first chunk is generated again with it (same noise), then every later chunk."""
+"""Without a reference image, a rest frame of the first second is the reference of the whole clip:
+the first second is generated alone first (the first chunk's noise), then every chunk with it."""
 
 import numpy as np
 import pytest
@@ -66,6 +66,25 @@ def test_the_first_chunk_again_and_later_chunks_get_its_rest_frame_as_reference(
     chunk = SMALL_CONFIG.chunk_frames
     assert np.array_equal(result.frames[:chunk], generator._decode_video(spy.chunks[1].video))
     assert not np.array_equal(result.frames[:chunk], generator._decode_video(spy.chunks[0].video))
+
+
+def test_the_reference_pass_generates_only_the_first_second_from_the_first_chunks_noise(generator, monkeypatch):
+    generator.cfg = generator.cfg.replace(chunk_seconds=2.0, overlap_seconds=0.4)  # chunks longer than a second
+    noises, denoise = [], pipeline.denoise
+
+    def spy(velocity_fn, noise, *args, **kwargs):
+        noises.append(noise)
+        return denoise(velocity_fn, noise, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "denoise", spy)
+    fractions = []
+    result = generator.generate(GenerationRequest(text="Hello from the Black Forest, how are you?", seconds=3.0),
+                                progress=lambda fraction, message: fractions.append(fraction))  # fmt: skip
+    head, first = noises[0], noises[1]
+    assert head.video.shape[1] == 25 and first.video.shape[1] == 50 and len(noises) == 3
+    assert torch.equal(head.video, first.video[:, :25]) and torch.equal(head.audio, first.audio[:, :25])
+    assert len(result.frames) == 75 and result.metadata["avgen_reference"] == "first-chunk"
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[-2] < 1.0
 
 
 def test_turned_off_no_chunk_gets_a_reference_and_the_first_pass_is_the_old_first_chunk(generator, monkeypatch):

@@ -83,6 +83,27 @@ def test_fine_tuning_starts_the_transformer_and_its_ema_from_a_generation_checkp
     assert not all(torch.equal(start[key], scratch[key]) for key in start)
 
 
+def test_distilling_a_checkpoint_exports_a_student_that_starts_as_its_teacher(codecs, tmp_path):
+    _, codecs_path = codecs
+    common = TOY + [f"codecs={codecs_path}", "steps=2"]
+    teacher = train_model(load_config(None, common + ["objective=flow", f"out={tmp_path / 'a'}"], "model"))
+    still = train_model(load_config(None, common + ["objective=distill", "lr=0", f"init={teacher}",
+                                                    f"out={tmp_path / 'b'}"], "model"))  # fmt: skip
+    moved = train_model(load_config(None, common + ["objective=distill", f"init={teacher}",
+                                                    f"out={tmp_path / 'c'}"], "model"))  # fmt: skip
+    student = load_checkpoint(still)
+    assert student.cfg.distilled and student.cfg.steps == 4 and read_metadata(still)["objective"] == "distill"
+    start, tuned = _model_state(teacher), student.transformer.state_dict()
+    assert all(torch.equal(start[key], tuned[key]) for key in start)  # lr 0: the teacher, plus
+    assert all(not tuned[k].any() for k in tuned if k.startswith(("guidance_in.net.2", "step_in.net.2")))  # zero inputs
+    trained = _model_state(moved)
+    assert any(trained[k].any() for k in trained if k.startswith(("guidance_in.net.2", "step_in.net.2")))
+    rows = [json.loads(line) for line in (tmp_path / "c" / "model-distill.log.jsonl").read_text().splitlines()]
+    assert "loss_distill" in rows[-1]
+    with pytest.raises(ValueError, match="init="):
+        load_config(None, ["objective=distill"], "model")
+
+
 def test_config_files_and_overrides_are_typed_and_checked(tmp_path):
     file = tmp_path / "c.toml"
     file.write_text('[train]\nsteps = 50\nobjective = "flow"\nbf16 = false\n')
