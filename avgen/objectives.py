@@ -169,14 +169,25 @@ def _per_sample(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def guided_velocity(teacher: AVTransformer, x: Latents, video_t, audio_t, batch: Batch, guidance: torch.Tensor):
-    """The teacher's classifier-free-guided velocity, a guidance scale per sample (B,)."""
+def teacher_branches(teacher: AVTransformer, x: Latents, video_t, audio_t, batch: Batch) -> tuple[Latents, Latents]:
+    """The teacher's conditional and unconditional (null transcript) velocities, in one batch."""
     null = torch.full_like(batch.phones, NULL_PHONE_ID)
     reference = None if batch.reference is None else torch.cat([batch.reference, batch.reference])
     v = teacher(torch.cat([x.video, x.video]), torch.cat([x.audio, x.audio]), torch.cat([video_t, video_t]),
                 torch.cat([audio_t, audio_t]), torch.cat([batch.phones, null]), reference)  # fmt: skip
     (cv, uv), (ca, ua) = v.video.float().chunk(2), v.audio.float().chunk(2)
+    return Latents(cv, ca), Latents(uv, ua)
+
+
+def guide(conditional: Latents, unconditional: Latents, guidance: torch.Tensor) -> Latents:
+    """Classifier-free guidance, a scale per sample (B,)."""
+    cv, uv, ca, ua = conditional.video, unconditional.video, conditional.audio, unconditional.audio
     return Latents(uv + _per_sample(guidance, cv) * (cv - uv), ua + _per_sample(guidance, ca) * (ca - ua))
+
+
+def guided_velocity(teacher: AVTransformer, x: Latents, video_t, audio_t, batch: Batch, guidance: torch.Tensor):
+    """The teacher's classifier-free-guided velocity, a guidance scale per sample (B,)."""
+    return guide(*teacher_branches(teacher, x, video_t, audio_t, batch), guidance)
 
 
 def distillation_loss(student, teacher: AVTransformer, batch: Batch, generator: torch.Generator,
@@ -188,7 +199,8 @@ def distillation_loss(student, teacher: AVTransformer, batch: Batch, generator: 
     velocity at step size 0. The rest learn, at a step size s of SHORTCUT_STEPS and a time t on the
     s-grid that a uniform sampler visits, the mean of two of the student's own steps of s/2
     (stop-gradient): one jump of s lands where two of s/2 do. Half of the smallest size is taken
-    as the step-0 velocity. No JVP: CPU flash attention has no forward-mode AD.
+    as the step-0 velocity. No JVP: CPU flash attention has no forward-mode AD. Errors are logged
+    relative to guidance's move (1 = the teacher's conditional branch, i.e. ignoring guidance).
     """
     x0, clean = batch.latents, batch.clean
     b, device = x0.video.shape[0], x0.video.device
@@ -209,8 +221,16 @@ def distillation_loss(student, teacher: AVTransformer, batch: Batch, generator: 
     x = Latents(interpolate(x0.video, noise.video, video_t), interpolate(x0.audio, noise.audio, audio_t))
 
     flow, rest = slice(0, n_flow), slice(n_flow, b)
-    targets = [guided_velocity(teacher, Latents(x.video[flow], x.audio[flow]), video_t[flow], audio_t[flow],
-                               _rows(batch, flow), guidance[flow])]  # fmt: skip
+    flow_batch = _rows(batch, flow)
+    conditional, unconditional = teacher_branches(
+        teacher, Latents(x.video[flow], x.audio[flow]), video_t[flow], audio_t[flow], flow_batch
+    )
+    targets = [guide(conditional, unconditional, guidance[flow])]
+    # Each modality's error is measured against how far guidance moves it (the guided target from
+    # the conditional velocity, over this batch): audio's guidance term is ~30x video's, and raw
+    # errors would leave video to drift while audio learns (seen in a first CPU run).
+    scale_video = _masked_mse(conditional.video, targets[0].video, ~flow_batch.clean.video).clamp_min(1e-3)
+    scale_audio = _masked_mse(conditional.audio, targets[0].audio, ~flow_batch.clean.audio).clamp_min(1e-3)
     if n_consistency:
         with torch.no_grad():
             part = _rows(batch, rest)
@@ -230,13 +250,13 @@ def distillation_loss(student, teacher: AVTransformer, batch: Batch, generator: 
             targets.append(Latents((v1.video.float() + v2.video.float()) / 2, (v1.audio.float() + v2.audio.float()) / 2))
     target = Latents(torch.cat([p.video for p in targets]), torch.cat([p.audio for p in targets]))
     out = student(x.video, x.audio, video_t, audio_t, batch.phones, batch.reference, guidance=guidance, step=step)
-    per_row = []
-    for rows in (flow, rest):
-        if rows.stop > rows.start:
-            per_row.append((_masked_mse(out.video[rows], target.video[rows], ~clean.video[rows])
-                            + _masked_mse(out.audio[rows], target.audio[rows], ~clean.audio[rows])))  # fmt: skip
-    loss = (n_flow * per_row[0] + (n_consistency * per_row[1] if n_consistency else 0)) / b
-    logs = {"loss": loss.detach(), "loss_distill": per_row[0].detach()}
-    if n_consistency:
-        logs["loss_consistency"] = per_row[1].detach()
+    loss, logs = 0.0, {}
+    for name, rows, count in (("distill", flow, n_flow), ("consistency", rest, n_consistency)):
+        if count:
+            video = _masked_mse(out.video[rows], target.video[rows], ~clean.video[rows])
+            audio = _masked_mse(out.audio[rows], target.audio[rows], ~clean.audio[rows])
+            loss = loss + count / b * (video / scale_video + audio / scale_audio)
+            logs[f"loss_{name}"] = (video + audio).detach()  # the plain squared error
+            logs[f"relative_{name}_video"], logs[f"relative_{name}_audio"] = video / scale_video, audio / scale_audio
+    logs = {"loss": loss.detach(), **{k: v.detach() for k, v in logs.items()}}
     return loss, logs
