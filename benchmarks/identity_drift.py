@@ -6,8 +6,8 @@
 For each of `--clips` held-out transcripts (avgen.data.make_sample(i, split="heldout",
 seconds=S)), the shipped tiny model generates the clip from the transcript alone (no reference
 image, seed i) twice: "old", every chunk without a reference (Generator.self_reference = False),
-and "new", the first chunk's rest frame as the reference (the default: the first chunk is generated
-again with it, same noise, then every later chunk). Per clip and as means:
+and "new", a rest frame of the first second as the reference (the default: the first second is
+generated alone first, with the first chunk's noise, then every chunk with it). Per clip and as means:
 
 - drift (eval.drift.drift): face-box and background distance between the mean frame of the first
   second and that of the last second (0..255 pixel units), for old, new and the ground truth

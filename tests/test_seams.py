@@ -42,7 +42,7 @@ def test_each_chunk_starts_from_the_previous_chunks_last_frames_held_clean(small
     result = Generator.load(small_checkpoint).generate(GenerationRequest(text="Hello there, how are you", seconds=2.2))
     chunk, overlap = SMALL_CONFIG.chunk_frames, SMALL_CONFIG.overlap_frames
     spans = chunk_spans(len(result.frames), chunk, overlap)
-    # the first chunk is generated twice, the second time with its own rest frame as the reference
+    # first a pass over the first second (here the whole first chunk), whose rest frame is the reference
     assert len(spans) >= 3 and len(calls) == len(spans) + 1
     calls = calls[1:]
     for k, (call, (start, end, context)) in enumerate(zip(calls, spans)):

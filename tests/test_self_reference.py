@@ -51,7 +51,7 @@ def test_the_first_chunk_again_and_later_chunks_get_its_rest_frame_as_reference(
     settings = resolve(request, generator.cfg)
     spans = chunk_spans(settings.frames, SMALL_CONFIG.chunk_frames, SMALL_CONFIG.overlap_frames)
     steps = settings.steps  # euler: one forward call per step
-    passes = len(spans) + 1  # the first chunk twice
+    passes = len(spans) + 1  # the first second alone (here the whole first chunk), then every chunk
     assert len(spans) >= 3 and len(spy.chunks) == passes and len(spy.references) == passes * steps
 
     chosen = rest_frame(settings.phones, 25)
