@@ -216,6 +216,17 @@ def chunk_spans(frames: int, chunk: int, overlap: int) -> list[tuple[int, int, i
     return spans
 
 
+def guidance_mode(cfg: Config, guidance: float) -> str:
+    """How a step is guided: 'off' (scale 1: the conditional velocity), 'distilled' (a distilled
+    model told the scale: one forward) or 'classifier-free' (conditional and unconditional
+    branches mixed: two forwards, batched)."""
+    if guidance == 1.0:
+        return "off"
+    if cfg.distilled and DISTILLED_GUIDANCE[0] <= guidance <= DISTILLED_GUIDANCE[1]:
+        return "distilled"
+    return "classifier-free"
+
+
 def _frames(x: Latents, count: int) -> Latents:
     return Latents(x.video[:, :count], x.audio[:, :count])
 
@@ -273,7 +284,7 @@ class Generator:
         transformer, distilled = self.model.transformer, self.cfg.distilled
         null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
         bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-        one_forward = guidance == 1.0 or (distilled and DISTILLED_GUIDANCE[0] <= guidance <= DISTILLED_GUIDANCE[1])
+        one_forward = guidance_mode(self.cfg, guidance) != "classifier-free"
         scale = guidance if one_forward else 1.0  # the scale a distilled model is told
 
         def velocity(x: Latents, video_t: torch.Tensor, audio_t: torch.Tensor, step: float) -> Latents:
@@ -322,6 +333,7 @@ class Generator:
             "avgen_seed": str(request.seed),
             "avgen_steps": str(s.steps),
             "avgen_cfg": f"{s.guidance:g}",
+            "avgen_guidance": guidance_mode(self.cfg, s.guidance),
             "avgen_sampler": s.sampler,
             "avgen_shift": f"{s.shift:g}",
             "avgen_checkpoint": self.checkpoint_id,

@@ -111,7 +111,7 @@ def test_a_distilled_model_takes_one_forward_a_step_told_the_scale_and_the_step(
     generator = Generator.load(distilled_checkpoint)
     spy = ForwardSpy(generator, monkeypatch)
     result = generator.generate(GenerationRequest(text="hello there", seconds=0.8, guidance=3.0))
-    assert result.metadata["avgen_steps"] == "4"  # the checkpoint's default
+    assert result.metadata["avgen_steps"] == "4" and result.metadata["avgen_guidance"] == "distilled"
     assert len(spy.calls) == 4 and all(c["batch"] == 1 for c in spy.calls)
     assert all(float(c["guidance"]) == 3.0 for c in spy.calls)
     assert [float(c["step"]) for c in spy.calls] == pytest.approx([0.25] * 4)
@@ -120,6 +120,9 @@ def test_a_distilled_model_takes_one_forward_a_step_told_the_scale_and_the_step(
 def test_a_scale_outside_the_trained_range_falls_back_to_two_forwards(distilled_checkpoint, monkeypatch):
     generator = Generator.load(distilled_checkpoint)
     spy = ForwardSpy(generator, monkeypatch)
-    generator.generate(GenerationRequest(text="hello there", seconds=0.8, guidance=DISTILLED_GUIDANCE[1] + 2, steps=2))
+    result = generator.generate(
+        GenerationRequest(text="hello there", seconds=0.8, guidance=DISTILLED_GUIDANCE[1] + 2, steps=2)
+    )
+    assert result.metadata["avgen_guidance"] == "classifier-free"
     assert len(spy.calls) == 2 and all(c["batch"] == 2 for c in spy.calls)
     assert all(float(c["guidance"]) == 1.0 for c in spy.calls)  # each branch unguided, mixed outside
