@@ -13,7 +13,9 @@ def generator(small_checkpoint):
     return Generator.load(small_checkpoint)
 
 
-@pytest.mark.parametrize("frames, chunk, overlap", [(10, 25, 5), (25, 25, 5), (26, 25, 5), (100, 25, 5), (61, 20, 0)])
+@pytest.mark.parametrize(
+    "frames, chunk, overlap", [(10, 25, 5), (25, 25, 5), (26, 25, 5), (30, 25, 5), (31, 25, 5), (100, 25, 5), (61, 20, 0)]
+)
 def test_chunks_cover_every_frame_once_each_starting_with_the_overlap(frames, chunk, overlap):
     spans = chunk_spans(frames, chunk, overlap)
     emitted = [f for start, end, context in spans for f in range(start + context, end)]
@@ -21,6 +23,10 @@ def test_chunks_cover_every_frame_once_each_starting_with_the_overlap(frames, ch
     assert all(end - start == min(chunk, frames) for start, end, _ in spans[:-1])
     assert all(context == overlap for _, _, context in spans[1:])
     assert all(spans[i + 1][0] + spans[i + 1][2] == spans[i][1] for i in range(len(spans) - 1))
+    # no chunk is mostly context: a short remainder joins the last chunk, which stays under chunk + overlap
+    assert all(end - start - context > context for start, end, context in spans)
+    assert spans[-1][1] - spans[-1][0] <= chunk + overlap
+    assert len(spans) == (1 if frames <= chunk + overlap else len(spans))
 
 
 def test_frames_follow_seconds_and_audio_has_640_samples_per_frame(generator):

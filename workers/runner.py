@@ -120,7 +120,7 @@ class JobRunner:
         stream = self.generator.open(request, progress)  # validates: GenerationError
         cfg = self.generator.cfg
         passes = len(chunk_spans(stream.frames, cfg.chunk_frames, cfg.overlap_frames))
-        passes += stream.metadata.get("avgen_reference") == "first-chunk"  # the first chunk is denoised twice
+        passes += stream.metadata.get("avgen_reference") == "first-chunk"  # the first second is denoised alone first
         count["steps"] = passes * int(stream.metadata["avgen_steps"])
         return self._generate(spec, stream, events, stop, count["steps"], cancelled, workdir)
 
