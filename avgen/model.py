@@ -151,7 +151,8 @@ class AVTransformer(nn.Module):
 
     def sampler_embedding(self, guidance, step, batch: int, device) -> torch.Tensor:
         """(B, D): what a distilled model adds to every token's timestep embedding. Guidance scales
-        are embedded as scale / 10 (so 1-10 spread like timesteps), step sizes as they are."""
+        are embedded as scale / 10 (the trained 1-4 become 0.1-0.4, spread like timesteps), step
+        sizes as they are."""
         if guidance is None or step is None:
             raise ValueError("a distilled model needs the guidance scale and the step size")
         guidance = guidance.to(device, torch.float32).expand(batch)

@@ -28,6 +28,7 @@ from avgen.config import Config, preset
 from avgen.limits import MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS  # noqa: F401 (re-exported)
 from avgen.media import Mp4Writer, write_mp4
 from avgen.model import DISTILLED_GUIDANCE, bf16_native, patchify, unpatchify
+from avgen.objectives import SHORTCUT_STEPS
 from avgen.phones import NULL_PHONE, PHONE_IDS, SILENCE, frame_phone_ids, phone_timeline, timeline_seconds
 from avgen.progress import Progress
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
@@ -231,6 +232,12 @@ def guidance_mode(cfg: Config, guidance: float) -> str:
     return "classifier-free"
 
 
+def trained_step(step: float) -> float:
+    """The step size to tell a distilled model: `step` if it is one of the sizes it learned to jump
+    (SHORTCUT_STEPS: 1, 2, 4 or 8 uniform Euler steps, whose times lie on that size's grid), else 0."""
+    return next((size for size in SHORTCUT_STEPS if abs(step - size) < 1e-6), 0.0)
+
+
 def _frames(x: Latents, count: int) -> Latents:
     return Latents(x.video[:, :count], x.audio[:, :count])
 
@@ -280,21 +287,25 @@ class Generator:
             model = AVGenModel(preset(preset_name))
         return cls(model, f"untrained-{preset_name}-seed{seed}", device)
 
-    def _velocity_fn(self, phones: torch.Tensor, reference: torch.Tensor | None, guidance: float):
+    def _velocity_fn(self, phones: torch.Tensor, reference: torch.Tensor | None, guidance: float, sampler: str):
         """The (guided) velocity. The transformer runs under bf16 autocast where `precision` is bf16;
         what it returns, the guidance mix and the ODE state stay fp32. A distilled model makes a
-        guided step of any size in one forward for a scale in its trained range; other scales (and
-        undistilled models) take two, classifier-free guidance."""
+        guided step in one forward for a scale in its trained range; other scales (and undistilled
+        models) take two, classifier-free guidance. It is told the size of an Euler step it learned
+        to take in one jump (`trained_step`), else 0: the instantaneous velocity, which it learned at
+        every time (Heun's corrector, shifted or off-grid schedules)."""
         transformer, distilled = self.model.transformer, self.cfg.distilled
         null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
         bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         one_forward = guidance_mode(self.cfg, guidance) != "classifier-free"
         scale = guidance if one_forward else 1.0  # the scale a distilled model is told
+        sampler_name = sampler
 
         def velocity(x: Latents, video_t: torch.Tensor, audio_t: torch.Tensor, step: float) -> Latents:
             sampler = {}
             if distilled:
-                sampler = {"guidance": torch.tensor([scale]), "step": torch.tensor([step])}
+                told = trained_step(step) if sampler_name == "euler" else 0.0
+                sampler = {"guidance": torch.tensor([scale]), "step": torch.tensor([told])}
             if one_forward:
                 with bf16:
                     v = transformer(x.video, x.audio, video_t, audio_t, phones, reference, **sampler)
@@ -420,11 +431,11 @@ class Generator:
                 report(0.99 * done / work, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
 
             if self_reference and index == 0:  # (1, Nv, Pv) latent tokens, like an encoded reference image
-                first = denoise(self._velocity_fn(phones[:, :head], None, s.guidance), _frames(noise, head),
+                first = denoise(self._velocity_fn(phones[:, :head], None, s.guidance, s.sampler), _frames(noise, head),
                                 _frames(condition, head), CleanMask(clean.video[:, :head], clean.audio[:, :head]),
                                 schedule, s.sampler, lambda step: on_step(step, head))  # fmt: skip
                 reference = first.video[:, rest_frame(s.phones, head)].clone()
-            x = denoise(self._velocity_fn(phones, reference, s.guidance), noise, condition, clean, schedule,
+            x = denoise(self._velocity_fn(phones, reference, s.guidance, s.sampler), noise, condition, clean, schedule,
                         s.sampler, lambda step: on_step(step, length))  # fmt: skip
             frames = self._decode_video(x.video[:, context:])
             if s.audio is not None:

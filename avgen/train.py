@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from avgen.checkpoint import AVGenModel, load_checkpoint, save_checkpoint
-from avgen.config import preset
+from avgen.config import Config, preset
 from avgen.files import atomic_path, file_hash
 from avgen.model import AVTransformer, patchify
 from avgen.objectives import (
@@ -46,6 +46,9 @@ from avgen.video_codec import frames_to_tensor
 
 if TYPE_CHECKING:
     from avgen.data import Sample
+
+
+MIN_DISTILL_BATCH = 4  # samples per worker and step for objective=distill: guided-velocity and consistency rows
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class TrainConfig:
             raise ValueError(f"objective must be 'selfflow', 'flow' or 'distill', not {self.objective!r}")
         if self.objective == "distill" and not self.init:
             raise ValueError("objective=distill needs init=<the generation checkpoint to distil>")
+        if self.objective == "distill" and self.batch_size // max(1, self.workers) < MIN_DISTILL_BATCH:
+            raise ValueError(f"objective=distill needs at least {MIN_DISTILL_BATCH} samples per worker and step "
+                             "(rows for the teacher's guided velocity and for self-consistency)")  # fmt: skip
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be at least 1")
 
@@ -498,6 +504,18 @@ def _cache_path(cfg: TrainConfig) -> Path:
     return Path(cfg.out) / f"latents-{cfg.preset}-{_windows_key(cfg)}-codecs{file_hash(_codecs_path(cfg))}.pt"
 
 
+def check_teacher(teacher: Config, codecs: Config, path: str) -> None:
+    """A teacher to distil: undistilled, and made for the codecs (and so the latent cache) in use."""
+    if teacher.distilled:
+        raise ValueError(f"{path} is already distilled: distil its teacher instead")
+    sampler_fields = {"steps", "guidance", "shift", "sampler", "distilled"}
+    differ = [f.name for f in dataclasses.fields(Config) if f.name not in sampler_fields
+              and getattr(teacher, f.name) != getattr(codecs, f.name)]  # fmt: skip
+    if differ:
+        raise ValueError(f"{path} was made for other codecs or another model shape than these codecs "
+                         f"(differs in {', '.join(differ)}): give codecs= the teacher's own checkpoint")  # fmt: skip
+
+
 def model_training_loop(
     cfg: TrainConfig,
     rank: int = 0,
@@ -518,7 +536,9 @@ def model_training_loop(
     teacher = None
     if cfg.objective == "distill":  # the student: the teacher's architecture plus the sampler inputs
         teacher = load_checkpoint(cfg.init, cfg.device, only=("transformer",)).transformer.eval().requires_grad_(False)
-        model.cfg = teacher.cfg.replace(distilled=True, steps=DISTILLED_STEPS)
+        check_teacher(teacher.cfg, model.cfg, cfg.init)
+        # uniform Euler steps: the step sizes and times the student learns to jump (SHORTCUT_STEPS)
+        model.cfg = teacher.cfg.replace(distilled=True, steps=DISTILLED_STEPS, shift=1.0, sampler="euler")
     torch.manual_seed(cfg.seed)  # a fresh transformer from the seed alone (every parameter, biases too)
     model.transformer = AVTransformer(model.cfg).to(cfg.device)
     transformer = model.transformer.train().requires_grad_(True)

@@ -8,7 +8,7 @@ import torch
 from avgen.checkpoint import AVGenModel, save_checkpoint
 from avgen.model import DISTILLED_GUIDANCE, AVTransformer
 from avgen.objectives import Batch, distillation_loss, guided_velocity
-from avgen.pipeline import GenerationRequest, Generator
+from avgen.pipeline import GenerationRequest, Generator, trained_step
 from avgen.sampling import CleanMask, Latents
 from conftest import SMALL_CONFIG
 
@@ -126,3 +126,12 @@ def test_a_scale_outside_the_trained_range_falls_back_to_two_forwards(distilled_
     assert result.metadata["avgen_guidance"] == "classifier-free"
     assert len(spy.calls) == 2 and all(c["batch"] == 2 for c in spy.calls)
     assert all(float(c["guidance"]) == 1.0 for c in spy.calls)  # each branch unguided, mixed outside
+
+
+def test_off_grid_steps_and_heun_are_told_step_zero_the_velocity_learned_at_every_time(distilled_checkpoint, monkeypatch):
+    assert trained_step(0.25) == 0.25 and trained_step(1.0) == 1.0 and trained_step(0.1) == 0.0
+    generator = Generator.load(distilled_checkpoint)
+    spy = ForwardSpy(generator, monkeypatch)
+    generator.generate(GenerationRequest(text="hello there", seconds=0.8, steps=3))  # 1/3: not a learned jump
+    generator.generate(GenerationRequest(text="hello there", seconds=0.8, steps=2, sampler="heun"))
+    assert len(spy.calls) == 3 + 3 and all(float(c["step"]) == 0.0 for c in spy.calls)

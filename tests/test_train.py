@@ -19,6 +19,7 @@ from avgen.train import (
     _cache_path,
     _windows_key,
     build_latent_cache,
+    check_teacher,
     corpus_sample,
     learning_rate,
     load_config,
@@ -85,7 +86,7 @@ def test_fine_tuning_starts_the_transformer_and_its_ema_from_a_generation_checkp
 
 def test_distilling_a_checkpoint_exports_a_student_that_starts_as_its_teacher(codecs, tmp_path):
     _, codecs_path = codecs
-    common = TOY + [f"codecs={codecs_path}", "steps=2"]
+    common = TOY + [f"codecs={codecs_path}", "steps=2", "batch_size=4"]
     teacher = train_model(load_config(None, common + ["objective=flow", f"out={tmp_path / 'a'}"], "model"))
     still = train_model(load_config(None, common + ["objective=distill", "lr=0", f"init={teacher}",
                                                     f"out={tmp_path / 'b'}"], "model"))  # fmt: skip
@@ -100,8 +101,22 @@ def test_distilling_a_checkpoint_exports_a_student_that_starts_as_its_teacher(co
     assert any(trained[k].any() for k in trained if k.startswith(("guidance_in.net.2", "step_in.net.2")))
     rows = [json.loads(line) for line in (tmp_path / "c" / "model-distill.log.jsonl").read_text().splitlines()]
     assert "loss_distill" in rows[-1]
+    assert (student.cfg.shift, student.cfg.sampler) == (1.0, "euler")  # the schedule its jumps are learned on
     with pytest.raises(ValueError, match="init="):
         load_config(None, ["objective=distill"], "model")
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        load_config(None, ["objective=distill", f"init={teacher}", "batch_size=2"], "model")
+    with pytest.raises(ValueError, match="already distilled"):
+        train_model(load_config(None, common + ["objective=distill", f"init={still}", f"out={tmp_path / 'd'}"], "model"))
+
+
+def test_a_teacher_for_other_codecs_or_another_shape_is_refused():
+    codecs = Config(hidden=64, depth=2, heads=2)
+    check_teacher(codecs.replace(steps=30, guidance=4.0, shift=3.0, sampler="heun"), codecs, "t.safetensors")  # fine
+    with pytest.raises(ValueError, match="differs in hidden, heads"):
+        check_teacher(codecs.replace(hidden=96, heads=3), codecs, "t.safetensors")
+    with pytest.raises(ValueError, match="differs in video_latent_channels"):
+        check_teacher(codecs.replace(video_latent_channels=4), codecs, "t.safetensors")
 
 
 def test_config_files_and_overrides_are_typed_and_checked(tmp_path):
