@@ -436,7 +436,7 @@ class Generator:
                                 schedule, s.sampler, lambda step: on_step(step, head))  # fmt: skip
                 reference = first.video[:, rest_frame(s.phones, head)].clone()
             x = denoise(self._velocity_fn(phones, reference, s.guidance, s.sampler), noise, condition, clean, schedule,
-                        s.sampler, lambda step: on_step(step, length))  # fmt: skip
+                        s.sampler, lambda step, length=length: on_step(step, length))  # fmt: skip
             frames = self._decode_video(x.video[:, context:])
             if s.audio is not None:
                 audio = s.audio[(start + context) * SAMPLES_PER_FRAME : end * SAMPLES_PER_FRAME]

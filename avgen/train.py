@@ -36,7 +36,14 @@ from avgen.config import Config, preset
 from avgen.files import atomic_path, file_hash
 from avgen.model import AVTransformer, patchify
 from avgen.objectives import (
-    DISTILLED_STEPS, EMA, Batch, ProjectionHead, SelfFlowSettings, baseline_loss, distillation_loss, self_flow_loss,
+    DISTILLED_STEPS,
+    EMA,
+    Batch,
+    ProjectionHead,
+    SelfFlowSettings,
+    baseline_loss,
+    distillation_loss,
+    self_flow_loss,
 )
 from avgen.phones import NULL_PHONE, PHONE_IDS
 from avgen.progress import ProgressBar

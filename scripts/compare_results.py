@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/: the `results` package
 
-from results.common import ClipScores, System, fmt
+from results.common import ClipScores, System
 from results.metrics import TABLE_METRICS, cell, summarise
 
 from avgen.files import write_text_atomic

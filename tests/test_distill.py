@@ -4,13 +4,13 @@ serves it with one forward a step (two only for scales it was not trained on).""
 
 import pytest
 import torch
+from conftest import SMALL_CONFIG
 
 from avgen.checkpoint import AVGenModel, save_checkpoint
 from avgen.model import DISTILLED_GUIDANCE, AVTransformer
 from avgen.objectives import Batch, distillation_loss, guided_velocity
 from avgen.pipeline import GenerationRequest, Generator, trained_step
 from avgen.sampling import CleanMask, Latents
-from conftest import SMALL_CONFIG
 
 FRAMES = 6
 
