@@ -148,7 +148,6 @@ class AVTransformer(nn.Module):
             audio_v = self.audio_out(tokens[:, :, nv], emb[:, :, nv])
         return Velocity(video_v, audio_v, features)
 
-
     def sampler_embedding(self, guidance, step, batch: int, device) -> torch.Tensor:
         """(B, D): what a distilled model adds to every token's timestep embedding. Guidance scales
         are embedded as scale / 10 (the trained 1-4 become 0.1-0.4, spread like timesteps), step

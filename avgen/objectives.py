@@ -247,7 +247,9 @@ def distillation_loss(student, teacher: AVTransformer, batch: Batch, generator: 
             at_mid = (at - _per_sample(half, at)).clamp_min(0.0).masked_fill(part.clean.audio, 0.0)
             v2 = student(mid.video, mid.audio, vt_mid, at_mid, part.phones, part.reference,
                          guidance=guidance[rest], step=told)  # fmt: skip
-            targets.append(Latents((v1.video.float() + v2.video.float()) / 2, (v1.audio.float() + v2.audio.float()) / 2))
+            targets.append(
+                Latents((v1.video.float() + v2.video.float()) / 2, (v1.audio.float() + v2.audio.float()) / 2)
+            )
     target = Latents(torch.cat([p.video for p in targets]), torch.cat([p.audio for p in targets]))
     out = student(x.video, x.audio, video_t, audio_t, batch.phones, batch.reference, guidance=guidance, step=step)
     loss, logs = 0.0, {}

@@ -128,13 +128,23 @@ def main() -> int:
     for s in args.seconds:
         base = summary[f"teacher_{s:g}"]["total_s_median"]
         for k in args.student_steps:
-            summary[f"student_{k}_{s:g}"]["speedup_vs_teacher"] = round(base / summary[f"student_{k}_{s:g}"]["total_s_median"], 3)
+            summary[f"student_{k}_{s:g}"]["speedup_vs_teacher"] = round(
+                base / summary[f"student_{k}_{s:g}"]["total_s_median"], 3
+            )
     report = {
         "benchmark": "teacher vs distilled student, generate + MP4 mux, models loaded, 2 threads, interleaved",
-        "teacher": {"checkpoint": args.teacher, "steps": teacher.cfg.steps, "guidance": teacher.cfg.guidance,
-                    "precision": teacher.precision},  # fmt: skip
-        "student": {"checkpoint": args.student, "default_steps": student.cfg.steps, "guidance": student.cfg.guidance,
-                    "precision": student.precision},  # fmt: skip
+        "teacher": {
+            "checkpoint": args.teacher,
+            "steps": teacher.cfg.steps,
+            "guidance": teacher.cfg.guidance,
+            "precision": teacher.precision,
+        },  # fmt: skip
+        "student": {
+            "checkpoint": args.student,
+            "default_steps": student.cfg.steps,
+            "guidance": student.cfg.guidance,
+            "precision": student.precision,
+        },  # fmt: skip
         "git": git_state(),
         "load_avg_after": load_avg(),
         "summary": summary,

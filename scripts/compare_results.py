@@ -42,7 +42,9 @@ def read_run(folder: Path) -> dict[str, System]:
     systems = {}
     for key in ("gt", "selfflow"):
         if key not in rows:
-            raise SystemExit(f"{folder / 'rows.json'} has no {key!r} rows: run make_results.py with --selfflow and --work")
+            raise SystemExit(
+                f"{folder / 'rows.json'} has no {key!r} rows: run make_results.py with --selfflow and --work"
+            )
         clips = [ClipScores(r["index"], "", r.get("learned"), r.get("landmarks"), r.get("mismatch"), r.get("mouth_motion"),
                             generation_seconds=r.get("generation_seconds")) for r in rows[key]]  # fmt: skip
         systems[key] = System(key, key, clips=clips)
@@ -89,7 +91,9 @@ def compare(runs: list[tuple[str, dict[str, System]]]) -> tuple[list[str], dict]
         for label, summary, systems in summaries[1:]:
             text = cell(summary, metric, "selfflow", systems["selfflow"], digits, n_clips)
             if metric != "generation_seconds":
-                verdict = holds(metric, interval(summary[metric]["selfflow"])[0], ref_summary[metric]["selfflow"], truth)
+                verdict = holds(
+                    metric, interval(summary[metric]["selfflow"])[0], ref_summary[metric]["selfflow"], truth
+                )
                 verdicts[label][metric] = verdict
                 text += {True: " ✓", False: " ✗", None: ""}[verdict]
             cells.append(text)

@@ -32,7 +32,9 @@ def test_within_the_interval_or_better_holds_and_worse_is_flagged(tmp_path):
     same = compare_results.read_run(write_run(tmp_path / "same", 0.53, 0.0005, 0.026, 1))
     better = compare_results.read_run(write_run(tmp_path / "better", 0.60, 0.0003, 0.024, 2))
     worse = compare_results.read_run(write_run(tmp_path / "worse", 0.40, 0.0009, 0.040, 3))
-    lines, verdicts = compare_results.compare([("ref", reference), ("same", same), ("better", better), ("worse", worse)])
+    lines, verdicts = compare_results.compare(
+        [("ref", reference), ("same", same), ("better", better), ("worse", worse)]
+    )
     for metric in ("conf_learned", "warping_error", "mouth_motion"):
         assert verdicts["same"][metric] and verdicts["better"][metric], metric
         assert verdicts["worse"][metric] is False, metric

@@ -101,7 +101,9 @@ class ForwardSpy:
         forward = transformer.forward
 
         def spy(*args, **kwargs):
-            self.calls.append({"batch": args[0].shape[0], "guidance": kwargs.get("guidance"), "step": kwargs.get("step")})
+            self.calls.append(
+                {"batch": args[0].shape[0], "guidance": kwargs.get("guidance"), "step": kwargs.get("step")}
+            )
             return forward(*args, **kwargs)
 
         monkeypatch.setattr(transformer, "forward", spy)
@@ -128,7 +130,9 @@ def test_a_scale_outside_the_trained_range_falls_back_to_two_forwards(distilled_
     assert all(float(c["guidance"]) == 1.0 for c in spy.calls)  # each branch unguided, mixed outside
 
 
-def test_off_grid_steps_and_heun_are_told_step_zero_the_velocity_learned_at_every_time(distilled_checkpoint, monkeypatch):
+def test_off_grid_steps_and_heun_are_told_step_zero_the_velocity_learned_at_every_time(
+    distilled_checkpoint, monkeypatch
+):
     assert trained_step(0.25) == 0.25 and trained_step(1.0) == 1.0 and trained_step(0.1) == 0.0
     generator = Generator.load(distilled_checkpoint)
     spy = ForwardSpy(generator, monkeypatch)

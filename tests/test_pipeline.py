@@ -14,7 +14,8 @@ def generator(small_checkpoint):
 
 
 @pytest.mark.parametrize(
-    "frames, chunk, overlap", [(10, 25, 5), (25, 25, 5), (26, 25, 5), (30, 25, 5), (31, 25, 5), (100, 25, 5), (61, 20, 0)]
+    "frames, chunk, overlap",
+    [(10, 25, 5), (25, 25, 5), (26, 25, 5), (30, 25, 5), (31, 25, 5), (100, 25, 5), (61, 20, 0)],
 )
 def test_chunks_cover_every_frame_once_each_starting_with_the_overlap(frames, chunk, overlap):
     spans = chunk_spans(frames, chunk, overlap)

@@ -107,7 +107,9 @@ def test_distilling_a_checkpoint_exports_a_student_that_starts_as_its_teacher(co
     with pytest.raises(ValueError, match="at least 4 samples"):
         load_config(None, ["objective=distill", f"init={teacher}", "batch_size=2"], "model")
     with pytest.raises(ValueError, match="already distilled"):
-        train_model(load_config(None, common + ["objective=distill", f"init={still}", f"out={tmp_path / 'd'}"], "model"))
+        train_model(
+            load_config(None, common + ["objective=distill", f"init={still}", f"out={tmp_path / 'd'}"], "model")
+        )
 
 
 def test_a_teacher_for_other_codecs_or_another_shape_is_refused():
