@@ -16,7 +16,7 @@ vocoder) and the mux; what is left is the rest (noise, phones, Python).
 
 `--per-second`: compute seconds per clip second, teacher and student at its default steps, one
 run each at growing lengths (chunking makes long clips cost more per second if chunks are
-mostly context).
+mostly context); `--student-long`: more lengths for the student alone (600 s takes minutes).
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 8.0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--student-steps", type=int, nargs="+", default=[8, 4, 2, 1])
-    parser.add_argument("--per-second", type=float, nargs="*", default=[4, 8, 16, 32, 64])
+    parser.add_argument("--per-second", type=float, nargs="*", default=[4, 4.2, 8, 16, 32, 64])
+    parser.add_argument("--student-long", type=float, nargs="*", default=[], help="lengths for the student only")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -113,12 +114,12 @@ def main() -> int:
                     print(f"repeat {rep} {s:g} s {name}: {row['total_s']:.2f} s (RTF {row['rtf']:.2f}) {row['stages_s']}",
                           flush=True)  # fmt: skip
         per_second: dict[str, dict] = {}
-        for s in args.per_second:
-            for name in ("teacher", f"student_{student.cfg.steps}"):
-                generator, steps = variants.get(name, (student, None))
-                row = timed_request(generator, GenerationRequest(text=TEXT, seconds=s, seed=0, steps=steps), clip)
-                per_second.setdefault(name, {})[f"{s:g}"] = row | {"compute_s_per_clip_s": round(row["total_s"] / s, 3)}
-                print(f"per second {s:g} s {name}: {row['total_s'] / s:.3f} s per clip second", flush=True)
+        lengths = [(s, name) for s in args.per_second for name in ("teacher", f"student_{student.cfg.steps}")]
+        for s, name in lengths + [(s, f"student_{student.cfg.steps}") for s in args.student_long]:
+            generator, steps = variants.get(name, (student, None))
+            row = timed_request(generator, GenerationRequest(text=TEXT, seconds=s, seed=0, steps=steps), clip)
+            per_second.setdefault(name, {})[f"{s:g}"] = row | {"compute_s_per_clip_s": round(row["total_s"] / s, 3)}
+            print(f"per second {s:g} s {name}: {row['total_s'] / s:.3f} s per clip second", flush=True)
     summary = {}
     for key, rows in runs.items():
         total = statistics.median(r["total_s"] for r in rows)
