@@ -48,7 +48,7 @@ def sampler_steps(events):
 
 
 def test_generate_job_streams_progress_then_a_playable_scored_mp4(runner, private_tmp, tmp_path_factory):
-    spec = GenerateSpec(text="hello there", seconds=1.2, seed=3, steps=3, score=True)
+    spec = GenerateSpec(text="hello there", seconds=1.4, seed=3, steps=3, score=True)
     events = list(runner.run(spec, cancelled=lambda: False))
 
     assert isinstance(events[0], Started)
@@ -58,8 +58,8 @@ def test_generate_job_streams_progress_then_a_playable_scored_mp4(runner, privat
     progress = [e for e in events if isinstance(e, Progress)]
     fractions = [p.fraction for p in progress]
     assert fractions == sorted(fractions) and fractions[0] < 0.5 and fractions[-1] == 1.0
-    # 1.2 s is two 1-second chunks (0.2 s overlap), the first denoised twice (again with its own rest frame
-    # as the reference: avgen_reference first-chunk): three passes of 3 steps
+    # 1.4 s is two 1-second chunks (0.2 s overlap), after a pass over the first second alone (its rest
+    # frame is the reference: avgen_reference first-chunk): three passes of 3 steps
     steps = sampler_steps(events)
     assert [p.step for p in steps] == list(range(1, 10)) and {p.steps for p in progress} == {9}
     assert any("scoring" in p.message for p in progress) and all(p.step <= p.steps for p in progress)
@@ -67,9 +67,9 @@ def test_generate_job_streams_progress_then_a_playable_scored_mp4(runner, privat
     done = events[-1]
     assert done.media_type == "video/mp4" and done.metadata["avgen_seed"] == "3"
     clip = decode(done.result, tmp_path_factory.mktemp("out"))
-    assert clip.frames.shape[0] == round(1.2 * 25) and clip.frames.dtype == np.uint8
-    assert len(clip.audio) == round(1.2 * 16000) and np.abs(clip.audio).max() > 0
-    assert SCORE_KEYS <= set(done.scores) and done.scores["frames"] == 30 and done.scores["path"] == "result.mp4"
+    assert clip.frames.shape[0] == round(1.4 * 25) and clip.frames.dtype == np.uint8
+    assert len(clip.audio) == round(1.4 * 16000) and np.abs(clip.audio).max() > 0
+    assert SCORE_KEYS <= set(done.scores) and done.scores["frames"] == 35 and done.scores["path"] == "result.mp4"
     assert list(private_tmp.iterdir()) == []  # the job's temporary files are gone
 
     for event in events:  # every event survives Ray's object store
