@@ -59,7 +59,7 @@ def event_types(pool, job_id):
 
 
 def test_a_generate_job_succeeds_with_progress_per_step_and_a_result_that_decodes(pool, tmp_path):
-    job, _ = pool.store.create("alice", "generate", {"text": "hello", "seconds": 1.2, "steps": 3, "score": False})
+    job, _ = pool.store.create("alice", "generate", {"text": "hello", "seconds": 1.4, "steps": 3, "score": False})
     done = finished(pool, job.id)
     assert (done.status, done.attempts, done.progress) == (Status.SUCCEEDED, 1, 1.0)
     events = pool.store.events_after(job.id)
@@ -68,7 +68,7 @@ def test_a_generate_job_succeeds_with_progress_per_step_and_a_result_that_decode
     assert len(progress) >= 6  # two 1-second chunks of 3 sampler steps each, each step an event
     assert [p.data["fraction"] for p in progress] == sorted(p.data["fraction"] for p in progress)
     assert done.result["media_type"] == "video/mp4" and done.result["metadata"]
-    assert len(read_mp4(done.result["path"]).frames) == 30  # 1.2 s at 25 fps
+    assert len(read_mp4(done.result["path"]).frames) == 35  # 1.4 s at 25 fps
 
 
 def test_a_missing_upload_fails_the_job_as_invalid_without_running_it(pool):
