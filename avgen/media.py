@@ -140,7 +140,9 @@ class Mp4Writer:
         self._out.metadata.update({str(k): str(v) for k, v in (metadata or {}).items()})
         # mbtree=0: with macroblock-tree rate control, x264's output varied between runs of the
         # same frames once the process heap had been used (decoding, torch); the same seed must
-        # give the same file.
+        # give the same file. preset veryfast and AAC's "fast" coder: the mux was the largest stage
+        # after the transformer once the model was distilled; on an 8 s generated clip they encode
+        # in 0.05 s (video, was 0.09; same size, PSNR 36.0 vs 36.6 dB) and 0.03 s (audio, was 0.10).
         self._video = self._out.add_stream(
             "libx264",
             rate=self.rate,
@@ -148,9 +150,9 @@ class Mp4Writer:
             height=height,
             pix_fmt="yuv420p",
             time_base=1 / self.rate,
-            options={"crf": str(crf), "x264-params": "mbtree=0"},
+            options={"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"},
         )
-        self._audio = self._out.add_stream("aac", rate=MP4_AUDIO_RATE, layout="mono")
+        self._audio = self._out.add_stream("aac", rate=MP4_AUDIO_RATE, layout="mono", options={"aac_coder": "fast"})
         self._audio.time_base = Fraction(1, MP4_AUDIO_RATE)
 
     def __enter__(self) -> Self:

@@ -1,14 +1,16 @@
 """The teacher (today's model) against its distilled student, side by side in one run on this CPU.
 
-    python benchmarks/speed.py --student runs/distill/model-distill.safetensors
-        [--teacher avgen/weights/tiny.safetensors] [--seconds 4 8] [--repeats 3]
+    python benchmarks/speed.py [--student avgen/weights/tiny.safetensors]
+        [--teacher avgen/weights/teacher/tiny.safetensors] [--seconds 4 8] [--repeats 3]
         [--per-second 4 8 16 32 64] [--out benchmarks/results/speed.json]
 
 Per repeat and clip length, every variant generates the same request (the same text, seed = the
 repeat) one after another, so all see the same machine load; each is timed as generate + MP4 mux
 (`write_result`), models loaded, torch with 2 threads, each Generator in the precision it picks
-(bf16 where the CPU has it). Variants: the teacher at its defaults (8 steps, guidance 2: two
-forwards a step) and the student at 8, 4, 2 and 1 steps (guidance 2: one forward a step).
+(bf16 where the CPU has it). Variants: the teacher at its defaults (8 steps, classifier-free
+guidance: two forwards a step) in fp32 (the model as it ran before bf16 and distillation) and in
+the Generator's precision, and the student at 8, 4, 2 and 1 steps (guidance folded in: one forward
+a step).
 
 Each run is split by stage, timed by wrapping the pieces the pipeline calls: transformer forwards,
 video decode (`Generator._decode_video`), audio (`AudioStream.push`/`finish`: audio decoder and
@@ -89,8 +91,8 @@ def timed_request(generator: Generator, request: GenerationRequest, path: Path) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default=str(ROOT / "avgen" / "weights" / "tiny.safetensors"))
-    parser.add_argument("--student", required=True)
+    parser.add_argument("--teacher", default=str(ROOT / "avgen" / "weights" / "teacher" / "tiny.safetensors"))
+    parser.add_argument("--student", default=str(ROOT / "avgen" / "weights" / "tiny.safetensors"))
     parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 8.0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--student-steps", type=int, nargs="+", default=[8, 4, 2, 1])
@@ -100,11 +102,15 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(2)
     teacher, student = Generator.load(args.teacher), Generator.load(args.student)
-    variants = {"teacher": (teacher, None)} | {f"student_{k}": (student, k) for k in args.student_steps}
+    teacher_fp32 = Generator.load(args.teacher)
+    teacher_fp32.precision = "fp32"
+    variants = {"teacher_fp32": (teacher_fp32, None), "teacher": (teacher, None)} | {
+        f"student_{k}": (student, k) for k in args.student_steps
+    }
     runs: dict[str, list[dict]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
-        for generator in (teacher, student):  # warm-up: first calls build caches and load the vocoder
+        for generator in (teacher_fp32, teacher, student):  # warm-up: first calls build caches and load the vocoder
             generator.generate(GenerationRequest(text=TEXT, seconds=args.seconds[0], seed=0))
         for rep in range(args.repeats):
             for s in args.seconds:
@@ -127,18 +133,20 @@ def main() -> int:
         stages = {k: round(statistics.median(r["stages_s"][k] for r in rows), 3) for k in rows[0]["stages_s"]}
         summary[key] = {"total_s_median": round(total, 3), "rtf": round(seconds / total, 3), "stages_s_median": stages}
     for s in args.seconds:
-        base = summary[f"teacher_{s:g}"]["total_s_median"]
-        for k in args.student_steps:
-            summary[f"student_{k}_{s:g}"]["speedup_vs_teacher"] = round(
-                base / summary[f"student_{k}_{s:g}"]["total_s_median"], 3
-            )
+        for base_name in ("teacher_fp32", "teacher"):
+            base = summary[f"{base_name}_{s:g}"]["total_s_median"]
+            for k in ["teacher", *(f"student_{k}" for k in args.student_steps)]:
+                if k != base_name:
+                    summary[f"{k}_{s:g}"][f"speedup_vs_{base_name}"] = round(
+                        base / summary[f"{k}_{s:g}"]["total_s_median"], 3
+                    )
     report = {
         "benchmark": "teacher vs distilled student, generate + MP4 mux, models loaded, 2 threads, interleaved",
         "teacher": {
             "checkpoint": args.teacher,
             "steps": teacher.cfg.steps,
             "guidance": teacher.cfg.guidance,
-            "precision": teacher.precision,
+            "precision": [teacher_fp32.precision, teacher.precision],
         },  # fmt: skip
         "student": {
             "checkpoint": args.student,
