@@ -40,7 +40,11 @@ def main() -> None:
     if size > MAX_BYTES:
         raise SystemExit(f"{args.source} is {size / 2**20:.1f} MiB; the limit for shipped weights is 30 MiB")
     model = load_checkpoint(args.source)
-    changes = {k: getattr(args, k) for k in ("steps", "cfg", "shift", "sampler", "chunk_seconds") if getattr(args, k) is not None}
+    changes = {
+        k: getattr(args, k)
+        for k in ("steps", "cfg", "shift", "sampler", "chunk_seconds")
+        if getattr(args, k) is not None
+    }
     fields = {"guidance" if k == "cfg" else k: v for k, v in changes.items()}  # --cfg is the guidance scale
     model.cfg = dataclasses.replace(model.cfg, **fields)
     meta = {k: v for k, v in read_metadata(args.source).items() if k not in ("format", "config")}
