@@ -2,7 +2,7 @@
 """Copy a trained generation checkpoint to where `avgen generate` finds it, with its sampler defaults set.
 
     python scripts/ship_weights.py runs/tiny/model-flow-2000.safetensors avgen/weights/tiny.safetensors \
-        --cfg 4 --shift 3 [--chunk-seconds 8]
+        --cfg 4 --shift 3 [--chunk-seconds 4 --overlap-seconds 0.4]
 
 The tensors are copied unchanged; only the config in the metadata gets the given sampler defaults
 (chosen with scripts/tune_sampler.py), and the metadata records the source file's hash.
@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--shift", type=float)
     p.add_argument("--sampler", choices=("euler", "heun"))
     p.add_argument("--chunk-seconds", type=float, help="generation chunk length (the model's window is local)")
+    p.add_argument("--overlap-seconds", type=float, help="context each later chunk holds from the one before")
     args = p.parse_args()
 
     size = Path(args.source).stat().st_size  # the tensors are copied unchanged: the size barely moves
@@ -42,7 +43,7 @@ def main() -> None:
     model = load_checkpoint(args.source)
     changes = {
         k: getattr(args, k)
-        for k in ("steps", "cfg", "shift", "sampler", "chunk_seconds")
+        for k in ("steps", "cfg", "shift", "sampler", "chunk_seconds", "overlap_seconds")
         if getattr(args, k) is not None
     }
     fields = {"guidance" if k == "cfg" else k: v for k, v in changes.items()}  # --cfg is the guidance scale
