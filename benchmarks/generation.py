@@ -266,12 +266,16 @@ def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
 def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: int) -> dict:
     import torch
 
-    from avgen.pipeline import GenerationRequest, chunk_spans, resolve
+    from avgen.pipeline import GenerationRequest, chunk_spans, guidance_mode, resolve
     from avgen.video_codec import tensor_to_frames
 
     cfg, model = generator.cfg, generator.model
     settings = resolve(GenerationRequest(text=TEXT, seconds=seconds[0], seed=0), cfg)
-    batch = 1 if settings.guidance == 1.0 else 2  # classifier-free guidance runs cond + uncond as one batch
+    mode = guidance_mode(cfg, settings.guidance)
+    batch = 2 if mode == "classifier-free" else 1  # classifier-free guidance runs cond + uncond as one batch
+    # a distilled model is told the scale (1 when it falls back to two branches) and a step size
+    told = {"guidance": torch.tensor(settings.guidance if mode == "distilled" else 1.0),
+            "step": torch.tensor(0.0)} if cfg.distilled else {}  # fmt: skip
     evals_per_step = 2 if settings.sampler == "heun" else 1
     t = cfg.chunk_frames
     g = torch.Generator().manual_seed(0)
@@ -283,7 +287,7 @@ def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: in
         video_t = torch.full((batch, frames, nv), 0.5)
         audio_t = torch.full((batch, frames), 0.5)
         phones = torch.zeros(batch, frames, dtype=torch.long)
-        return lambda: model.transformer(video, audio, video_t, audio_t, phones)
+        return lambda: model.transformer(video, audio, video_t, audio_t, phones, **told)
 
     spans_per_length = {s: chunk_spans(round(s * 25), cfg.chunk_frames, cfg.overlap_frames) for s in seconds}
     span_lengths = sorted({end - start for spans in spans_per_length.values() for start, end, _ in spans})

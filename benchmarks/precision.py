@@ -42,10 +42,11 @@ def forward_seconds(generator: Generator, precision: str, repeats: int = 5) -> f
     audio = torch.randn(2, frames, cfg.audio_latent_channels)
     t = torch.full((2, frames), 0.5)
     phones = torch.zeros(2, frames, dtype=torch.long)
+    told = {"guidance": torch.tensor(cfg.guidance), "step": torch.tensor(0.0)} if cfg.distilled else {}
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         for i in range(repeats + 1):
             start = time.perf_counter()
-            generator.model.transformer(video, audio, t[:, :, None].expand(-1, -1, video.shape[2]), t, phones)
+            generator.model.transformer(video, audio, t[:, :, None].expand(-1, -1, video.shape[2]), t, phones, **told)
             if i:  # the first call warms up
                 times.append(time.perf_counter() - start)
     return statistics.median(times)
