@@ -238,6 +238,15 @@ def trained_step(step: float) -> float:
     return next((size for size in SHORTCUT_STEPS if abs(step - size) < 1e-6), 0.0)
 
 
+def sampler_inputs(cfg: Config, guidance: float, step: float = 0.0) -> dict[str, torch.Tensor]:
+    """What a forward of a distilled model is told: the guidance scale (1 when the scale falls back
+    to two classifier-free branches) and the step size; nothing for an undistilled model."""
+    if not cfg.distilled:
+        return {}
+    scale = 1.0 if guidance_mode(cfg, guidance) == "classifier-free" else guidance
+    return {"guidance": torch.tensor([scale]), "step": torch.tensor([step])}
+
+
 def _frames(x: Latents, count: int) -> Latents:
     return Latents(x.video[:, :count], x.audio[:, :count])
 
@@ -294,18 +303,14 @@ class Generator:
         models) take two, classifier-free guidance. It is told the size of an Euler step it learned
         to take in one jump (`trained_step`), else 0: the instantaneous velocity, which it learned at
         every time (Heun's corrector, shifted or off-grid schedules)."""
-        transformer, distilled = self.model.transformer, self.cfg.distilled
+        transformer, cfg = self.model.transformer, self.cfg
         null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
         bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-        one_forward = guidance_mode(self.cfg, guidance) != "classifier-free"
-        scale = guidance if one_forward else 1.0  # the scale a distilled model is told
+        one_forward = guidance_mode(cfg, guidance) != "classifier-free"
         sampler_name = sampler
 
         def velocity(x: Latents, video_t: torch.Tensor, audio_t: torch.Tensor, step: float) -> Latents:
-            sampler = {}
-            if distilled:
-                told = trained_step(step) if sampler_name == "euler" else 0.0
-                sampler = {"guidance": torch.tensor([scale]), "step": torch.tensor([told])}
+            sampler = sampler_inputs(cfg, guidance, trained_step(step) if sampler_name == "euler" else 0.0)
             if one_forward:
                 with bf16:
                     v = transformer(x.video, x.audio, video_t, audio_t, phones, reference, **sampler)

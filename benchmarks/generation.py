@@ -266,16 +266,14 @@ def bench_cli(tmp: Path, seconds: float, repeats: int) -> dict:
 def bench_stages(generator, seconds: list[float], mux_medians: dict, repeats: int) -> dict:
     import torch
 
-    from avgen.pipeline import GenerationRequest, chunk_spans, guidance_mode, resolve
+    from avgen.pipeline import GenerationRequest, chunk_spans, guidance_mode, resolve, sampler_inputs
     from avgen.video_codec import tensor_to_frames
 
     cfg, model = generator.cfg, generator.model
     settings = resolve(GenerationRequest(text=TEXT, seconds=seconds[0], seed=0), cfg)
     mode = guidance_mode(cfg, settings.guidance)
     batch = 2 if mode == "classifier-free" else 1  # classifier-free guidance runs cond + uncond as one batch
-    # a distilled model is told the scale (1 when it falls back to two branches) and a step size
-    told = {"guidance": torch.tensor(settings.guidance if mode == "distilled" else 1.0),
-            "step": torch.tensor(0.0)} if cfg.distilled else {}  # fmt: skip
+    told = sampler_inputs(cfg, settings.guidance)  # a distilled model is told the scale and a step size
     evals_per_step = 2 if settings.sampler == "heun" else 1
     t = cfg.chunk_frames
     g = torch.Generator().manual_seed(0)

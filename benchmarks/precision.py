@@ -29,7 +29,7 @@ from machine import contention, cpu_snapshot, git_state, load_avg  # noqa: E402 
 
 from avgen.files import write_text_atomic  # noqa: E402
 from avgen.model import bf16_native  # noqa: E402
-from avgen.pipeline import GenerationRequest, Generator, write_result  # noqa: E402
+from avgen.pipeline import GenerationRequest, Generator, sampler_inputs, write_result  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs back home across the field."
 PRECISIONS = ("fp32", "bf16")
@@ -42,7 +42,7 @@ def forward_seconds(generator: Generator, precision: str, repeats: int = 5) -> f
     audio = torch.randn(2, frames, cfg.audio_latent_channels)
     t = torch.full((2, frames), 0.5)
     phones = torch.zeros(2, frames, dtype=torch.long)
-    told = {"guidance": torch.tensor(cfg.guidance), "step": torch.tensor(0.0)} if cfg.distilled else {}
+    told = sampler_inputs(cfg, cfg.guidance)  # a distilled model is told the scale and a step size
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         for i in range(repeats + 1):
             start = time.perf_counter()
