@@ -42,6 +42,10 @@ class Config:
     # long clips: chunk by chunk, each chunk starting with `overlap` already-generated seconds
     chunk_seconds: float = 4.0
     overlap_seconds: float = 0.8
+    # without a reference image, a clip of several chunks or longer than this first generates its
+    # first second alone and holds every chunk to its face (avgen.pipeline); one token sees only
+    # depth x window seconds around it, so a longer lone chunk lets the face wander
+    self_reference_over_seconds: float = 4.8
     # default sampler
     sampler: str = "euler"
     steps: int = 8
@@ -63,6 +67,8 @@ class Config:
             raise ValueError(f"head_dim {self.head_dim} must be a multiple of 8 (rotary axes t, y, x)")
         if not 0 <= self.overlap_frames < self.chunk_frames:
             raise ValueError("overlap_seconds must be >= 0 and shorter than chunk_seconds")
+        if self.self_reference_over_seconds < 0:
+            raise ValueError("self_reference_over_seconds must be >= 0")
         if self.sampler not in ("euler", "heun"):
             raise ValueError(f"sampler must be 'euler' or 'heun', not {self.sampler!r}")
 

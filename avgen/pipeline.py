@@ -3,10 +3,10 @@
 Clips longer than the model's chunk are generated chunk by chunk; each chunk starts with frames
 already generated (video and audio latents held clean at t=0) so seams stay continuous, and only
 new frames are emitted. Peak memory depends on the chunk length, not on the clip's duration.
-Without a reference image, a clip of several chunks first generates its first second alone; a
-rest frame of it (`rest_frame`) becomes the identity reference of every chunk, the first included,
-so the face and background of the first second hold and no seam switches from unreferenced to
-referenced.
+Without a reference image, a clip of several chunks (or longer than the config's
+`self_reference_over_seconds`) first generates its first second alone; a rest frame of it
+(`rest_frame`) becomes the identity reference of every chunk, the first included, so the face and
+background of the first second hold and no seam switches from unreferenced to referenced.
 """
 
 from __future__ import annotations
@@ -261,7 +261,8 @@ class Generator:
         self.checkpoint_id = checkpoint_id
         self.device = torch.device(device)
         self.trained = not checkpoint_id.startswith("untrained")
-        # Without a reference image, a clip of several chunks takes a rest frame of its first second
+        # Without a reference image, a clip of several chunks (or longer than the config's
+        # self_reference_over_seconds) takes a rest frame of its first second
         # (generated alone first: one more second's work) as the reference of every chunk;
         # False: no reference at all (the old behaviour).
         self.self_reference = True
@@ -372,7 +373,8 @@ class Generator:
         if request.reference_image is not None:
             return "given"
         chunks = len(chunk_spans(s.frames, self.cfg.chunk_frames, self.cfg.overlap_frames))
-        return "first-chunk" if self.self_reference and chunks > 1 else "none"
+        long = chunks > 1 or s.frames > round(self.cfg.self_reference_over_seconds * FPS)
+        return "first-chunk" if self.self_reference and long else "none"
 
     def generate(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationResult:
         """The whole clip in memory (frames and waveform); `open` + `write_stream` keep memory flat."""

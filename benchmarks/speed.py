@@ -16,9 +16,12 @@ Each run is split by stage, timed by wrapping the pieces the pipeline calls: tra
 video decode (`Generator._decode_video`), audio (`AudioStream.push`/`finish`: audio decoder and
 vocoder) and the mux; what is left is the rest (noise, phones, Python).
 
-`--per-second`: compute seconds per clip second, teacher and student at its default steps, one
-run each at growing lengths (chunking makes long clips cost more per second if chunks are
-mostly context); `--student-long`: more lengths for the student alone (600 s takes minutes).
+`--per-second`: compute seconds per clip second at growing lengths (chunking makes long clips cost
+more per second if chunks are mostly context): the teacher once, the student at its default steps
+`--per-second-repeats` times, lengths interleaved, the median kept; `--student-long`: more lengths
+for the student alone (600 s takes minutes). `--student-chunks 4`: the student again with 4 s
+chunks instead of its shipped chunk length (the same weights: the chunk is a generation setting),
+interleaved with it.
 """
 
 from __future__ import annotations
@@ -97,7 +100,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--student-steps", type=int, nargs="+", default=[8, 4, 2, 1])
     parser.add_argument("--per-second", type=float, nargs="*", default=[4, 4.2, 8, 16, 32, 64])
+    parser.add_argument("--per-second-repeats", type=int, default=1)
     parser.add_argument("--student-long", type=float, nargs="*", default=[], help="lengths for the student only")
+    parser.add_argument("--student-chunks", type=float, nargs="*", default=[], help="other chunk lengths (s) to compare")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -119,13 +124,31 @@ def main() -> int:
                     runs[f"{name}_{s:g}"].append(row)
                     print(f"repeat {rep} {s:g} s {name}: {row['total_s']:.2f} s (RTF {row['rtf']:.2f}) {row['stages_s']}",
                           flush=True)  # fmt: skip
-        per_second: dict[str, dict] = {}
-        lengths = [(s, name) for s in args.per_second for name in ("teacher", f"student_{student.cfg.steps}")]
-        for s, name in lengths + [(s, f"student_{student.cfg.steps}") for s in args.student_long]:
-            generator, steps = variants.get(name, (student, None))
-            row = timed_request(generator, GenerationRequest(text=TEXT, seconds=s, seed=0, steps=steps), clip)
-            per_second.setdefault(name, {})[f"{s:g}"] = row | {"compute_s_per_clip_s": round(row["total_s"] / s, 3)}
-            print(f"per second {s:g} s {name}: {row['total_s'] / s:.3f} s per clip second", flush=True)
+        students = {f"student_{student.cfg.steps}": student}
+        for chunk in args.student_chunks:
+            other = Generator.load(args.student)
+            other.cfg = other.cfg.replace(chunk_seconds=chunk)
+            students[f"student_{student.cfg.steps}_chunk{chunk:g}s"] = other
+        per_second_runs: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        plan = [(0, s, "teacher", teacher) for s in args.per_second]
+        plan += [(rep, s, name, g) for rep in range(args.per_second_repeats) for s in args.per_second
+                 for name, g in students.items()]  # fmt: skip
+        plan += [(0, s, name, g) for s in args.student_long for name, g in students.items()]
+        for rep, s, name, generator in plan:
+            row = timed_request(generator, GenerationRequest(text=TEXT, seconds=s, seed=rep), clip)
+            per_second_runs[name][f"{s:g}"].append(row | {"compute_s_per_clip_s": round(row["total_s"] / s, 3)})
+            print(f"per second {s:g} s {name} (repeat {rep}): {row['total_s'] / s:.3f} s per clip second", flush=True)
+        per_second = {
+            name: {
+                length: {
+                    "compute_s_per_clip_s": statistics.median(r["compute_s_per_clip_s"] for r in rows),
+                    "chunk_seconds": students.get(name, teacher).cfg.chunk_seconds,
+                    "runs": rows,
+                }
+                for length, rows in by_length.items()
+            }
+            for name, by_length in per_second_runs.items()
+        }
     summary = {}
     for key, rows in runs.items():
         total = statistics.median(r["total_s"] for r in rows)

@@ -116,6 +116,18 @@ def test_a_clip_of_one_chunk_has_no_reference(generator, monkeypatch):
     assert all(r is None for r in spy.references) and result.metadata["avgen_reference"] == "none"
 
 
+@pytest.mark.parametrize("seconds, reference", [(1.4, "none"), (1.6, "first-chunk"), (3.0, "first-chunk")])
+def test_a_lone_chunk_longer_than_the_threshold_holds_to_its_first_second(generator, monkeypatch, seconds, reference):
+    generator.cfg = generator.cfg.replace(chunk_seconds=4.0, overlap_seconds=0.8, self_reference_over_seconds=1.5)
+    spy = Spy(generator, monkeypatch)
+    result = generator.generate(GenerationRequest(text="Hello from the Black Forest", seconds=seconds, seed=2))
+    assert result.metadata["avgen_reference"] == reference
+    assert len(result.frames) == round(seconds * 25)
+    passes = 2 if reference == "first-chunk" else 1  # the first second alone, then the one chunk
+    assert len(spy.chunks) == passes and spy.chunks[-1].video.shape[1] == round(seconds * 25)
+    assert (spy.references[-1] is not None) == (reference == "first-chunk")
+
+
 @pytest.mark.parametrize(
     "phones, within, expected",
     [
