@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import statistics
 import sys
@@ -165,6 +166,7 @@ def main() -> int:
                     )
     report = {
         "benchmark": "teacher vs distilled student, generate + MP4 mux, models loaded, 2 threads, interleaved",
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "teacher": {
             "checkpoint": args.teacher,
             "steps": teacher.cfg.steps,
