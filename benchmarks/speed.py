@@ -103,7 +103,9 @@ def main() -> int:
     parser.add_argument("--per-second", type=float, nargs="*", default=[4, 4.2, 8, 16, 32, 64])
     parser.add_argument("--per-second-repeats", type=int, default=1)
     parser.add_argument("--student-long", type=float, nargs="*", default=[], help="lengths for the student only")
-    parser.add_argument("--student-chunks", type=float, nargs="*", default=[], help="other chunk lengths (s) to compare")
+    parser.add_argument(
+        "--student-chunks", type=float, nargs="*", default=[], help="other chunk lengths (s) to compare"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
