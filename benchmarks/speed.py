@@ -129,7 +129,7 @@ def main() -> int:
                           flush=True)  # fmt: skip
         students = {f"student_{student.cfg.steps}": student}
         for chunk in args.student_chunks:
-            other = Generator.load(args.student)
+            other = Generator(student.model, student.checkpoint_id)  # the same weights: the chunk is a setting
             other.cfg = other.cfg.replace(chunk_seconds=chunk)
             students[f"student_{student.cfg.steps}_chunk{chunk:g}s"] = other
         per_second_runs: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))

@@ -147,13 +147,21 @@ def generate(generator, group: str, name: str, seed: int, audio=None, text: str 
     return Clip(group, name, result.frames, result.audio, text, info, result.metadata)
 
 
+def as_generated(audio: np.ndarray) -> np.ndarray:
+    """The speech as generation reads it: whole frames (the nearest count, at least one), zero-padded
+    or cut (avgen.pipeline.resolve)."""
+    frames = max(1, round(len(audio) / SAMPLES_PER_FRAME))
+    out = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
+    given = np.asarray(audio, np.float32)[: len(out)]
+    out[: len(given)] = given
+    return out
+
+
 def aligned(audio: np.ndarray, text: str) -> bool:
     """Whether the transcript force-aligns to the speech (else generation fell back to recognition)."""
     from avgen.alignment import aligned_phones
 
-    padded = np.zeros(-(-len(audio) // SAMPLES_PER_FRAME) * SAMPLES_PER_FRAME, np.float32)
-    padded[: len(audio)] = audio
-    return aligned_phones(padded, text) is not None
+    return aligned_phones(as_generated(audio), text) is not None
 
 
 # ------------------------------------------------------------------ scoring

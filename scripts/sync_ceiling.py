@@ -50,9 +50,8 @@ def drawn(group: str, name: str, audio: np.ndarray, text: str, identity: int) ->
     from avgen.alignment import phones_from_speech
     from avgen.data.faces import face_for, mouth_track, render
 
-    frames = -(-len(audio) // SAMPLES_PER_FRAME)
-    padded = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
-    padded[: len(audio)] = audio
+    padded = ad.as_generated(audio)
+    frames = len(padded) // SAMPLES_PER_FRAME
     mouth = mouth_track(phones_from_speech(padded, text), frames)
     video = render(face_for(identity), mouth, np.zeros(frames), np.zeros((frames, 3)))
     return ad.Clip(group, name, video, padded, text, {"identity": identity})
