@@ -82,6 +82,9 @@ class TrainConfig:
     clip_seconds: float = 2.0  # training window
     wide_voice_prob: float = 0.0  # share of clips spoken in a random wide voice (data/voices.py), not the identity's
     augment_prob: float = 0.0  # share of clips through augment_speech (noise, band limit, reverb, gain)
+    espeak_voice_prob: float = (
+        0.0  # share spoken by an espeak-ng training voice (data/espeak.py), the face following it
+    )
     heard_phones: str = ""  # audio-driven rows use the phones recognised from the audio (a file; made if absent)
     data_workers: int = 0  # processes rendering the corpus (0: this process)
     # model stage
@@ -206,17 +209,22 @@ VOICE_SALT = 0xA0D10  # the wide voice and augmentation of clip i: independent o
 
 def corpus_sample(index: int, cfg: TrainConfig, model_cfg):
     """Training clip `index`: the corpus's sample, for a share `wide_voice_prob` of clips in a random wide
-    voice, and for a share `augment_prob` through another room and channel (augment_speech)."""
+    voice, for a share `espeak_voice_prob` spoken by an espeak-ng training voice (another synthesiser;
+    the face says what it spoke, when it spoke it), and for a share `augment_prob` through another room
+    and channel (augment_speech)."""
     from avgen.data import make_sample
+    from avgen.data.espeak import training_voice
     from avgen.data.voices import augment_speech, random_voice
 
     frames = round(cfg.clip_seconds * FPS)
     rng = np.random.default_rng([VOICE_SALT, cfg.seed, index])
     voice = random_voice(rng) if rng.random() < cfg.wide_voice_prob else None
-    sample = make_sample(index, split="train", seed=cfg.seed, size=model_cfg.height, voice=voice)
+    espeak = training_voice(rng) if cfg.espeak_voice_prob and rng.random() < cfg.espeak_voice_prob else None
+    speaker = {"voice": voice, "espeak": espeak}
+    sample = make_sample(index, split="train", seed=cfg.seed, size=model_cfg.height, **speaker)
     if len(sample.frames) < frames:  # short sentence: the same sentence over the whole window
         sample = make_sample(index, split="train", seed=cfg.seed, seconds=cfg.clip_seconds, size=model_cfg.height,
-                             voice=voice)  # fmt: skip
+                             **speaker)  # fmt: skip
     if rng.random() < cfg.augment_prob:
         sample = dataclasses.replace(sample, audio=augment_speech(sample.audio, rng, gain_db=(-12.0, 3.0)))
     return sample
@@ -313,6 +321,8 @@ def _windows_key(cfg: TrainConfig) -> str:
     key = f"seed{cfg.seed}-{cfg.corpus_clips}-{cfg.clip_seconds:g}s"
     if cfg.wide_voice_prob or cfg.augment_prob:
         key += f"-wide{cfg.wide_voice_prob:g}-aug{cfg.augment_prob:g}"
+    if cfg.espeak_voice_prob:
+        key += f"-espeak{cfg.espeak_voice_prob:g}"
     if cfg.data:  # one cache per clip folder
         key += "-" + hashlib.sha256(str(Path(cfg.data).resolve()).encode()).hexdigest()[:8]
     return key

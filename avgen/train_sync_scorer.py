@@ -7,7 +7,11 @@ The training side of the scorer: it imports the corpus (avgen.data), which eval/
 holds the network and its inference, and reads what this writes. Steps:
 
 1. Cache (`--work DIR`/cache_*.npz, built once, in chunks, resumable): `--clips` train-split samples
-   make_sample(i, "train", seconds=--seconds). Half of them first get frame-level damage (pixel noise,
+   make_sample(i, "train", seconds=--seconds). A fraction `--other-voices` (default 0.6) is spoken by
+   another voice than the identity's own, the face drawn from what that voice says when: half a random
+   synthetic voice (avgen.data.voices), half an espeak-ng training voice (avgen.data.espeak: another
+   synthesiser, other accents; none of the voices evaluation uses), half of them through a random room
+   and channel (augment_speech). Half of all clips first get frame-level damage (pixel noise,
    blur, per-frame brightness/contrast flicker) so the face finder and the mouth patches see what
    generated video looks like; then the mouth patches are taken with eval.landmarks.mouth_patches,
    exactly as the scorer takes them at inference. Kept: patches (T, 16, 32) and the audio.
@@ -19,7 +23,9 @@ holds the network and its inference, and reads what this writes. Steps:
    shifted by any number of frames (hard) and other clips' audio (easy) the negatives.
 3. Write `--out` (safetensors, config + steps + training data in the metadata) and report held-out
    accuracy: offset within +-1 frame on held-out clips (unseen identities and sentences) with their
-   audio in sync and shifted, and mean confidence with the clip's own vs another clip's audio.
+   audio in sync and shifted, and mean confidence with the clip's own vs another clip's audio, for
+   each of three speakers: the identity's own voice, a random synthetic voice, and espeak-ng's
+   evaluation voices (`--eval-only N --report FILE` for that report alone).
 """
 
 from __future__ import annotations
@@ -71,26 +77,46 @@ def damage_frames(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def build_cache(work: Path, clips: int, seconds: float, seed: int = 0, log=print) -> tuple[np.ndarray, np.ndarray]:
+def speaker_of(i: int, seed: int, other_voices: float):
+    """Who speaks cache clip `i`: "corpus" (the identity's own voice), a random synthetic voice or an
+    espeak-ng training voice (each half of the `other_voices` fraction), as make_sample's keyword."""
+    from avgen.data.espeak import training_voice
+    from avgen.data.voices import random_voice
+
+    rng = np.random.default_rng([seed, i, 11])
+    draw = rng.random()
+    if draw >= other_voices:
+        return {}
+    return {"voice": random_voice(rng)} if draw < other_voices / 2 else {"espeak": training_voice(rng)}
+
+
+def build_cache(
+    work: Path, clips: int, seconds: float, seed: int = 0, other_voices: float = 0.0, log=print
+) -> tuple[np.ndarray, np.ndarray]:
     from avgen.data.corpus import make_sample
+    from avgen.data.voices import augment_speech
 
     work.mkdir(parents=True, exist_ok=True)
     patches, audio = [], []
     for start in range(0, clips, CHUNK):
         end = min(clips, start + CHUNK)
-        path = work / f"cache_{seconds:g}s_seed{seed}_{start:05d}-{end:05d}.npz"
+        voices = f"_voices{other_voices:g}" if other_voices else ""
+        path = work / f"cache_{seconds:g}s_seed{seed}{voices}_{start:05d}-{end:05d}.npz"
         if not path.is_file():
             t0 = time.time()
             p_chunk, a_chunk = [], []
             for i in range(start, end):
-                sample = make_sample(i, "train", seed=seed, seconds=seconds)
-                frames = sample.frames
+                speaker = speaker_of(i, seed, other_voices)
+                sample = make_sample(i, "train", seed=seed, seconds=seconds, **speaker)
+                frames, speech = sample.frames, sample.audio
                 rng = np.random.default_rng([seed, i, 7])
                 if rng.random() < 0.5:
                     frames = damage_frames(frames, rng)
+                if speaker and rng.random() < 0.5:
+                    speech = augment_speech(speech, rng)
                 p, _, _ = mouth_patches(frames)
                 p_chunk.append(p.astype(np.float16))
-                a_chunk.append(sample.audio.astype(np.float32))
+                a_chunk.append(speech.astype(np.float32))
             with atomic_path(path, suffix=".npz") as tmp:  # np.savez adds .npz to any other name
                 np.savez(tmp, patches=np.stack(p_chunk), audio=np.stack(a_chunk))
             log(f"cache {path.name}: {len(p_chunk)} clips in {time.time() - t0:.0f} s")
@@ -181,32 +207,54 @@ def shift_audio(audio: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([audio[s:], np.zeros(s, np.float32)])
 
 
-def evaluate_heldout(
-    model: LearnedSync, clips: int = 50, seconds: float = 6.0, shifts=(0, 2, -2, 5, -5, 10, -10), log=print
-) -> dict:
-    from avgen.data.corpus import make_sample
+HELDOUT_SPEAKERS = ("corpus", "random_voice", "espeak")
 
+
+def heldout_samples(clips: int, seconds: float, speaker: str) -> list:
+    """Held-out clips (unseen identities and sentences) spoken by the identity's own voice ("corpus"),
+    a random synthetic voice, or espeak-ng's evaluation voices (none of them in any training data)."""
+    from avgen.data.corpus import make_sample
+    from avgen.data.espeak import EVALUATION_VOICES
+    from avgen.data.voices import random_voice
+
+    def speaker_of(i: int) -> dict:
+        if speaker == "random_voice":
+            return {"voice": random_voice(np.random.default_rng([0xE7A1, i]))}
+        if speaker == "espeak":
+            return {"espeak": EVALUATION_VOICES[i % len(EVALUATION_VOICES)]}
+        return {}
+
+    return [make_sample(i, "heldout", seconds=seconds, **speaker_of(i)) for i in range(clips)]
+
+
+def evaluate_heldout(
+    model: LearnedSync, clips: int = 50, seconds: float = 6.0, shifts=(0, 2, -2, 5, -5, 10, -10),
+    speakers=HELDOUT_SPEAKERS, log=print,
+) -> dict:  # fmt: skip
+    """Per speaker: offset within +-1 frame of the audio shift, mean confidence with the clip's own
+    audio and with the next clip's, and how often the own audio wins."""
     model.eval()
-    hits = {k: 0 for k in shifts}
-    conf_synced, conf_other = [], []
-    samples = [make_sample(i, "heldout", seconds=seconds) for i in range(clips)]
-    for i, sample in enumerate(samples):
-        for k in shifts:
-            result, _ = score_learned(sample.frames, shift_audio(sample.audio, k), model)
-            hits[k] += abs(result.av_offset_frames - (-k)) <= 1
-            if k == 0:
-                conf_synced.append(result.sync_confidence)
-        other = samples[(i + 1) % len(samples)].audio
-        conf_other.append(score_learned(sample.frames, other, model)[0].sync_confidence)
-    report = {
-        "clips": clips,
-        "offset_within_1": {str(k): hits[k] / clips for k in shifts},
-        "offset_within_1_all": sum(hits.values()) / (clips * len(shifts)),
-        "confidence_synced": float(np.mean(conf_synced)),
-        "confidence_other_audio": float(np.mean(conf_other)),
-        "synced_beats_other": float(np.mean(np.array(conf_synced) > np.array(conf_other))),
-    }
-    log(json.dumps(report))
+    report = {"clips": clips, "seconds": seconds}
+    for speaker in speakers:
+        samples = heldout_samples(clips, seconds, speaker)
+        hits = {k: 0 for k in shifts}
+        conf_synced, conf_other = [], []
+        for i, sample in enumerate(samples):
+            for k in shifts:
+                result, _ = score_learned(sample.frames, shift_audio(sample.audio, k), model)
+                hits[k] += abs(result.av_offset_frames - (-k)) <= 1
+                if k == 0:
+                    conf_synced.append(result.sync_confidence)
+            other = samples[(i + 1) % len(samples)].audio
+            conf_other.append(score_learned(sample.frames, other, model)[0].sync_confidence)
+        report[speaker] = {
+            "offset_within_1": {str(k): hits[k] / clips for k in shifts},
+            "offset_within_1_all": sum(hits.values()) / (clips * len(shifts)),
+            "confidence_synced": float(np.mean(conf_synced)),
+            "confidence_other_audio": float(np.mean(conf_other)),
+            "synced_beats_other": float(np.mean(np.array(conf_synced) > np.array(conf_other))),
+        }
+        log(json.dumps({speaker: report[speaker]}))
     return report
 
 
@@ -237,7 +285,7 @@ def train(args) -> LearnedSync:
         with open(log_path, "a") as f:
             f.write(line + "\n")
 
-    patches, audio = build_cache(work, args.clips, args.seconds, args.seed, log)
+    patches, audio = build_cache(work, args.clips, args.seconds, args.seed, args.other_voices, log)
     log(f"cache: {len(patches)} clips of {patches.shape[1]} frames")
 
     config = LearnedConfig()
@@ -300,6 +348,14 @@ def train(args) -> LearnedSync:
         extra={
             "clips": args.clips,
             "clip_seconds": args.seconds,
+            "other_voices": args.other_voices,
+            "trained_on": TRAINED_ON
+            + (
+                f", {args.other_voices:.0%} of the clips spoken by random synthetic voices and espeak-ng "
+                "training voices (avgen.data.espeak.TRAINING_ACCENTS) instead of the identity's own"
+                if args.other_voices
+                else ""
+            ),
             "batch": args.batch,
             "frames": args.frames,
             "temperature": args.temperature,
@@ -322,6 +378,10 @@ def main(argv=None) -> None:
     ap.add_argument("--work", default="runs/learned_sync", help="cache and resumable checkpoint folder")
     ap.add_argument("--clips", type=int, default=400, help="train-split clips in the cache")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each cached clip")
+    ap.add_argument("--other-voices", type=float, default=0.6,
+                    help="fraction of clips spoken by another voice than the identity's own: half a random "
+                         "synthetic voice, half espeak-ng (needs libespeak-ng); half of them through a "
+                         "random room and channel (default 0.6; 0: the corpus's voices only)")  # fmt: skip
     ap.add_argument("--batch", type=int, default=8, help="clips per step")
     ap.add_argument("--frames", type=int, default=40, help="frames per clip per step")
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -330,6 +390,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval", type=int, default=50, help="held-out clips to evaluate after training (0: none)")
     ap.add_argument("--eval-only", type=int, default=0, help="only evaluate --out on this many held-out clips")
+    ap.add_argument("--report", help="with --eval-only: also write the report here (JSON)")
     args = ap.parse_args(argv)
     if args.frames < 5:
         ap.error(f"--frames must be at least 5 (one sync window), not {args.frames}")
@@ -337,11 +398,15 @@ def main(argv=None) -> None:
         ap.error(
             f"--frames {args.frames} is longer than a --seconds {args.seconds:g} clip ({round(args.seconds * 25)} frames)"
         )
+    if not 0 <= args.other_voices <= 1:
+        ap.error(f"--other-voices is a fraction between 0 and 1, not {args.other_voices}")
     if not 1 <= args.batch <= args.clips:
         ap.error(f"--batch must be between 1 and --clips ({args.clips}), not {args.batch}")
     if args.eval_only:
         torch.set_num_threads(args.threads)
-        evaluate_heldout(load_learned(args.out), args.eval_only)
+        report = evaluate_heldout(load_learned(args.out), args.eval_only)
+        if args.report:
+            write_text_atomic(Path(args.report), json.dumps(report, indent=1) + "\n")
         return
     train(args)
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,9 +66,6 @@ SENTENCES = (
     "Turn left at the bakery and you will see the library.",
     "Nobody expected the river to rise so quickly after the storm.",
 )
-# (espeak-ng voice, words per minute, pitch 0-99)
-VOICES = (("en-us", 150, 50), ("en", 175, 40), ("en+f3", 140, 65), ("en+m3", 185, 30), ("en-us+f2", 130, 75),
-          ("en+m7", 165, 45), ("en-us+f4", 190, 55), ("en+m1", 155, 35), ("en+f1", 170, 70), ("en-us+m2", 145, 25))  # fmt: skip
 OWN_OTHER_MIN = 3.0
 CONFIDENCE_VS_TEXT_MIN = 0.8
 ENVELOPE_VS_TRUTH_MIN = 0.5
@@ -112,23 +108,22 @@ def real_speech(paths: list[str], max_seconds: float) -> list[tuple[str, np.ndar
 
 
 def espeak_speech(count: int, folder: Path, max_seconds: float) -> list[tuple[str, str, np.ndarray, dict]]:
-    """(name, text, 16 kHz speech, voice settings) of `count` sentences spoken by espeak-ng."""
-    from avgen.media import read_audio
+    """(name, text, 16 kHz speech, voice settings) of `count` sentences spoken by espeak-ng in the
+    evaluation voices (avgen.data.espeak.EVALUATION_VOICES; none of them speaks any training data)."""
+    import soundfile
+
+    from avgen.data.espeak import EVALUATION_VOICES, speak
 
     if count > len(SENTENCES):
         raise ValueError(f"--espeak is at most {len(SENTENCES)} (the sentences written in this script)")
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(count):
-        text, (voice, speed, pitch) = SENTENCES[i], VOICES[i % len(VOICES)]
-        wav = folder / f"espeak{i:02d}.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav), text],
-                       check=True, capture_output=True)  # fmt: skip
-        audio = read_audio(wav, sample_rate=SAMPLE_RATE)[: int(max_seconds * SAMPLE_RATE)]
-        peak = float(np.abs(audio).max()) if audio.size else 0.0
-        if peak > 1.0:
-            audio = audio / peak
-        out.append((f"espeak{i:02d}", text, audio, {"voice": voice, "speed": speed, "pitch": pitch}))
+        text, voice = SENTENCES[i], EVALUATION_VOICES[i % len(EVALUATION_VOICES)]
+        audio = speak(text, voice)[0][: int(max_seconds * SAMPLE_RATE)]
+        soundfile.write(folder / f"espeak{i:02d}.wav", audio, SAMPLE_RATE)  # to listen to
+        settings = {"voice": voice.name, "speed": voice.words_per_minute, "pitch": voice.pitch}
+        out.append((f"espeak{i:02d}", text, audio, settings))
     return out
 
 
@@ -406,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from avgen.checkpoint import default_checkpoint, file_hash
-    from avgen.data import make_sample
+    from avgen.data import espeak, make_sample
     from avgen.files import write_text_atomic
     from avgen.pipeline import Generator
 
@@ -443,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"no real clips at {' '.join(args.real_clips)}: the real-speech group is missing")
         run_group("real", [lambda n=n, a=a: generate(generator, "real", n, args.seed, audio=a) for n, a in real])
 
-        if args.espeak and shutil.which("espeak-ng") is None:
+        if args.espeak and not espeak.available():
             notes.append("espeak-ng is not installed (apt install espeak-ng): the espeak-ng groups are missing")
         elif args.espeak:
             spoken = espeak_speech(args.espeak, work / "espeak-wav", args.max_seconds)

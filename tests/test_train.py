@@ -10,6 +10,7 @@ import torch
 
 from avgen.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from avgen.config import Config
+from avgen.data import espeak
 from avgen.model import AVTransformer
 from avgen.objectives import EMA, Batch, ProjectionHead, SelfFlowSettings, self_flow_loss
 from avgen.sampling import CleanMask, Latents
@@ -302,6 +303,18 @@ def test_wide_voices_and_augmentation_change_the_speech_not_the_faces_and_worker
     pooled = [s.audio for s, _ in training_windows(dataclasses.replace(varied, data_workers=2), mc)[1]]
     assert all((x == y).all() for x, y in zip(serial, pooled, strict=True))
     assert _windows_key(varied) != _windows_key(plain)  # the latent cache and heard phones are keyed by it
+
+
+@pytest.mark.skipif(not espeak.available(), reason="espeak-ng is not installed")
+def test_espeak_voices_speak_the_same_sentence_and_the_face_follows_them():
+    plain = TrainConfig(corpus_clips=3, clip_seconds=2.0)
+    spoken = dataclasses.replace(plain, espeak_voice_prob=1.0)
+    mc = Config(height=64, width=64)
+    a, b = corpus_sample(2, plain, mc), corpus_sample(2, spoken, mc)
+    assert a.text == b.text and a.identity == b.identity and len(b.frames) >= 50
+    assert not torch.equal(a.phone_ids[:50], b.phone_ids[:50])  # espeak-ng's own timing drives the mouth
+    assert not (a.frames[:50] == b.frames[:50]).all()
+    assert _windows_key(spoken) != _windows_key(plain)
 
 
 def test_audio_driven_rows_train_on_the_phones_heard_in_their_audio(codecs, tmp_path):

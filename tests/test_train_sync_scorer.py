@@ -14,7 +14,11 @@ def test_a_tiny_run_writes_weights_the_scorer_loads_and_a_rerun_resumes(tmp_path
             "--work", str(work), "--out", str(out)]  # fmt: skip
     main(["--steps", "2", *args])
     assert load_learned(out).steps == 2
-    assert sorted(p.name for p in work.iterdir()) == ["cache_1s_seed0_00000-00002.npz", "ckpt.pt", "train.log"]
+    assert sorted(p.name for p in work.iterdir()) == [
+        "cache_1s_seed0_voices0.6_00000-00002.npz",
+        "ckpt.pt",
+        "train.log",
+    ]
     main(["--steps", "3", *args])  # the cache is reused and training goes on from step 2
     assert load_learned(out).steps == 3 and "resumed from" in (work / "train.log").read_text()
     assert len(list(work.iterdir())) == 3  # no temporary files left behind

@@ -17,10 +17,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+
+if TYPE_CHECKING:
+    from avgen.data.espeak import EspeakVoice
 
 from avgen.data.faces import blink_track, face_for, head_motion, mouth_track, neutral_frame, render
 from avgen.data.speech import SOUNDS, Voice, synthesize, voice_for
@@ -272,12 +276,17 @@ def make_sample(
     seconds: float | None = None,
     size: int = 64,
     voice: Voice | None = None,
+    espeak: EspeakVoice | None = None,
 ) -> Sample:
     """Sample `index` of the corpus `seed`'s `split`: the same arguments always give the same sample.
 
     `seconds=None` gives a sentence at its natural length (about 1.5-5 s); otherwise the clip lasts
     round(seconds * 25) frames and holds as many clauses as fit, their timing fitted to the length.
-    `voice` replaces the identity's own voice (`voice_for(identity)`); nothing else changes."""
+    `voice` replaces the identity's own voice (`voice_for(identity)`); nothing else changes.
+    `espeak` has espeak-ng speak the sentence instead (avgen.data.espeak, a second voice family), at
+    its own pace: the face says the phones it spoke, when it spoke them; speech longer than the clip
+    is cut, shorter is followed by silence. Not bit-exact: espeak-ng's timing depends by a few
+    milliseconds on what it spoke before in the same process (the phones themselves do not)."""
     _check_split(split)
     if size < 16 or size % 2:
         raise ValueError(f"size must be an even number of pixels >= 16, not {size}")
@@ -287,20 +296,29 @@ def make_sample(
     identity = _draw(pick, IDENTITY_POOL, identity_split, split)
     sentence = _draw(pick, SENTENCE_POOL, sentence_split, split)
     text = sentence_text(sentence, seconds)
-    n_frames = max(1, round((natural_seconds(text) if seconds is None else seconds) * FPS))
-    phones = phone_timeline(text, n_frames / FPS)
-    emphasis = prosody(phones, pick)
+    if espeak is not None:
+        from avgen.data.espeak import fitted, speak
+
+        spoken, spoken_phones = speak(text, espeak)
+        n_frames = max(1, round((len(spoken) / SAMPLE_RATE if seconds is None else seconds) * FPS))
+        speech, phones = fitted(spoken, spoken_phones, n_frames * SAMPLES_PER_FRAME)
+        emphasis = np.zeros(len(phones))
+    else:
+        n_frames = max(1, round((natural_seconds(text) if seconds is None else seconds) * FPS))
+        phones = phone_timeline(text, n_frames / FPS)
+        emphasis = prosody(phones, pick)
     mouth = mouth_track(phones, n_frames, emphasis)
     blinks = blink_track(n_frames, video)
     frames = render(face_for(identity), mouth, blinks, head_motion(n_frames, video), size)
-    speech = synthesize(
-        phones,
-        n_frames * SAMPLES_PER_FRAME,
-        voice or voice_for(identity),
-        audio,
-        question=text.rstrip().endswith("?"),
-        emphasis=emphasis,
-    )
+    if espeak is None:
+        speech = synthesize(
+            phones,
+            n_frames * SAMPLES_PER_FRAME,
+            voice or voice_for(identity),
+            audio,
+            question=text.rstrip().endswith("?"),
+            emphasis=emphasis,
+        )
     return Sample(
         frames=frames,
         audio=speech,
