@@ -7,7 +7,7 @@ The training side of the scorer: it imports the corpus (avgen.data), which eval/
 holds the network and its inference, and reads what this writes. Steps:
 
 1. Cache (`--work DIR`/cache_*.npz, built once, in chunks, resumable): `--clips` train-split samples
-   make_sample(i, "train", seconds=--seconds). A fraction `--other-voices` (default 0.6) is spoken by
+   make_sample(i, "train", seconds=--seconds). A fraction `--other-voices` (default 0.75) is spoken by
    another voice than the identity's own, the face drawn from what that voice says when: half a random
    synthetic voice (avgen.data.voices), half an espeak-ng training voice (avgen.data.espeak: another
    synthesiser, other accents; none of the voices evaluation uses), half of them through a random room
@@ -378,10 +378,10 @@ def main(argv=None) -> None:
     ap.add_argument("--work", default="runs/learned_sync", help="cache and resumable checkpoint folder")
     ap.add_argument("--clips", type=int, default=400, help="train-split clips in the cache")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each cached clip")
-    ap.add_argument("--other-voices", type=float, default=0.6,
+    ap.add_argument("--other-voices", type=float, default=0.75,
                     help="fraction of clips spoken by another voice than the identity's own: half a random "
                          "synthetic voice, half espeak-ng (needs libespeak-ng); half of them through a "
-                         "random room and channel (default 0.6; 0: the corpus's voices only)")  # fmt: skip
+                         "random room and channel (default 0.75; 0: the corpus's voices only)")  # fmt: skip
     ap.add_argument("--batch", type=int, default=8, help="clips per step")
     ap.add_argument("--frames", type=int, default=40, help="frames per clip per step")
     ap.add_argument("--lr", type=float, default=2e-3)

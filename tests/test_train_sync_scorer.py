@@ -15,7 +15,7 @@ def test_a_tiny_run_writes_weights_the_scorer_loads_and_a_rerun_resumes(tmp_path
     main(["--steps", "2", *args])
     assert load_learned(out).steps == 2
     assert sorted(p.name for p in work.iterdir()) == [
-        "cache_1s_seed0_voices0.6_00000-00002.npz",
+        "cache_1s_seed0_voices0.75_00000-00002.npz",
         "ckpt.pt",
         "train.log",
     ]
