@@ -30,6 +30,7 @@ class Batch:
     phones: torch.Tensor  # (B, T)
     clean: CleanMask  # tokens given as conditions (continuation, audio-driven): t = 0, no loss
     reference: torch.Tensor | None = None  # (B, Nr, Pv)
+    video_weight: torch.Tensor | None = None  # (B, T, Nv) per-token weight of the video loss (None: all 1)
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,21 @@ def _broadcast(per_sample: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return per_sample.reshape(-1, *([1] * (like.dim() - 1))).expand_as(like)
 
 
-def _masked_mse(prediction, target, keep) -> torch.Tensor:
-    """Mean squared error over tokens with keep=True (conditions carry no loss)."""
+def _masked_mse(prediction, target, keep, token_weight=None) -> torch.Tensor:
+    """Mean squared error over tokens with keep=True (conditions carry no loss), a weighted mean
+    where `token_weight` (shaped as `keep`) is given."""
     error = (prediction.float() - target.float()).pow(2).mean(-1)
-    weight = keep.float()
+    weight = keep.float() if token_weight is None else keep.float() * token_weight
     return (error * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def motion_weight(video: torch.Tensor, strength: float) -> torch.Tensor:
+    """(B, T, Nv) token weights 1 + strength * m, where m is each video token's standard deviation over
+    the clip's frames, over the clip's largest: the tokens that move (the mouth, the eyes) weigh up to
+    1 + strength times the still ones, which otherwise dominate the loss."""
+    motion = video.float().std(dim=1).mean(-1)  # (B, Nv)
+    motion = motion / motion.amax(dim=-1, keepdim=True).clamp_min(1e-6)
+    return (1 + strength * motion)[:, None, :].expand(video.shape[:3])
 
 
 def flow_loss(model: AVTransformer, batch: Batch, video_t, audio_t, noise: Latents, features_at=()):
@@ -81,7 +92,7 @@ def flow_loss(model: AVTransformer, batch: Batch, video_t, audio_t, noise: Laten
     xv = interpolate(x0.video, noise.video, video_t)
     xa = interpolate(x0.audio, noise.audio, audio_t)
     out = model(xv, xa, video_t, audio_t, batch.phones, batch.reference, features_at=features_at)
-    loss_v = _masked_mse(out.video, noise.video - x0.video, ~clean.video)
+    loss_v = _masked_mse(out.video, noise.video - x0.video, ~clean.video, batch.video_weight)
     loss_a = _masked_mse(out.audio, noise.audio - x0.audio, ~clean.audio)
     return loss_v + loss_a, out, {"loss_video": loss_v.detach(), "loss_audio": loss_a.detach()}
 

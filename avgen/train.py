@@ -43,6 +43,7 @@ from avgen.objectives import (
     SelfFlowSettings,
     baseline_loss,
     distillation_loss,
+    motion_weight,
     self_flow_loss,
 )
 from avgen.phones import NULL_PHONE, PHONE_IDS
@@ -99,6 +100,7 @@ class TrainConfig:
     reference_prob: float = 0.5  # a frame of the clip given as the identity reference
     continuation_prob: float = 0.25  # the first frames given clean (chunked long clips)
     audio_driven_prob: float = 0.15  # all audio given clean (audio-driven video)
+    motion_weight: float = 0.0  # flow loss of video tokens that move weighted up to 1 + this (objectives.motion_weight)
     # distributed (Ray Train): 0 = this process, or one worker per GPU when RAY_ADDRESS is set
     workers: int = 0
     cpus_per_worker: float = 1.0
@@ -115,6 +117,8 @@ class TrainConfig:
                              "(rows for the teacher's guided velocity and for self-consistency)")  # fmt: skip
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be at least 1")
+        if self.motion_weight < 0:
+            raise ValueError(f"motion_weight must be >= 0 (0: every video token alike), not {self.motion_weight}")
 
 
 def load_config(path: str | None, overrides: list[str], stage: str) -> TrainConfig:
@@ -396,8 +400,9 @@ def make_batch(
     reference = None
     if torch.rand((), generator=g) < cfg.reference_prob:  # per batch: reference tokens change the sequence length
         reference = cache.reference[index].to(device)
+    weight = motion_weight(video, cfg.motion_weight).to(device) if cfg.motion_weight else None
     return Batch(Latents(video.to(device), audio.to(device)), phones.to(device),
-                 CleanMask(clean_video.to(device), clean_audio.to(device)), reference)  # fmt: skip
+                 CleanMask(clean_video.to(device), clean_audio.to(device)), reference, weight)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,6 +55,12 @@ class VideoAutoencoder(nn.Module):
         z = latents * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
         return self.decoder(z)
 
+    @torch.no_grad()
+    def round_trip(self, frames_uint8: torch.Tensor, batch: int = 64) -> torch.Tensor:
+        """(N, H, W, 3) uint8 frames encoded and decoded: what the latent space keeps of them."""
+        pieces = [self.decode(self.encode(frames_to_tensor(part))) for part in frames_uint8.split(batch)]
+        return tensor_to_frames(torch.cat(pieces))
+
 
 def frames_to_tensor(frames_uint8: torch.Tensor) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""

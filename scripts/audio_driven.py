@@ -233,7 +233,7 @@ def score_group(clips: list[Clip], folder: Path, scorers: Scorers) -> list[dict]
             errors.append(f"mouth-envelope: {e}")
         row["error"] = "; ".join(errors) or None
         rows.append(row)
-        say(f"{LABELS[clip.group]}: scored {clip.name} ({i + 1}/{len(clips)}): "
+        say(f"{LABELS.get(clip.group, clip.group)}: scored {clip.name} ({i + 1}/{len(clips)}): "
             f"learned {row['learned_offset']} / {_fmt(row['learned_confidence'])}, "
             f"landmarks {row['landmarks_offset']} / {_fmt(row['landmarks_confidence'])}, "
             f"own/other {_fmt(row.get('own_other_learned'))} / {_fmt(row.get('own_other_landmarks'))}, "
@@ -255,13 +255,13 @@ def _value(row: dict, metric: str):
     return row.get(metric)
 
 
-def summarise(rows: list[dict]) -> dict[str, dict]:
+def summarise(rows: list[dict], groups: tuple[str, ...] = GROUPS) -> dict[str, dict]:
     """Per group and metric: {"mean", "ci95", "n"} (eval.run.mean_ci95), plus the own/other ratio of
     the group's mean confidences (`own_other_<backend>_of_means`, what the check uses)."""
     from eval.run import mean_ci95
 
     summary = {}
-    for group in GROUPS:
+    for group in groups:
         members = [r for r in rows if r["group"] == group]
         if not members:
             continue
@@ -330,7 +330,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"### Speech-driven generation (issue 10): `{_shown(report['checkpoint'])}`",
         "",
-        f"Checkpoint sha256 {report['checkpoint_hash'][:16]}, sampler {report['sampler']}, seed {report['seed']}, "
+        f"Checkpoint sha256 {report['checkpoint_hash'][:16]}, learned scorer sha256 "
+        f"{report.get('learned_scorer_hash', '?')[:16]}, sampler {report['sampler']}, seed {report['seed']}, "
         f"no reference image; real speech cut to {report['max_seconds']:g} s. Mean ± 95% CI (n). "
         "Written by `scripts/audio_driven.py`.",
         "",
@@ -459,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = summarise(rows)
         report = {"checkpoint": _shown(str(checkpoint)), "checkpoint_hash": file_hash(checkpoint), "sampler": sampler,
+                  "learned_scorer_hash": scorers.learned.weights_hash,
                   "seed": args.seed, "max_seconds": args.max_seconds, "threads": args.threads,
                   "corpus": {"split": "heldout", "seed": 1, "clips": args.text_driven},
                   "summary": summary, "checks": checks(summary), "rows": rows, "notes": notes}  # fmt: skip

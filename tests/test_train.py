@@ -338,3 +338,26 @@ def test_a_minutes_budget_ends_the_session_with_an_exported_checkpoint(codecs, t
     path = train_model(cfg)
     assert read_metadata(path)["steps"] == "1"  # the step it stopped at, not the 50 asked for
     assert learning_rate(cfg, 10, time_spent=1.0) == pytest.approx(0.1 * cfg.lr)
+
+
+def test_motion_weight_weighs_the_moving_video_tokens_up_and_keeps_the_loss_a_weighted_mean():
+    from avgen.objectives import _masked_mse, motion_weight
+
+    video = torch.zeros(2, 6, 4, 3)
+    video[0, ::2, 1] = 1.0  # clip 0: token 1 moves; token 3 moves half as much
+    video[0, ::2, 3] = 0.5
+    video[1] = torch.randn(6, 4, 3)
+    weight = motion_weight(video, 4.0)
+    assert weight.shape == (2, 6, 4)
+    assert torch.allclose(weight[0, :, 1], torch.tensor(5.0)) and torch.allclose(weight[0, :, 3], torch.tensor(3.0))
+    assert torch.allclose(weight[0, :, [0, 2]], torch.tensor(1.0)) and weight[1].max() == 5.0
+    assert torch.equal(motion_weight(video, 0.0), torch.ones(2, 6, 4))
+    keep = torch.ones(2, 6, 4, dtype=torch.bool)
+    error = torch.zeros_like(video)
+    error[0, :, 1] = 1.0  # the whole error on the moving token
+    plain = _masked_mse(error[:1], video[:1] * 0, keep[:1])
+    weighted = _masked_mse(error[:1], video[:1] * 0, keep[:1], weight[:1])
+    assert torch.isclose(plain, torch.tensor(1 / 4)) and torch.isclose(weighted, torch.tensor(5 / 10))
+    assert torch.isclose(_masked_mse(torch.ones_like(video), video * 0, keep, weight), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="motion_weight"):
+        TrainConfig(motion_weight=-1)
