@@ -119,6 +119,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--out", default="eval_results", help="results folder (default eval_results); reruns resume")
     p.add_argument("--syncnet-weights", help="the published syncnet_v2.model (for --backend syncnet)")
     p.add_argument(
+        "--learned-weights",
+        help="for --backend learned: another weight file (default: the shipped eval/weights/learned_sync.safetensors)",
+    )
+    p.add_argument(
         "--face-crop",
         choices=("reference", "none"),
         default="reference",
@@ -151,7 +155,8 @@ def cmd_eval(args) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, not {args.threads}")
         torch.set_num_threads(args.threads)
-        settings = EvalSettings(backend=args.backend, face_crop=args.face_crop, syncnet_weights=args.syncnet_weights)
+        settings = EvalSettings(backend=args.backend, face_crop=args.face_crop, syncnet_weights=args.syncnet_weights,
+                                learned_weights=args.learned_weights)  # fmt: skip
         rows = evaluate(args.paths, args.out, settings, progress=None if args.quiet else ProgressBar("eval"))
     print(summary_table(rows))
     for row in rows:
@@ -620,6 +625,8 @@ def eval_remote(args) -> list[dict]:
 
     if args.backend == "syncnet":
         raise ValueError("--server scores with --backend landmarks or learned; run syncnet locally")
+    if args.learned_weights:
+        raise ValueError("--server scores with the server's own learned weights; run --learned-weights locally")
     settings = EvalSettings(backend=args.backend)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ class EvalSettings:
     backend: str = "landmarks"
     face_crop: str = "reference"  # syncnet only: "reference" pipeline crop, or "none" for ready face tracks
     syncnet_weights: str | None = None
+    learned_weights: str | None = None  # learned only: another weight file (default: the shipped one)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -51,6 +52,8 @@ class EvalSettings:
             raise ValueError(f"face crop must be 'reference' or 'none', not {self.face_crop!r}")
         if self.backend == "syncnet" and not self.syncnet_weights:
             raise ValueError("the syncnet backend needs --syncnet-weights PATH (the published syncnet_v2.model)")
+        if self.learned_weights and self.backend != "learned":
+            raise ValueError(f"--learned-weights is for --backend learned, not {self.backend}")
 
     def key(self) -> dict:
         """What makes two scores of one file comparable (paths of weights are not: their hash is)."""
@@ -72,8 +75,8 @@ class SyncScorer:
             from eval import learned
 
             try:
-                self.net = learned.load_learned()
-                self.weights_hash = learned.weights_hash()
+                self.net = learned.load_learned(settings.learned_weights)
+                self.weights_hash = learned.weights_hash(settings.learned_weights)
             except learned.LearnedWeightsError as e:  # no weights / a bad file: each row says why
                 self.unavailable = str(e)
 

@@ -9,6 +9,7 @@ import sys
 import av
 import numpy as np
 import pytest
+import torch
 
 from avgen.media import write_mp4
 from eval.drawn_face import drawn_talking_head
@@ -174,3 +175,29 @@ def test_avgen_eval_command_prints_a_summary_and_writes_results(clips, tmp_path)
     bad = subprocess.run([sys.executable, "-m", "avgen", "eval", str(clips), "--backend", "syncnet"],
                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert bad.returncode != 0 and "syncnet-weights" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_other_learned_weights_score_the_same_clips_and_a_rerun_with_the_shipped_ones_rescores(clips, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from eval import learned
+
+    with safe_open(str(learned.WEIGHTS), "pt") as f:
+        metadata = f.metadata()
+    other = tmp_path / "other.safetensors"  # a valid weight file of the same network, other numbers
+    generator = torch.Generator().manual_seed(0)
+    state = {k: v + 0.05 * torch.randn(v.shape, generator=generator) * v.std().nan_to_num(0) if v.is_floating_point() else v
+             for k, v in load_file(str(learned.WEIGHTS)).items()}  # fmt: skip
+    save_file(state, str(other), metadata=metadata)
+    out, clip = tmp_path / "out", [str(clips / "synced.mp4")]
+    theirs = evaluate(clip, out, EvalSettings(backend="learned", learned_weights=str(other)))[0]
+    assert theirs["error"] is None and theirs["weights_hash"] == learned.weights_hash(other)
+    shipped = evaluate(clip, out, EvalSettings(backend="learned"))[0]  # the same folder: not a resumable row
+    assert not shipped.get("skipped") and shipped["weights_hash"] == learned.weights_hash()
+    assert shipped["sync_confidence"] != theirs["sync_confidence"]
+    with pytest.raises(ValueError, match="--learned-weights is for --backend learned"):
+        EvalSettings(backend="landmarks", learned_weights=str(other))
+    bad = subprocess.run([sys.executable, "-m", "avgen", "eval", clip[0], "--learned-weights", str(other)],
+                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert bad.returncode != 0 and "--backend learned" in bad.stderr and "Traceback" not in bad.stderr
