@@ -32,7 +32,7 @@ from avgen.objectives import SHORTCUT_STEPS
 from avgen.phones import NULL_PHONE, PHONE_IDS, SILENCE, frame_phone_ids, phone_timeline, timeline_seconds
 from avgen.progress import Progress
 from avgen.sampling import CleanMask, Latents, denoise, get_schedule
-from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_seconds
+from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, fit_samples, frames_for_samples, frames_for_seconds
 from avgen.video_codec import frames_to_tensor, tensor_to_frames
 from avgen.vocoder import VOCODERS, Vocoder, learned_vocoder_fits, load_vocoder
 
@@ -145,7 +145,7 @@ def resolve(request: GenerationRequest, cfg: Config) -> Settings:
         if frames < 1:
             raise GenerationError(f"seconds must be at least {1 / FPS:g} (one frame), not {request.seconds:g}")
     elif request.audio is not None:
-        frames = max(1, round(len(request.audio) / SAMPLES_PER_FRAME))
+        frames = frames_for_samples(len(request.audio))
     elif text.strip():
         frames = max(1, frames_for_seconds(timeline_seconds(phone_timeline(text))))
     else:
@@ -172,11 +172,9 @@ def resolve(request: GenerationRequest, cfg: Config) -> Settings:
         phones = torch.full((frames,), PHONE_IDS[NULL_PHONE], dtype=torch.long)
     audio = None
     if request.audio is not None:
-        audio = np.zeros(frames * SAMPLES_PER_FRAME, dtype=np.float32)
-        given = np.asarray(request.audio, dtype=np.float32)[: len(audio)]
-        if given.size == 0:
+        if np.asarray(request.audio).size == 0:
             raise GenerationError("the audio is empty")
-        audio[: len(given)] = given
+        audio = fit_samples(request.audio, frames * SAMPLES_PER_FRAME)
         phones = frame_phone_ids(phones_from_speech(audio, text), frames)  # what is said when, from the speech
     vocoder = request.vocoder or ("learned" if learned_vocoder_fits(cfg) else "griffin-lim")
     if vocoder not in VOCODERS:

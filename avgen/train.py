@@ -83,9 +83,7 @@ class TrainConfig:
     clip_seconds: float = 2.0  # training window
     wide_voice_prob: float = 0.0  # share of clips spoken in a random wide voice (data/voices.py), not the identity's
     augment_prob: float = 0.0  # share of clips through augment_speech (noise, band limit, reverb, gain)
-    espeak_voice_prob: float = (
-        0.0  # share spoken by an espeak-ng training voice (data/espeak.py), the face following it
-    )
+    espeak_voice_prob: float = 0.0  # share spoken by an espeak-ng training voice (data/espeak.py)
     heard_phones: str = ""  # audio-driven rows use the phones recognised from the audio (a file; made if absent)
     data_workers: int = 0  # processes rendering the corpus (0: this process)
     # model stage

@@ -217,14 +217,14 @@ def heldout_samples(clips: int, seconds: float, speaker: str) -> list:
     from avgen.data.espeak import EVALUATION_VOICES
     from avgen.data.voices import random_voice
 
-    def speaker_of(i: int) -> dict:
+    def voice_of(i: int) -> dict:  # make_sample's keyword for held-out clip i
         if speaker == "random_voice":
             return {"voice": random_voice(np.random.default_rng([0xE7A1, i]))}
         if speaker == "espeak":
             return {"espeak": EVALUATION_VOICES[i % len(EVALUATION_VOICES)]}
         return {}
 
-    return [make_sample(i, "heldout", seconds=seconds, **speaker_of(i)) for i in range(clips)]
+    return [make_sample(i, "heldout", seconds=seconds, **voice_of(i)) for i in range(clips)]
 
 
 def evaluate_heldout(

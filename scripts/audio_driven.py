@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "scripts"))  # the `results` package of make_resul
 
 from results.clips import tiled  # noqa: E402
 
-from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: E402
+from avgen.timeline import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, fit_samples, frames_for_samples  # noqa: E402
 
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "real-clips"
 GROUPS = ("real", "espeak_text", "espeak_notext", "text_driven", "ground_truth")
@@ -143,13 +143,8 @@ def generate(generator, group: str, name: str, seed: int, audio=None, text: str 
 
 
 def as_generated(audio: np.ndarray) -> np.ndarray:
-    """The speech as generation reads it: whole frames (the nearest count, at least one), zero-padded
-    or cut (avgen.pipeline.resolve)."""
-    frames = max(1, round(len(audio) / SAMPLES_PER_FRAME))
-    out = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
-    given = np.asarray(audio, np.float32)[: len(out)]
-    out[: len(given)] = given
-    return out
+    """The speech as generation reads it (avgen.pipeline.resolve): whole frames, zero-padded or cut."""
+    return fit_samples(audio, frames_for_samples(len(audio)) * SAMPLES_PER_FRAME)
 
 
 def aligned(audio: np.ndarray, text: str) -> bool:

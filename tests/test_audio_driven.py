@@ -46,6 +46,11 @@ def test_audio_driven_generation_keeps_the_given_speech(audio_driven, small_chec
     assert len(clip.frames) == 14  # the pipeline rounds the speech to whole frames
     assert np.array_equal(clip.audio, speech[: 14 * SAMPLES_PER_FRAME])
     assert clip.metadata["avgen_audio"] == "given"
+    short = speech[: 14 * SAMPLES_PER_FRAME - 200]  # rounds up to 14 frames: padded with silence
+    padded = audio_driven.generate(generator, "real", "short", seed=0, audio=short)
+    for given, made in ((speech, clip), (short, padded)):  # the script's reading of speech is the pipeline's
+        assert np.array_equal(audio_driven.as_generated(given), made.audio)
+    assert len(padded.frames) == 14 and not padded.audio[len(short) :].any()
     text = audio_driven.generate(generator, "text_driven", "text", seed=0, text="hello there", seconds=0.4)
     assert len(text.frames) == 10 and text.metadata["avgen_audio"] == "generated"
 

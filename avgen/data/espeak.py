@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avgen.phones import SILENCE, PhoneSpan
-from avgen.timeline import SAMPLE_RATE
+from avgen.timeline import SAMPLE_RATE, fit_samples
 
 LIBRARY = "libespeak-ng.so.1"
 
@@ -187,8 +187,7 @@ def speak(text: str, voice: EspeakVoice = EspeakVoice("en-us")) -> tuple[np.ndar
 def fitted(audio: np.ndarray, spans: list[PhoneSpan], n_samples: int) -> tuple[np.ndarray, list[PhoneSpan]]:
     """Speech and its timeline cut or padded (silence) to exactly `n_samples`, the timeline 0 to its end."""
     seconds = n_samples / SAMPLE_RATE
-    out = np.zeros(n_samples, np.float32)
-    out[: min(n_samples, len(audio))] = audio[:n_samples]
+    out = fit_samples(audio, n_samples)
     kept = [PhoneSpan(s.phone, s.start, min(s.end, seconds)) for s in spans if s.start < seconds]
     end = kept[-1].end if kept else 0.0
     if end < seconds:
