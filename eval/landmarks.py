@@ -19,11 +19,14 @@ Pipeline (25 fps RGB frames, 16 kHz mono audio):
    FFT of each frame's 640 samples, dB, floored 40 dB below the clip's loud (95th percentile)
    frames, high-passed the same way.
 4. Comparison: both signals are z-scored, cut into 5-frame windows (features of shape (T-4, 5)) and
-   compared with eval.protocol.sync_offset over offsets -15..+15 frames, exactly as SyncNet's
-   embeddings are: offset = 15 - argmin of the mean distance (delaying the audio by k frames changes
-   the offset by -k), distance = that minimum (LSE-D-like), confidence = median - minimum
-   (LSE-C-like). The numbers are on this backend's own scale (distances between z-scored 5-frame
-   windows), not comparable with published SyncNet values.
+   compared with eval.protocol.sync_offset over offsets -15..+15 frames as SyncNet's embeddings are:
+   offset = 15 - argmin of the mean distance (delaying the audio by k frames changes the offset by
+   -k), distance = that minimum (LSE-D-like), confidence = median - minimum (LSE-C-like). One
+   difference (since 2026-12-01): each offset's mean is over the frames where the shifted audio
+   exists (`pad_audio=False`), not over zero windows padded in, which lie nearer a resting mouth than
+   mismatched speech does and pulled weakly synced clips to offsets of 10-15 frames
+   (`scripts/landmarks_protocol.py`; eval/README.md). The numbers are on this backend's own scale
+   (distances between z-scored 5-frame windows), not comparable with published SyncNet values.
 
 A clip with no speech (or a motionless mouth) gives a constant signal, whose z-score is all zeros:
 every offset is then equally far and the confidence is ~0.
@@ -203,7 +206,7 @@ def score_mouth_signal(video_signal: np.ndarray, audio: np.ndarray) -> SyncResul
     """The SyncNet protocol on a `mouth_signal` (T,) against float32 16 kHz mono audio (any length:
     zero-padded or cut to the T frames)."""
     audio_sig = audio_signal(audio, len(video_signal))
-    return sync_offset(windows(_zscore(video_signal)), windows(_zscore(audio_sig)), vshift=VSHIFT)
+    return sync_offset(windows(_zscore(video_signal)), windows(_zscore(audio_sig)), vshift=VSHIFT, pad_audio=False)
 
 
 def score_landmarks(frames: np.ndarray, audio: np.ndarray, detect_face: bool = True) -> tuple[SyncResult, str]:
