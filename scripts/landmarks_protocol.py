@@ -45,6 +45,7 @@ def signals(folder: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 def scored(mouth: np.ndarray, audio: np.ndarray, pad_audio: bool) -> tuple[int, float]:
+    """(offset, confidence) of the landmarks backend's comparison under `pad_audio`."""
     from eval.landmarks import _zscore, audio_signal, windows
     from eval.protocol import sync_offset
 
@@ -53,12 +54,26 @@ def scored(mouth: np.ndarray, audio: np.ndarray, pad_audio: bool) -> tuple[int, 
     return result.av_offset_frames, result.sync_confidence
 
 
-def main() -> int:
+def smooth_noise_offsets(lengths: list[int], seed: int = 0) -> np.ndarray:
+    """|offset| chosen between two independent smooth random signals of each length: the argmin's own
+    preference among offsets, with no padding involved."""
+    from eval.landmarks import _zscore, windows
+    from eval.protocol import sync_offset
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in lengths:
+        a, b = (np.convolve(rng.standard_normal(n + 6), np.hanning(7), "valid")[:n] for _ in range(2))
+        out.append(abs(sync_offset(windows(_zscore(a)), windows(_zscore(b)), pad_audio=False).av_offset_frames))
+    return np.array(out)
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+")
-    p.add_argument("--out", required=True)
-    p.add_argument("--md")
-    args = p.parse_args()
+    p.add_argument("folders", nargs="+", help="folders of MP4s, one group each")
+    p.add_argument("--out", required=True, help="JSON report")
+    p.add_argument("--md", help="also write the markdown block here")
+    args = p.parse_args(argv)
     from avgen.files import write_text_atomic
 
     groups = {Path(f).name: signals(Path(f)) for f in args.folders}
@@ -80,16 +95,7 @@ def main() -> int:
                           for j in range(len(every)) if j != i])  # fmt: skip
         report["unrelated_pairs"][mode] = {"pairs": len(offsets), "edge_fraction": float(np.mean(offsets >= 13)),
                                            "within_1_fraction": float(np.mean(offsets <= 1))}  # fmt: skip
-    # control: the same argmin over smooth noise of the same lengths (no padding effect possible)
-    rng = np.random.default_rng(0)
-    noise = []
-    for m, _ in every:
-        a, b = (np.convolve(rng.standard_normal(len(m) + 6), np.hanning(7), "valid")[: len(m)] for _ in range(2))
-        from eval.landmarks import _zscore, windows
-        from eval.protocol import sync_offset
-
-        noise.append(abs(sync_offset(windows(_zscore(a)), windows(_zscore(b)), pad_audio=False).av_offset_frames))
-    noise = np.array(noise)
+    noise = smooth_noise_offsets([len(m) for m, _ in every])
     report["smooth_noise_control"] = {"edge_fraction": float(np.mean(noise >= 13)),
                                       "within_1_fraction": float(np.mean(noise <= 1)), "pairs": len(noise)}  # fmt: skip
     write_text_atomic(Path(args.out), json.dumps(report, indent=1) + "\n")
