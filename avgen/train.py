@@ -365,6 +365,7 @@ def load_heard_phones(cfg: TrainConfig) -> torch.Tensor | None:
         for i, ids in enumerate(heard_iter):
             heard.append(ids[:frames])
             bar((i + 1) / count, f"{i + 1} clips")
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             torch.save({"windows": key, "heard": torch.stack(heard)}, tmp)
     saved = torch.load(path)
