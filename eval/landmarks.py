@@ -202,11 +202,21 @@ def windows(signal: np.ndarray, size: int = WINDOW) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(signal, size).copy()
 
 
+def features(signal: np.ndarray) -> np.ndarray:
+    """(T,) per-frame signal -> (T - 4, 5): z-scored, in 5-frame windows (what the protocol compares)."""
+    return windows(_zscore(signal))
+
+
+def signal_features(video_signal: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The features of a `mouth_signal` (T,) and of float32 16 kHz mono audio (any length: zero-padded
+    or cut to the T frames), as score_mouth_signal compares them."""
+    return features(video_signal), features(audio_signal(audio, len(video_signal)))
+
+
 def score_mouth_signal(video_signal: np.ndarray, audio: np.ndarray) -> SyncResult:
     """The SyncNet protocol on a `mouth_signal` (T,) against float32 16 kHz mono audio (any length:
-    zero-padded or cut to the T frames)."""
-    audio_sig = audio_signal(audio, len(video_signal))
-    return sync_offset(windows(_zscore(video_signal)), windows(_zscore(audio_sig)), vshift=VSHIFT, pad_audio=False)
+    zero-padded or cut to the T frames), each offset over the frames where the shifted audio exists."""
+    return sync_offset(*signal_features(video_signal, audio), vshift=VSHIFT, pad_audio=False)
 
 
 def score_landmarks(frames: np.ndarray, audio: np.ndarray, detect_face: bool = True) -> tuple[SyncResult, str]:

@@ -315,6 +315,16 @@ def _shown(path: str) -> str:
         return path
 
 
+def write_report(report: dict, out: str, md: str | None, text: str) -> None:
+    """The JSON report to `out`, its markdown `text` to `md` (when given) and to stdout."""
+    from avgen.files import write_text_atomic
+
+    write_text_atomic(Path(out), json.dumps(report, indent=1, allow_nan=False) + "\n")
+    if md:
+        write_text_atomic(Path(md), text)
+    print(text)
+
+
 def markdown(report: dict) -> str:
     summary, groups = report["summary"], [g for g in GROUPS if g in report["summary"]]
     names = {"abs_learned_offset": "\\|offset\\| learned (frames)", "learned_confidence": "confidence learned",
@@ -398,7 +408,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from avgen.checkpoint import default_checkpoint, file_hash
     from avgen.data import espeak, make_sample
-    from avgen.files import write_text_atomic
     from avgen.pipeline import Generator
 
     torch.set_num_threads(args.threads)
@@ -459,11 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                   "seed": args.seed, "max_seconds": args.max_seconds, "threads": args.threads,
                   "corpus": {"split": "heldout", "seed": 1, "clips": args.text_driven},
                   "summary": summary, "checks": checks(summary), "rows": rows, "notes": notes}  # fmt: skip
-        write_text_atomic(Path(args.out), json.dumps(report, indent=1, allow_nan=False) + "\n")
-        text = markdown(report)
-        if args.md:
-            write_text_atomic(Path(args.md), text)
-        print(text)
+        write_report(report, args.out, args.md, markdown(report))
         say(f"wrote {args.out}" + (f" and {args.md}" if args.md else ""))
     finally:
         if not args.work:

@@ -38,18 +38,9 @@ load_heard_phones(load_config('configs/tiny.toml', sys.argv[1:], 'model'))" $WIN
 fi
 [[ -f $HEARD ]] || { echo "no $HEARD: make the heard phones first (see the top of this script)"; exit 2; }
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-# 1. The latent cache, once, copied to every run (render workers are spawned: the code is a file).
-cat > "$RUNS/build_cache.py" <<'EOF'
-import shutil, sys
-from avgen.checkpoint import load_checkpoint
-from avgen.train import CODECS, _cache_path, absolute_paths, build_latent_cache, load_config
-if __name__ == "__main__":
-    cfg = absolute_paths(load_config("configs/tiny.toml", sys.argv[1:], "model"))
-    build_latent_cache(cfg, load_checkpoint(cfg.codecs, only=CODECS), _cache_path(cfg))
-    for run in ("mw4", "distill-mw0", "distill-mw4"):
-        shutil.copy(_cache_path(cfg), _cache_path(cfg).parent.parent / run / _cache_path(cfg).name)
-EOF
-python "$RUNS/build_cache.py" $COMMON "data_workers=$WORKERS" "out=$RUNS/mw0" || exit 1
+# 1. The latent cache, once, copied to every run.
+python scripts/build_latent_cache.py $COMMON "data_workers=$WORKERS" "out=$RUNS/mw0" \
+    --copy-to "$RUNS/mw4" "$RUNS/distill-mw0" "$RUNS/distill-mw4" || exit 1
 echo "cache ready after $((SECONDS - begin)) s"
 # 2. The two teacher fine-tunes at once.
 for w in 0 4; do

@@ -26,17 +26,8 @@ COMMON="$WINDOWS codecs=avgen/weights/tiny.safetensors device=$DEVICE threads=2 
 begin=$SECONDS
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 # 1. The latent cache, once: workers render the corpus, the codecs encode it; copied to each run.
-cat > "$OUT/build_cache.py" <<'EOF'  # a file, not stdin: the render workers are spawned and import it
-import shutil, sys
-from avgen.checkpoint import load_checkpoint
-from avgen.train import CODECS, _cache_path, absolute_paths, build_latent_cache, load_config
-if __name__ == "__main__":
-    cfg = absolute_paths(load_config("configs/tiny.toml", sys.argv[1:], "model"))
-    build_latent_cache(cfg, load_checkpoint(cfg.codecs, only=CODECS), _cache_path(cfg))  # on the CPU, as train_model does
-    for run in ("scratch-selfflow", "scratch-flow"):
-        shutil.copy(_cache_path(cfg), _cache_path(cfg).parent.parent / run / _cache_path(cfg).name)
-EOF
-python "$OUT/build_cache.py" $COMMON "data_workers=$WORKERS" "out=$OUT/ft" || exit 1
+python scripts/build_latent_cache.py $COMMON "data_workers=$WORKERS" "out=$OUT/ft" \
+    --copy-to "$OUT/scratch-selfflow" "$OUT/scratch-flow" || exit 1
 echo "cache ready after $((SECONDS - begin)) s"
 # 2. Four trainings at once.
 python scripts/train_vocoder.py --out "$OUT/vocoder" --minutes "$MINUTES" --device "$DEVICE" --workers 6 --batch 64 \

@@ -18,7 +18,6 @@ The lip signal of each clip is read once (eval.landmarks.mouth_signal); then, un
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))  # audio_driven's report writer
 
 MODES = {"padded": True, "overlap": False}  # name -> pad_audio
 
@@ -44,27 +44,27 @@ def signals(folder: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def scored(mouth: np.ndarray, audio: np.ndarray, pad_audio: bool) -> tuple[int, float]:
-    """(offset, confidence) of the landmarks backend's comparison under `pad_audio`."""
-    from eval.landmarks import _zscore, audio_signal, windows
+def scored(mouth: np.ndarray, audio: np.ndarray) -> dict[str, tuple[int, float]]:
+    """{mode: (offset, confidence)} of the landmarks backend's comparison, the features made once."""
+    from eval.landmarks import signal_features
     from eval.protocol import sync_offset
 
-    result = sync_offset(windows(_zscore(mouth)), windows(_zscore(audio_signal(audio, len(mouth)))),
-                         pad_audio=pad_audio)  # fmt: skip
-    return result.av_offset_frames, result.sync_confidence
+    video, heard = signal_features(mouth, audio)
+    return {mode: (r.av_offset_frames, r.sync_confidence)
+            for mode, r in ((m, sync_offset(video, heard, pad_audio=pad)) for m, pad in MODES.items())}  # fmt: skip
 
 
 def smooth_noise_offsets(lengths: list[int], seed: int = 0) -> np.ndarray:
     """|offset| chosen between two independent smooth random signals of each length: the argmin's own
     preference among offsets, with no padding involved."""
-    from eval.landmarks import _zscore, windows
+    from eval.landmarks import features
     from eval.protocol import sync_offset
 
     rng = np.random.default_rng(seed)
     out = []
     for n in lengths:
         a, b = (np.convolve(rng.standard_normal(n + 6), np.hanning(7), "valid")[:n] for _ in range(2))
-        out.append(abs(sync_offset(windows(_zscore(a)), windows(_zscore(b)), pad_audio=False).av_offset_frames))
+        out.append(abs(sync_offset(features(a), features(b), pad_audio=False).av_offset_frames))
     return np.array(out)
 
 
@@ -74,15 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="JSON report")
     p.add_argument("--md", help="also write the markdown block here")
     args = p.parse_args(argv)
-    from avgen.files import write_text_atomic
+    import audio_driven as ad
 
+    if len({Path(f).name for f in args.folders}) < len(args.folders):
+        p.error("each folder is a group named by its last part: give folders of different names")
     groups = {Path(f).name: signals(Path(f)) for f in args.folders}
+    if few := [f for f in args.folders if len(groups[Path(f).name]) < 2]:
+        p.error(f"each folder needs 2 or more MP4s (a clip and another's audio): {' '.join(few)}")
     report: dict = {"groups": {}, "unrelated_pairs": {}}
     for group, clips in groups.items():
         entry = {"clips": len(clips)}
-        for mode, pad in MODES.items():
-            own = [scored(m, a, pad) for _, m, a in clips]
-            other = [scored(m, clips[(i + 1) % len(clips)][2], pad)[1] for i, (_, m, _) in enumerate(clips)]
+        own_both = [scored(m, a) for _, m, a in clips]
+        other_both = [scored(m, clips[(i + 1) % len(clips)][2]) for i, (_, m, _) in enumerate(clips)]
+        for mode in MODES:
+            own = [s[mode] for s in own_both]
+            other = [s[mode][1] for s in other_both]
             offsets = np.abs([o for o, _ in own])
             entry[mode] = {"offsets": [int(o) for o, _ in own], "mean_abs_offset": float(offsets.mean()),
                            "off_by_more_than_1": int((offsets > 1).sum()),
@@ -90,15 +96,14 @@ def main(argv: list[str] | None = None) -> int:
                            "own_other_of_means": float(np.mean([c for _, c in own]) / np.mean(other))}  # fmt: skip
         report["groups"][group] = entry
     every = [(m, a) for clips in groups.values() for _, m, a in clips]
-    for mode, pad in MODES.items():
-        offsets = np.abs([scored(m, every[j][1], pad)[0] for i, (m, _) in enumerate(every)
-                          for j in range(len(every)) if j != i])  # fmt: skip
+    unrelated = [scored(m, every[j][1]) for i, (m, _) in enumerate(every) for j in range(len(every)) if j != i]
+    for mode in MODES:
+        offsets = np.abs([s[mode][0] for s in unrelated])
         report["unrelated_pairs"][mode] = {"pairs": len(offsets), "edge_fraction": float(np.mean(offsets >= 13)),
                                            "within_1_fraction": float(np.mean(offsets <= 1))}  # fmt: skip
     noise = smooth_noise_offsets([len(m) for m, _ in every])
     report["smooth_noise_control"] = {"edge_fraction": float(np.mean(noise >= 13)),
                                       "within_1_fraction": float(np.mean(noise <= 1)), "pairs": len(noise)}  # fmt: skip
-    write_text_atomic(Path(args.out), json.dumps(report, indent=1) + "\n")
     lines = ["### The landmarks backend's offset with and without zero-padded audio", "",
              f"Written by `scripts/landmarks_protocol.py` on {', '.join(f'`{f}`' for f in args.folders)}; "
              "each cell: padded (the SyncNet reference) / overlap (each offset over the frames whose shifted "
@@ -117,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(smooth-noise control {report['smooth_noise_control']['edge_fraction']:.3f}); within +-1 (3 of 31) "
               f"{u['padded']['within_1_fraction']:.3f} / {u['overlap']['within_1_fraction']:.3f} "
               f"(control {report['smooth_noise_control']['within_1_fraction']:.3f})."]  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    if args.md:
-        write_text_atomic(Path(args.md), text)
-    print(text)
+    ad.write_report(report, args.out, args.md, "\n".join(lines) + "\n")
     return 0
 
 

@@ -119,7 +119,6 @@ def main() -> int:
 
     from avgen.checkpoint import default_checkpoint, load_checkpoint
     from avgen.data import make_sample
-    from avgen.files import write_text_atomic
 
     checkpoint = args.checkpoint or default_checkpoint()
     codec = load_checkpoint(checkpoint, only=("video_codec",)).video_codec.eval()
@@ -154,11 +153,7 @@ def main() -> int:
         report["generated"] = {
             g: generated[g]["learned_confidence"]["mean"] for g in (*ad.SPEECH_GROUPS, "text_driven") if g in generated
         }
-    write_text_atomic(Path(args.out), json.dumps(report, indent=1, allow_nan=False) + "\n")
-    text = markdown(report)
-    if args.md:
-        write_text_atomic(Path(args.md), text)
-    print(text)
+    ad.write_report(report, args.out, args.md, markdown(report))
     return 0
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from avgen.data import make_sample
 from eval.drawn_face import drawn_talking_head, mouth_openings
-from eval.landmarks import mouth_signal, score_landmarks, score_mouth_signal
+from eval.landmarks import mouth_signal, score_landmarks, score_mouth_signal, signal_features
+from eval.protocol import overlap_mask
 from eval.speech import SAMPLES_PER_FRAME
 
 REAL_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-clips"
@@ -237,3 +238,18 @@ def test_score_landmarks_is_mouth_signal_then_score_mouth_signal():
     again = score_mouth_signal(signal, audio)
     assert face == face2 and result.av_offset_frames == again.av_offset_frames
     assert np.array_equal(result.mean_distances, again.mean_distances)
+
+
+def test_offsets_are_averaged_over_real_audio_only_not_over_padding():
+    """Each offset's mean distance is over the frames where the shifted audio exists (the zeros padded
+    in past the audio's ends are never compared with the lips)."""
+    frames, audio = clip(0, 64, 3)
+    signal, _ = mouth_signal(frames)
+    video, heard = signal_features(signal, audio)
+    result = score_mouth_signal(signal, audio)
+    n, shifts = len(video), result.offsets
+    for j, offset in enumerate(shifts):
+        frames_compared = [i for i in range(n) if overlap_mask(n)[i, j]]
+        assert len(frames_compared) == n - abs(offset)
+        expected = np.mean([np.linalg.norm(video[i] - heard[i - offset] + 1e-6) for i in frames_compared])
+        assert result.mean_distances[j] == pytest.approx(expected)

@@ -33,3 +33,13 @@ def test_measures_both_settings_on_a_folder_of_mp4s(tmp_path):
         assert report["unrelated_pairs"][mode]["pairs"] == 6  # every clip against both others' audio
     assert report["smooth_noise_control"]["pairs"] == 3
     assert "| drawn | 3 |" in md.read_text()
+
+
+def test_a_folder_without_two_clips_is_a_clear_error(tmp_path, capsys):
+    import pytest
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        load_script(SCRIPT).main([str(tmp_path / "empty"), "--out", str(tmp_path / "r.json")])
+    assert exit_.value.code == 2 and "2 or more MP4s" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
