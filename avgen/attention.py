@@ -117,7 +117,7 @@ class SlidingWindowMask:
         """[lo, hi) per query block: the non-global keys whose frames lie within [frame[first] - W,
         frame[last] + W], where first/last are the block's first/last non-global queries."""
         f, w, n_global = self.frame_index, self.window_frames, self._n_global()
-        frames = f[n_global:]
+        frames = f[n_global:].contiguous()
         lo = n_global + torch.searchsorted(frames, f[first] - w)
         hi = n_global + torch.searchsorted(frames, f[last] + w, right=True)
         return lo, hi

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,20 @@ def test_chunked_equals_dense(layout, window, n_global):
     assert (sliding_window_attention(q, k, v, mask, backend="chunked") - dense).abs().max() <= 1e-5
     # tiny blocks: many blocks, L not a multiple of the block size, blocks splitting frames
     assert (chunked_attention(q, k, v, mask, block_tokens=7) - dense).abs().max() <= 1e-5
+
+
+def test_chunked_takes_a_strided_frame_index_silently():
+    """A frame index that is a view with a stride (as the model can pass) gives the dense result,
+    without torch's warning about searching a non-contiguous boundary tensor."""
+    frame_index, is_global = frames_layout(av_counts(6), n_global=2)
+    strided = torch.stack([frame_index, frame_index], dim=1)[:, 0]
+    assert not strided.is_contiguous()
+    mask = SlidingWindowMask(strided, is_global, 1)
+    q, k, v = qkv(len(frame_index))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chunked = chunked_attention(q, k, v, mask, block_tokens=7)
+    assert (chunked - sliding_window_attention(q, k, v, mask, backend="dense")).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("n_tokens", [1, 3, 300])
