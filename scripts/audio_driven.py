@@ -65,6 +65,20 @@ SENTENCES = (
     "She painted the fence white and planted roses by the gate.",
     "Turn left at the bakery and you will see the library.",
     "Nobody expected the river to rise so quickly after the storm.",
+    "I usually buy fresh bread from the corner shop on my way home.",
+    "The children built a tall snowman in the park yesterday.",
+    "Remember to water the plants while I am away next week.",
+    "His grandmother keeps a jar of buttons in the top drawer.",
+    "We watched the boats drift slowly across the quiet harbour.",
+    "The printer on the second floor needs more paper.",
+    "After dinner they played cards until almost midnight.",
+    "Every autumn the old oak tree drops thousands of acorns.",
+    "Could you tell me how long the bus ride usually takes?",
+    "The baker woke up at four to prepare the morning loaves.",
+    "Our neighbours are moving to a farm in the north.",
+    "Keep your ticket, because the inspector may ask to see it.",
+    "The soup tasted much better with a pinch of pepper.",
+    "Five bright stars appeared above the hills after sunset.",
 )
 OWN_OTHER_MIN = 3.0
 CONFIDENCE_VS_TEXT_MIN = 0.8

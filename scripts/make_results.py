@@ -13,7 +13,8 @@ What it does
 - Held-out set: clips i = 0..N-1 of `make_sample(i, split="heldout", seed=0)` (identities and
   sentences no training clip has), at their natural length. Ground truth is the sample itself,
   written to MP4 like the generated clips, so every system goes through the same H.264/AAC round
-  trip before it is scored.
+  trip before it is scored. `--split train` takes the training corpus's clips instead (same
+  indices): how well a model fits what it was trained on, beside how it generalises.
 - Each model generates the same transcript with the same number of frames (seconds = T / 25), the
   identity's reference frame (`reference_frame(sample)`) as `reference_image`, generation seed
   `--seed + i` (the same for both models), the checkpoint's default steps/cfg/shift unless --steps/--cfg/--shift.

@@ -114,6 +114,20 @@ def test_a_missing_checkpoint_is_reported_not_fatal(make_results, tmp_path):
         values = cell_values(row)
         assert values[1:] == ["not available", "not available"] or values[0] == "–", row
     assert all((out / "results" / png).is_file() for png in PNGS)
+    assert 'Held-out set: 2 clips, `make_sample(i, split="heldout", seed=0)`' in text
+    assert "## Metrics (2 held-out clips;" in text
+
+
+def test_training_split_clips_are_named_as_such(make_results, tmp_path):
+    from avgen.data.corpus import identity_split, make_sample
+
+    out = tmp_path / "docs"
+    assert make_results.main(["--split", "train", "--clips", "2", "--out", str(out)]) == 0
+    text = (out / "results.md").read_text()
+    assert 'Training-split set: 2 clips, `make_sample(i, split="train", seed=0)`' in text
+    assert "a check of fit, not of generalisation" in text and "## Metrics (2 training-split clips;" in text
+    assert "held-out" not in text.split("## Training", 1)[0]
+    assert all(identity_split(make_sample(i, split="train").identity) == "train" for i in range(2))
 
 
 def test_training_log_wall_clock_and_ratio_statistics(make_results, tmp_path):

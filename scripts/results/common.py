@@ -14,6 +14,8 @@ LABELS = dict(SYSTEMS)
 SHORT = {"gt": "GT", "baseline": "baseline", "selfflow": "Self-Flow"}
 LOG_OBJECTIVE = {"baseline": "flow", "selfflow": "selfflow"}
 COLORS = {"gt": "#4d4d4d", "baseline": "#1f77b4", "selfflow": "#d62728"}
+# What the clips of each corpus split are called in the report and the figures.
+SPLIT_NAMES = {"heldout": "held-out", "train": "training-split"}
 
 _START = time.monotonic()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from avgen.files import write_text_atomic
 from results.clips import load_system, produce_clips, score_all
-from results.common import LABELS, LOG_OBJECTIVE, System, fmt_duration, say
+from results.common import LABELS, LOG_OBJECTIVE, SPLIT_NAMES, System, fmt_duration, say
 from results.metrics import summarise
 from results.plots import plot_bars, plot_contact_sheet, plot_losses, plot_mouth_signals
 from results.report import write_report
@@ -27,13 +27,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--baseline", help="checkpoint of the flow-matching baseline (safetensors)")
     p.add_argument("--selfflow", help="checkpoint of the Self-Flow model (safetensors)")
     p.add_argument("--logs", help="folder with the training logs model-<objective>.log.jsonl")
-    p.add_argument("--clips", type=int, default=32, help="number of held-out clips (at least 2)")
+    p.add_argument("--clips", type=int, default=32, help="number of clips (at least 2)")
+    p.add_argument("--split", choices=tuple(SPLIT_NAMES), default="heldout",
+                   help="corpus split of the clips: heldout (default; identities and sentences no training clip "
+                        "has) or train (the training corpus's identities and sentences: a check of fit, not of "
+                        "generalisation)")  # fmt: skip
     p.add_argument("--out", default="docs", help="writes OUT/results.md and OUT/results/*.png")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance (default: the checkpoint's)")
     p.add_argument("--shift", type=float, default=None, help="timestep shift (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="generation seed of clip i is SEED + i")
-    p.add_argument("--corpus-seed", type=int, default=0, help="seed of the held-out corpus")
+    p.add_argument("--corpus-seed", type=int, default=0, help="seed of the corpus")
     p.add_argument("--contact-clips", type=int, default=2, help="clips shown on the contact sheet")
     p.add_argument("--work", default=None, help="keep the MP4s here (default: a temporary folder, deleted)")
     p.add_argument("--threads", type=int, default=0, help="torch/OpenCV threads (0: their defaults)")
@@ -64,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="avgen-results-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        say(f"held-out set: {args.clips} clips")
-        samples = [make_sample(i, split="heldout", seed=args.corpus_seed) for i in range(args.clips)]
+        say(f"{SPLIT_NAMES[args.split]} set: {args.clips} clips")
+        samples = [make_sample(i, split=args.split, seed=args.corpus_seed) for i in range(args.clips)]
         logs = Path(args.logs) if args.logs else None
         systems = {"gt": System("gt", LABELS["gt"])}
         systems["baseline"] = load_system("baseline", args.baseline, logs, work)
@@ -85,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise(systems)
         say("plotting")
         plot_losses(systems, figures / "loss_curves.png")
-        plot_bars(systems, summary, figures / "metrics.png")
-        plot_contact_sheet(systems, samples, args.contact_clips, figures / "contact_sheet.png")
-        plot_mouth_signals(systems, samples, args.contact_clips, figures / "mouth_signals.png")
+        set_name = SPLIT_NAMES[args.split]
+        plot_bars(systems, summary, figures / "metrics.png", set_name)
+        plot_contact_sheet(systems, samples, args.contact_clips, figures / "contact_sheet.png", set_name)
+        plot_mouth_signals(systems, samples, args.contact_clips, figures / "mouth_signals.png", set_name)
         timings = {"generate": t1 - t0, "score": t2 - t1, "total": time.monotonic() - began}
         write_report(out / "results.md", systems, samples, summary, args, argv, timings)
         if args.work:

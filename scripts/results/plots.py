@@ -76,7 +76,7 @@ BAR_METRICS = (
 )
 
 
-def plot_bars(systems: dict[str, System], summary, path: Path) -> None:
+def plot_bars(systems: dict[str, System], summary, path: Path, set_name: str = "held-out") -> None:
     plt = _plt()
     fig, axes = plt.subplots(2, 4, figsize=(14, 6))
     keys = [k for k, _ in SYSTEMS]
@@ -96,13 +96,15 @@ def plot_bars(systems: dict[str, System], summary, path: Path) -> None:
             values = [v for v in values if v is not None]
             if values:
                 ax.set_ylim(min(values) - 0.02, 1.0)
-    fig.suptitle("means with 95% confidence intervals over the held-out clips", fontsize=10)
+    fig.suptitle(f"means with 95% confidence intervals over the {set_name} clips", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def plot_contact_sheet(systems: dict[str, System], samples, count: int, path: Path, per_row: int = 8) -> None:
+def plot_contact_sheet(
+    systems: dict[str, System], samples, count: int, path: Path, set_name: str = "held-out", per_row: int = 8
+) -> None:
     plt = _plt()
     count = min(count, len(samples))
     keys = [k for k, _ in SYSTEMS]
@@ -129,13 +131,13 @@ def plot_contact_sheet(systems: dict[str, System], samples, count: int, path: Pa
             ax.set_ylabel(SHORT[key], fontsize=9, rotation=0, ha="right", va="center")
             if r == 0:
                 text = samples[c].text if len(samples[c].text) < 90 else samples[c].text[:87] + "..."
-                ax.set_title(f'held-out clip {c}: "{text}"  (frames {", ".join(map(str, picks))})', fontsize=8)
+                ax.set_title(f'{set_name} clip {c}: "{text}"  (frames {", ".join(map(str, picks))})', fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def plot_mouth_signals(systems: dict[str, System], samples, count: int, path: Path) -> None:
+def plot_mouth_signals(systems: dict[str, System], samples, count: int, path: Path, set_name: str = "held-out") -> None:
     from eval.landmarks import audio_signal
 
     plt = _plt()
@@ -158,7 +160,7 @@ def plot_mouth_signals(systems: dict[str, System], samples, count: int, path: Pa
         ax.set(
             xlabel="time (s)",
             ylabel="mouth signal",
-            title=f"held-out clip {c}: mouth opening (eval.landmarks.mouth_signal)",
+            title=f"{set_name} clip {c}: mouth opening (eval.landmarks.mouth_signal)",
         )
         ax.legend(fontsize=7, loc="upper right")
         ax.grid(alpha=0.3)

@@ -12,7 +12,7 @@ from pathlib import Path
 from avgen.files import write_text_atomic
 from avgen.timeline import FPS
 from results.acceptance import acceptance
-from results.common import LABELS, SHORT, SYSTEMS, System, finite, fmt, fmt_duration
+from results.common import LABELS, SHORT, SPLIT_NAMES, SYSTEMS, System, finite, fmt, fmt_duration
 from results.metrics import TABLE_METRICS, cell
 from results.training_log import loss_at, window_text
 
@@ -85,6 +85,13 @@ def training_lines(systems: dict[str, System]) -> list[str]:
 
 def write_report(path: Path, systems, samples, summary, args, argv: list[str], timings: dict) -> None:
     n = len(samples)
+    split = args.split
+    set_name = SPLIT_NAMES[split]
+    whose = (
+        "identities and sentences that no training clip has"
+        if split == "heldout"
+        else "the training corpus's identities and sentences: a check of fit, not of generalisation"
+    )
     keys = [k for k, _ in SYSTEMS]
     command = "python scripts/make_results.py " + " ".join(shlex.quote(a) for a in argv)
     out = [
@@ -100,8 +107,8 @@ def write_report(path: Path, systems, samples, summary, args, argv: list[str], t
         f"- Command: `{command}`",
         f"- Run time: {timings['total']:.0f} s (generation {timings['generate']:.0f} s, scoring {timings['score']:.0f} s)",
         (
-            f'- Held-out set: {n} clips, `make_sample(i, split="heldout", seed={args.corpus_seed})` for i = 0..{n - 1} '
-            f"(identities and sentences that no training clip has), natural length "
+            f'- {set_name.capitalize()} set: {n} clips, `make_sample(i, split="{split}", seed={args.corpus_seed})` '
+            f"for i = 0..{n - 1} ({whose}), natural length "
             f"({min(len(s.frames) for s in samples) / FPS:.2f}–{max(len(s.frames) for s in samples) / FPS:.2f} s, "
             f"{len({s.identity for s in samples})} identities)."
         ),
@@ -129,7 +136,7 @@ def write_report(path: Path, systems, samples, summary, args, argv: list[str], t
             "logged rows; thick: centred running mean over up to 10 rows; dotted: the checkpoints evaluated here."
         ),
         "",
-        f"## Metrics ({n} held-out clips; mean ± 95% CI half-width, Student t)",
+        f"## Metrics ({n} {set_name} clips; mean ± 95% CI half-width, Student t)",
         "",
         "| metric | " + " | ".join(LABELS[k] for k in keys) + " |",
         "|---|" + "---|" * len(keys),
@@ -186,7 +193,7 @@ def write_report(path: Path, systems, samples, summary, args, argv: list[str], t
         "## Frames",
         "",
         (
-            f"Ground truth, baseline and Self-Flow for the first {min(args.contact_clips, n)} held-out clips "
+            f"Ground truth, baseline and Self-Flow for the first {min(args.contact_clips, n)} {set_name} clips "
             "(frames evenly spaced over each clip), and their mouth signals against the ground-truth speech loudness:"
         ),
         "",
