@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results.common import SPLIT_NAMES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped weights)")
-    p.add_argument("--split", choices=("heldout", "train"), default="heldout", help="corpus split (default heldout)")
+    p.add_argument("--split", choices=tuple(SPLIT_NAMES), default="heldout", help="corpus split (default heldout)")
     p.add_argument("--clip", type=int, default=0, help="corpus clip index (default 0)")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0], help="one row per guidance scale")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's)")

@@ -76,7 +76,7 @@ BAR_METRICS = (
 )
 
 
-def plot_bars(systems: dict[str, System], summary, path: Path, set_name: str = "held-out") -> None:
+def plot_bars(systems: dict[str, System], summary, path: Path, set_name: str) -> None:
     plt = _plt()
     fig, axes = plt.subplots(2, 4, figsize=(14, 6))
     keys = [k for k, _ in SYSTEMS]
@@ -103,7 +103,7 @@ def plot_bars(systems: dict[str, System], summary, path: Path, set_name: str = "
 
 
 def plot_contact_sheet(
-    systems: dict[str, System], samples, count: int, path: Path, set_name: str = "held-out", per_row: int = 8
+    systems: dict[str, System], samples, count: int, path: Path, set_name: str, per_row: int = 8
 ) -> None:
     plt = _plt()
     count = min(count, len(samples))
@@ -137,7 +137,7 @@ def plot_contact_sheet(
     plt.close(fig)
 
 
-def plot_mouth_signals(systems: dict[str, System], samples, count: int, path: Path, set_name: str = "held-out") -> None:
+def plot_mouth_signals(systems: dict[str, System], samples, count: int, path: Path, set_name: str) -> None:
     from eval.landmarks import audio_signal
 
     plt = _plt()
