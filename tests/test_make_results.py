@@ -122,8 +122,15 @@ def test_training_split_clips_are_named_as_such(make_results, tmp_path):
     from avgen.data.corpus import identity_split, make_sample
 
     out = tmp_path / "docs"
-    assert make_results.main(["--split", "train", "--clips", "2", "--out", str(out)]) == 0
+    work = tmp_path / "work"
+    assert make_results.main(["--split", "train", "--clips", "2", "--out", str(out), "--work", str(work)]) == 0
     text = (out / "results.md").read_text()
+    from avgen.media import read_mp4
+
+    for i in range(2):  # the ground truth written is the training clip, not the held-out one
+        first = read_mp4(work / "gt" / f"clip{i:03d}.mp4").frames[0].astype(float)
+        train, heldout = (make_sample(i, split=s).frames[0].astype(float) for s in ("train", "heldout"))
+        assert abs(first - train).mean() < abs(first - heldout).mean()
     assert 'Training-split set: 2 clips, `make_sample(i, split="train", seed=0)`' in text
     assert "a check of fit, not of generalisation" in text and "## Metrics (2 training-split clips;" in text
     assert "held-out" not in text.split("## Training", 1)[0]
