@@ -123,6 +123,14 @@ class Config:
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
 
+    def differing(self, other: Config, free: frozenset[str] | set[str]) -> list[str]:
+        """The fields, other than those in `free`, whose values differ between self and other."""
+        return [f.name for f in dataclasses.fields(self)
+                if f.name not in free and getattr(self, f.name) != getattr(other, f.name)]  # fmt: skip
+
+
+# what a sampler (and distillation) may change in a checkpoint's config: the rest is the model's shape
+SAMPLER_FIELDS = frozenset({"steps", "guidance", "shift", "sampler", "distilled"})
 
 PRESETS: dict[str, Config] = {
     "tiny": Config(),

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from avgen.checkpoint import AVGenModel, load_checkpoint, save_checkpoint
-from avgen.config import Config, preset
+from avgen.config import SAMPLER_FIELDS, Config, preset
 from avgen.files import atomic_path, file_hash
 from avgen.model import AVTransformer, patchify
 from avgen.objectives import (
@@ -536,9 +536,7 @@ def check_teacher(teacher: Config, codecs: Config, path: str) -> None:
     """A teacher to distil: undistilled, and made for the codecs (and so the latent cache) in use."""
     if teacher.distilled:
         raise ValueError(f"{path} is already distilled: distil its teacher instead")
-    sampler_fields = {"steps", "guidance", "shift", "sampler", "distilled"}
-    differ = [f.name for f in dataclasses.fields(Config) if f.name not in sampler_fields
-              and getattr(teacher, f.name) != getattr(codecs, f.name)]  # fmt: skip
+    differ = teacher.differing(codecs, free=SAMPLER_FIELDS)
     if differ:
         raise ValueError(f"{path} was made for other codecs or another model shape than these codecs "
                          f"(differs in {', '.join(differ)}): give codecs= the teacher's own checkpoint")  # fmt: skip

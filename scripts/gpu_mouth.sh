@@ -23,6 +23,7 @@
 #   PREPARE=1 [CLIPS=4096] bash scripts/gpu_mouth.sh   (~13 min for 4096 on 2 cores)
 # Usage: OUT=/some/folder [MINUTES_FT=3 MINUTES_DISTIL=3.5 CLIPS=4096 DEVICE=cuda CAPACITY=1] bash scripts/gpu_mouth.sh
 set -uo pipefail
+source "$(dirname "$0")/kept_steps.sh"
 OUT=${OUT:-runs/gpu-mouth}
 RUNS=${RUNS:-/tmp/gpu-mouth}  # checkpoints and caches: large, not returned
 MINUTES_FT=${MINUTES_FT:-3}
@@ -102,8 +103,7 @@ for w in 0 4; do
 done
 if [[ $CAPACITY == 1 ]]; then
     for arm in tiny wide; do echo "== scratch-$arm"; tail -c 400 "$RUNS/scratch-$arm/train.log"; echo; done
-    step=$(comm -12 <(ls "$RUNS/scratch-tiny" | grep -oP 'model-flow-\K[0-9]+' | sort) \
-                    <(ls "$RUNS/scratch-wide" | grep -oP 'model-flow-\K[0-9]+' | sort) | sort -n | tail -1)
+    step=$(largest_common_step "$RUNS/scratch-tiny" model-flow "$RUNS/scratch-wide" model-flow)
     echo "scratch pair compared at step ${step:-none}"
     if [[ -n $step ]]; then
         for arm in tiny wide; do

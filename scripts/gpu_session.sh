@@ -11,6 +11,7 @@
 #              [...the WINDOWS overrides below..., "heard_phones=devcarry/heard-4096.pt", "data_workers=2"], "model"))'
 # Usage: OUT=/some/folder MINUTES=6.5 DEVICE=cuda bash scripts/gpu_session.sh
 set -uo pipefail
+source "$(dirname "$0")/kept_steps.sh"
 OUT=${OUT:-runs/gpu}
 MINUTES=${MINUTES:-6.5}
 DEVICE=${DEVICE:-cuda}
@@ -43,6 +44,5 @@ wait
 echo "trainings done after $((SECONDS - begin)) s"
 for run in ft scratch-selfflow scratch-flow vocoder; do echo "== $run"; tail -c 600 "$OUT/$run/train.log"; echo; done
 # 3. The scratch pair at the largest step both kept.
-common=$(comm -12 <(ls "$OUT/scratch-selfflow" | grep -oP 'model-selfflow-\K[0-9]+' | sort) \
-                  <(ls "$OUT/scratch-flow" | grep -oP 'model-flow-\K[0-9]+' | sort) | sort -n | tail -1)
+common=$(largest_common_step "$OUT/scratch-selfflow" model-selfflow "$OUT/scratch-flow" model-flow)
 echo "scratch runs compared at step ${common:-none}"

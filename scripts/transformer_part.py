@@ -13,15 +13,12 @@ writes a generation checkpoint `avgen generate --checkpoint` and scripts/make_re
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PART = "transformer_part"
-# what the transformer's own shape and the sampler may change; every other setting belongs to the codecs
-FREE = {"hidden", "depth", "heads", "mlp_ratio", "steps", "guidance", "shift", "sampler", "distilled"}
 
 
 def extract(source: str, target: str) -> None:
@@ -39,14 +36,15 @@ def extract(source: str, target: str) -> None:
 
 def rebuild(part: str, codecs: str, target: str) -> None:
     from avgen.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+    from avgen.config import SAMPLER_FIELDS
 
     metadata = read_metadata(part)
     if metadata.get(PART) != "bf16":
         raise SystemExit(f"{part} is not a transformer part written by `extract`")
     transformer = load_checkpoint(part, only=("transformer",)).transformer
     model = load_checkpoint(codecs)
-    differ = [f.name for f in dataclasses.fields(model.cfg)
-              if f.name not in FREE and getattr(model.cfg, f.name) != getattr(transformer.cfg, f.name)]  # fmt: skip
+    # the transformer's own shape and the sampler may differ; every other setting belongs to the codecs
+    differ = model.cfg.differing(transformer.cfg, free={"hidden", "depth", "heads", "mlp_ratio"} | SAMPLER_FIELDS)
     if differ:
         raise SystemExit(f"{codecs} has other codec settings than {part} was trained on: {', '.join(differ)}")
     model.cfg, model.transformer = transformer.cfg, transformer.float()
