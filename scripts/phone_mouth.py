@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""How well a generation checkpoint maps phones to the mouth, in a minute and without generating.
+
+    python scripts/phone_mouth.py avgen/weights/teacher/tiny.safetensors runs/x/model-flow-1000.safetensors \
+        [--clips 32 --times 0.3 0.6 0.9 --json out.json]
+
+Held-out corpus timelines are drawn as still faces (the corpus renderer, no head motion, no blinks),
+so the only thing that moves is the mouth, and it is set by the phones. Each checkpoint's own codecs
+encode the windows; the token that moves most in each window (the mouth) is followed. The clean
+latents are noised to each time t, and the transformer's one-step prediction of the clean latents,
+x0 = x_t - t * v, is compared with the truth on that token's variation over the window (its value
+minus its mean over the frames): Pearson r and the predicted variation's size over the truth's.
+Three ways, at the same noise: `cond` (the phones), `uncond` (no phones: the null phone, what
+guidance subtracts) and `cond+audio` (the phones and the clean audio latents, as audio-driven
+generation gives them). At high t the noise hides the mouth, so what the prediction gets right there
+it read from the phones (or the audio): a model that maps phones to the mouth scores near 1 at every
+t; `uncond` shows what the noisy input alone tells. A distilled checkpoint is asked for its
+conditional velocity (guidance 1, step 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODES = ("cond", "uncond", "cond+audio")
+
+
+def still_windows(model, clips: int, frames: int):
+    """(video patches, audio latents, phones, reference patches) of `clips` held-out timelines drawn as
+    still faces, `frames` long (shorter samples are skipped), encoded by `model`'s codecs."""
+    import torch
+
+    from avgen.data import make_sample
+    from avgen.data.corpus import reference_frame
+    from avgen.data.faces import face_for, mouth_track, render
+    from avgen.model import patchify
+    from avgen.timeline import SAMPLES_PER_FRAME
+    from avgen.video_codec import frames_to_tensor
+
+    video, audio, phones, reference = [], [], [], []
+    patch = model.cfg.patch_size
+    index = 0
+    while len(video) < clips:
+        sample = make_sample(index, split="heldout", seed=0)
+        index += 1
+        if len(sample.frames) < frames:
+            continue
+        drawn = render(face_for(sample.identity), mouth_track(sample.phones, frames), np.zeros(frames),
+                       np.zeros((frames, 3)))  # fmt: skip
+        latents = model.video_codec.encode(frames_to_tensor(torch.from_numpy(np.ascontiguousarray(drawn))))
+        video.append(patchify(latents[None], patch)[0])
+        wave = torch.from_numpy(sample.audio[: frames * SAMPLES_PER_FRAME])[None]
+        audio.append(model.audio_codec.encode(wave)[0])
+        phones.append(sample.phone_ids[:frames])
+        ref = model.video_codec.encode(frames_to_tensor(torch.from_numpy(reference_frame(sample))[None]))
+        reference.append(patchify(ref[:, None], patch)[0, 0])
+    return tuple(torch.stack(x) for x in (video, audio, phones, reference))
+
+
+def measure(path: str, clips: int, frames: int, times: list[float], seed: int = 0) -> dict:
+    """{t: {mode: {"r", "amplitude"}}} for the checkpoint at `path`, plus the mouth token's share."""
+    import torch
+
+    from avgen.checkpoint import load_checkpoint
+    from avgen.phones import NULL_PHONE, PHONE_IDS
+    from avgen.pipeline import sampler_inputs
+
+    model = load_checkpoint(path).eval()
+    with torch.no_grad():
+        video, audio, phones, reference = still_windows(model, clips, frames)
+        variation = video - video.mean(dim=1, keepdim=True)
+        moving = variation.pow(2).mean(dim=(1, 3)).argmax(dim=1)  # each window's mouth token
+        rows = torch.arange(len(video))
+        truth = variation[rows, :, moving]
+        null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
+        extra = sampler_inputs(model.cfg, 1.0, 0.0)
+        g = torch.Generator().manual_seed(seed)
+        out = {"checkpoint": path, "windows": len(video), "frames": frames,
+               "mouth_token": int(torch.mode(moving).values), "times": {}}  # fmt: skip
+        for t in times:
+            noisy_v = (1 - t) * video + t * torch.randn(video.shape, generator=g)
+            noisy_a = (1 - t) * audio + t * torch.randn(audio.shape, generator=g)
+            video_t, audio_t = torch.full(video.shape[:3], t), torch.full(audio.shape[:2], t)
+            result = {}
+            for mode in MODES:
+                given = mode == "cond+audio"
+                v = model.transformer(noisy_v, audio if given else noisy_a, video_t,
+                                      torch.zeros_like(audio_t) if given else audio_t,
+                                      null if mode == "uncond" else phones, reference, **extra).video  # fmt: skip
+                predicted = (noisy_v - t * v)[rows, :, moving]
+                predicted = predicted - predicted.mean(dim=1, keepdim=True)
+                r = float(np.corrcoef(predicted.flatten().numpy(), truth.flatten().numpy())[0, 1])
+                size = float(predicted.pow(2).mean().sqrt() / truth.pow(2).mean().sqrt().clamp_min(1e-12))
+                result[mode] = {"r": round(r, 4), "amplitude": round(size, 4)}
+            out["times"][f"{t:g}"] = result
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--clips", type=int, default=32)
+    p.add_argument("--frames", type=int, default=50, help="window length (50 = the 2 s training windows)")
+    p.add_argument("--times", type=float, nargs="+", default=[0.3, 0.6, 0.9])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", help="also write the numbers here")
+    args = p.parse_args(argv)
+    if args.clips < 2 or args.frames < 2:
+        p.error("--clips and --frames must be at least 2")
+    if any(not 0 <= t <= 1 for t in args.times):
+        p.error("--times must lie in [0, 1]")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    results = []
+    for path in args.checkpoints:
+        result = measure(path, args.clips, args.frames, args.times)
+        results.append(result)
+        for t, modes in result["times"].items():
+            cells = " | ".join(f"{m} r {v['r']:.2f} size {v['amplitude']:.2f}" for m, v in modes.items())
+            print(f"{path} t={t}: {cells}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""scripts/phone_mouth.py: real corpus drawings, real codecs and transformer (a small untrained checkpoint)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import load_script
+
+from avgen.checkpoint import AVGenModel, save_checkpoint
+from avgen.config import Config
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "phone_mouth.py"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "small.safetensors"
+    save_checkpoint(AVGenModel(Config(hidden=64, depth=2, heads=2, griffin_lim_iters=2)), path)
+    return path
+
+
+def test_the_clean_prediction_is_the_truth_and_noise_hides_it_from_an_untrained_model(checkpoint, tmp_path):
+    script = load_script(SCRIPT)
+    out = tmp_path / "r.json"
+    assert (
+        script.main([str(checkpoint), "--clips", "3", "--frames", "12", "--times", "0", "1", "--json", str(out)]) == 0
+    )
+    (result,) = json.loads(out.read_text())
+    assert result["windows"] == 3 and set(result["times"]) == {"0", "1"}
+    for mode in script.MODES:  # at t = 0 the prediction x_t - 0 * v is the clean latents themselves
+        assert result["times"]["0"][mode] == {"r": pytest.approx(1.0), "amplitude": pytest.approx(1.0)}
+        assert abs(result["times"]["1"][mode]["r"]) < 0.9  # pure noise: an untrained model knows no mouth
+
+
+def test_times_outside_the_path_are_refused(checkpoint):
+    with pytest.raises(SystemExit):
+        load_script(SCRIPT).main([str(checkpoint), "--times", "1.5"])
