@@ -39,9 +39,6 @@ class Config:
     window_seconds: float = 0.5  # a token attends to tokens within +-window on the timeline
     rope_theta: float = 10_000.0
     rope_units_per_second: float = 25.0  # rotary position of a token = its time in s * this
-    # the frame's phone also modulates every block (adaLN, as DiT's class label), beside the timestep;
-    # False: phones enter only added to the input tokens (the shipped weights)
-    phone_modulation: bool = False
     # long clips: chunk by chunk, each chunk starting with `overlap` already-generated seconds
     chunk_seconds: float = 4.0
     overlap_seconds: float = 0.8

@@ -56,9 +56,6 @@ class AVTransformer(nn.Module):
         self.audio_out = FinalLayer(d, cfg.audio_latent_channels)
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
-        if cfg.phone_modulation:  # made last (the other parameters draw the same init) and zero: starts as without it
-            self.phone_modulation = nn.Embedding(len(PHONES), d)
-            nn.init.zeros_(self.phone_modulation.weight)
         self._layout_cache: dict[tuple, tuple[torch.Tensor, SlidingWindowMask]] = {}
 
     def token_layout(self, frames: int, reference_tokens: int, device) -> tuple[torch.Tensor, SlidingWindowMask]:
@@ -135,10 +132,6 @@ class AVTransformer(nn.Module):
             t_emb = self.time_in(timestep_embedding(t.float(), 256))  # (B, L, D)
             if self.cfg.distilled:
                 t_emb = t_emb + self.sampler_embedding(guidance, step, b, video.device)[:, None]
-            if self.cfg.phone_modulation:  # each frame's phone on its video and audio tokens; none on the reference
-                per_token = self.phone_modulation(phones)[:, :, None].expand(-1, -1, nv + 1, -1)
-                per_token = rearrange(per_token, "b t n d -> b (t n) d")
-                t_emb = t_emb + torch.cat([per_token.new_zeros(b, n_ref, per_token.shape[-1]), per_token], dim=1)
             modulation = rearrange(self.modulation(t_emb), "b l (six d) -> b l six d", six=6)
 
         features = {}

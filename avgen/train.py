@@ -101,7 +101,6 @@ class TrainConfig:
     motion_weight: float = 0.0  # flow loss of video tokens that move weighted up to 1 + this (objectives.motion_weight)
     hidden: int = 0  # transformer width trained from scratch (0: the codecs checkpoint's); a capacity experiment
     depth: int = 0  # transformer blocks trained from scratch (0: the codecs checkpoint's)
-    phone_modulation: bool = False  # from scratch: the frame's phone also modulates every block (Config)
     # distributed (Ray Train): 0 = this process, or one worker per GPU when RAY_ADDRESS is set
     workers: int = 0
     cpus_per_worker: float = 1.0
@@ -122,9 +121,9 @@ class TrainConfig:
             raise ValueError(f"motion_weight must be >= 0 (0: every video token alike), not {self.motion_weight}")
         if self.hidden < 0 or self.depth < 0:
             raise ValueError("hidden and depth must be >= 0 (0: the codecs checkpoint's transformer shape)")
-        if (self.hidden or self.depth or self.phone_modulation) and (self.init or self.objective == "distill"):
-            raise ValueError("hidden=, depth= and phone_modulation= shape a transformer trained from scratch; init= "
-                             "and objective=distill take the shape of their checkpoint")  # fmt: skip
+        if (self.hidden or self.depth) and (self.init or self.objective == "distill"):
+            raise ValueError("hidden= and depth= shape a transformer trained from scratch; init= and objective=distill "
+                             "take the shape of their checkpoint")  # fmt: skip
 
 
 def load_config(path: str | None, overrides: list[str], stage: str) -> TrainConfig:
@@ -566,8 +565,7 @@ def model_training_loop(
         check_teacher(teacher.cfg, model.cfg, cfg.init)
         # uniform Euler steps: the step sizes and times the student learns to jump (SHORTCUT_STEPS)
         model.cfg = teacher.cfg.replace(distilled=True, steps=DISTILLED_STEPS, shift=1.0, sampler="euler")
-    shape = {name: value for name, value in (("hidden", cfg.hidden), ("depth", cfg.depth),
-                                             ("phone_modulation", cfg.phone_modulation)) if value}  # fmt: skip
+    shape = {name: value for name, value in (("hidden", cfg.hidden), ("depth", cfg.depth)) if value}
     if shape:  # another transformer shape on the same codecs (Config checks that the heads divide it)
         model.cfg = model.cfg.replace(**shape)
     torch.manual_seed(cfg.seed)  # a fresh transformer from the seed alone (every parameter, biases too)

@@ -44,9 +44,7 @@ def rebuild(part: str, codecs: str, target: str) -> None:
     transformer = load_checkpoint(part, only=("transformer",)).transformer
     model = load_checkpoint(codecs)
     # the transformer's own shape and the sampler may differ; every other setting belongs to the codecs
-    differ = model.cfg.differing(
-        transformer.cfg, free={"hidden", "depth", "heads", "mlp_ratio", "phone_modulation"} | SAMPLER_FIELDS
-    )
+    differ = model.cfg.differing(transformer.cfg, free={"hidden", "depth", "heads", "mlp_ratio"} | SAMPLER_FIELDS)
     if differ:
         raise SystemExit(f"{codecs} has other codec settings than {part} was trained on: {', '.join(differ)}")
     model.cfg, model.transformer = transformer.cfg, transformer.float()

@@ -340,20 +340,19 @@ def test_a_minutes_budget_ends_the_session_with_an_exported_checkpoint(codecs, t
     assert learning_rate(cfg, 10, time_spent=1.0) == pytest.approx(0.1 * cfg.lr)
 
 
-def test_hidden_depth_and_phone_modulation_train_another_transformer_shape_on_the_same_codecs(codecs, tmp_path):
+def test_hidden_and_depth_train_another_transformer_shape_on_the_same_codecs(codecs, tmp_path):
     from avgen.pipeline import GenerationRequest, Generator
 
     _, codecs_path = codecs
     path = train_model(load_config(None, TOY + [f"codecs={codecs_path}", "objective=flow", "steps=1", "hidden=48",
-                                                "depth=3", "phone_modulation=true", f"out={tmp_path}"], "model"))  # fmt: skip
+                                                "depth=3", f"out={tmp_path}"], "model"))  # fmt: skip
     model = load_checkpoint(path)
     assert (model.cfg.hidden, model.cfg.depth, len(model.transformer.blocks)) == (48, 3, 3)
-    assert model.cfg.phone_modulation and model.transformer.phone_modulation.weight.abs().sum() > 0  # trained
     assert model.video_codec.state_dict().keys() == load_checkpoint(codecs_path).video_codec.state_dict().keys()
     frames = Generator.load(path).generate(GenerationRequest(text="hello", seconds=0.4, steps=1)).frames
     assert frames.shape[0] == 10
     for bad, why in ((["hidden=50"], "divisible"), ([f"init={path}", "hidden=48"], "from scratch"),
-                     ([f"init={path}", "phone_modulation=true"], "from scratch"), (["depth=-1"], ">= 0")):  # fmt: skip
+                     (["depth=-1"], ">= 0")):  # fmt: skip
         with pytest.raises(ValueError, match=why):
             train_model(load_config(None, TOY + [f"codecs={codecs_path}", "steps=1", f"out={tmp_path / 'x'}", *bad],
                                     "model"))  # fmt: skip
