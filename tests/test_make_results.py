@@ -120,13 +120,12 @@ def test_a_missing_checkpoint_is_reported_not_fatal(make_results, tmp_path):
 
 def test_training_split_clips_are_named_as_such(make_results, tmp_path):
     from avgen.data.corpus import identity_split, make_sample
+    from avgen.media import read_mp4
 
     out = tmp_path / "docs"
     work = tmp_path / "work"
     assert make_results.main(["--split", "train", "--clips", "2", "--out", str(out), "--work", str(work)]) == 0
     text = (out / "results.md").read_text()
-    from avgen.media import read_mp4
-
     for i in range(2):  # the ground truth written is the training clip, not the held-out one
         first = read_mp4(work / "gt" / f"clip{i:03d}.mp4").frames[0].astype(float)
         train, heldout = (make_sample(i, split=s).frames[0].astype(float) for s in ("train", "heldout"))

@@ -4,28 +4,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import load_script
-
-from avgen.checkpoint import AVGenModel, save_checkpoint
-from avgen.config import Config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "phone_mouth.py"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "small.safetensors"
-    save_checkpoint(AVGenModel(Config(hidden=64, depth=2, heads=2, griffin_lim_iters=2)), path)
-    return path
-
-
-def test_the_clean_prediction_is_the_truth_and_noise_hides_it_from_an_untrained_model(checkpoint, tmp_path):
+def test_the_clean_prediction_is_the_truth_and_noise_hides_it_from_an_untrained_model(small_checkpoint, tmp_path):
     script = load_script(SCRIPT)
     out = tmp_path / "r.json"
     assert (
-        script.main([str(checkpoint), "--clips", "3", "--frames", "12", "--times", "0", "1", "--json", str(out)]) == 0
+        script.main([str(small_checkpoint), "--clips", "3", "--frames", "12", "--times", "0", "1", "--json", str(out)])
+        == 0
     )
     (result,) = json.loads(out.read_text())
     assert result["windows"] == 3 and set(result["times"]) == {"0", "1"}
@@ -34,6 +23,6 @@ def test_the_clean_prediction_is_the_truth_and_noise_hides_it_from_an_untrained_
         assert abs(result["times"]["1"][mode]["r"]) < 0.9  # pure noise: an untrained model knows no mouth
 
 
-def test_times_outside_the_path_are_refused(checkpoint):
+def test_times_outside_the_path_are_refused(small_checkpoint):
     with pytest.raises(SystemExit):
-        load_script(SCRIPT).main([str(checkpoint), "--times", "1.5"])
+        load_script(SCRIPT).main([str(small_checkpoint), "--times", "1.5"])
