@@ -36,6 +36,9 @@ class Config:
     depth: int = 6
     heads: int = 3
     mlp_ratio: float = 4.0
+    # a small convolutional predictor of each frame's video-latent variation (the mouth) from the
+    # phones around it, fed to the video tokens and trained by its own loss (AVTransformer.phone_prior)
+    phone_prior: bool = False
     window_seconds: float = 0.5  # a token attends to tokens within +-window on the timeline
     rope_theta: float = 10_000.0
     rope_units_per_second: float = 25.0  # rotary position of a token = its time in s * this

@@ -29,6 +29,29 @@ class Velocity:
     video: torch.Tensor  # (B, T, Nv, Pv)
     audio: torch.Tensor  # (B, T, Pa)
     features: dict[int, torch.Tensor]  # block index -> hidden states (B, L, D), when asked for
+    prior: torch.Tensor | None = None  # (B, T, Nv, Pv) the phone prior's video-latent variation (cfg.phone_prior)
+
+
+PRIOR_KERNEL = 5  # frames: two such convolutions see +-4 frames of phones (coarticulation)
+
+
+class PhonePrior(nn.Module):
+    """Each frame's video latents minus their mean over the clip (what moves: the mouth), predicted
+    from the phones around the frame alone: phone embeddings, two temporal convolutions, a linear
+    read-out to every patch of the frame."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        d, pad = cfg.hidden, PRIOR_KERNEL // 2
+        self.embedding = nn.Embedding(len(PHONES), d)
+        self.convs = nn.Sequential(nn.Conv1d(d, d, PRIOR_KERNEL, padding=pad), nn.GELU(),
+                                   nn.Conv1d(d, d, PRIOR_KERNEL, padding=pad), nn.GELU())  # fmt: skip
+        self.out = nn.Linear(d, cfg.video_tokens_per_frame * cfg.video_token_dim)
+        self.tokens = cfg.video_tokens_per_frame
+
+    def forward(self, phones: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.embedding(phones).transpose(1, 2)).transpose(1, 2)
+        return rearrange(self.out(x), "b t (n p) -> b t n p", n=self.tokens)
 
 
 class AVTransformer(nn.Module):
@@ -44,6 +67,8 @@ class AVTransformer(nn.Module):
         # model drew the same blob (seen at 800 training steps).
         self.patch_position = nn.Parameter(torch.randn(cfg.video_tokens_per_frame, d) * 0.02)
         self.phone_embedding = nn.Embedding(len(PHONES), d)
+        if cfg.phone_prior:
+            self.phone_prior, self.prior_in = PhonePrior(cfg), nn.Linear(cfg.video_token_dim, d)
         self.time_in = MLPEmbedder(256, d)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         if cfg.distilled:  # zero-initialised: a fine-tune starts as its teacher's conditional branch
@@ -119,6 +144,10 @@ class AVTransformer(nn.Module):
         b, frames, nv, _ = video.shape
         phone = self.phone_embedding(phones)[:, :, None]
         video_x = self.video_in(video) + self.patch_position + self.modality[VIDEO] + phone
+        prior = None
+        if self.cfg.phone_prior:
+            prior = self.phone_prior(phones)
+            video_x = video_x + self.prior_in(prior.to(video_x.dtype))
         audio_x = self.audio_in(audio)[:, :, None] + self.modality[AUDIO] + phone
         x = rearrange(torch.cat([video_x, audio_x], dim=2), "b t n d -> b (t n) d")
         t = rearrange(torch.cat([video_t, audio_t[:, :, None]], dim=2), "b t n -> b (t n)")
@@ -146,7 +175,7 @@ class AVTransformer(nn.Module):
             tokens = tokens.float()
             video_v = self.video_out(tokens[:, :, :nv], emb[:, :, :nv])
             audio_v = self.audio_out(tokens[:, :, nv], emb[:, :, nv])
-        return Velocity(video_v, audio_v, features)
+        return Velocity(video_v, audio_v, features, prior)
 
     def sampler_embedding(self, guidance, step, batch: int, device) -> torch.Tensor:
         """(B, D): what a distilled model adds to every token's timestep embedding. Guidance scales

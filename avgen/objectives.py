@@ -22,6 +22,8 @@ from avgen.phones import NULL_PHONE, PHONE_IDS
 from avgen.sampling import CleanMask, Latents, interpolate
 
 NULL_PHONE_ID = PHONE_IDS[NULL_PHONE]
+# the phone prior's loss (latent variation, ~0.03 a value) next to the flow loss (~0.2-1)
+PRIOR_LOSS_WEIGHT = 10.0
 
 
 @dataclass
@@ -94,7 +96,13 @@ def flow_loss(model: AVTransformer, batch: Batch, video_t, audio_t, noise: Laten
     out = model(xv, xa, video_t, audio_t, batch.phones, batch.reference, features_at=features_at)
     loss_v = _masked_mse(out.video, noise.video - x0.video, ~clean.video, batch.video_weight)
     loss_a = _masked_mse(out.audio, noise.audio - x0.audio, ~clean.audio)
-    return loss_v + loss_a, out, {"loss_video": loss_v.detach(), "loss_audio": loss_a.detach()}
+    logs = {"loss_video": loss_v.detach(), "loss_audio": loss_a.detach()}
+    loss = loss_v + loss_a
+    if out.prior is not None:  # the phone prior learns what moves in each frame from the phones alone
+        moving = x0.video - x0.video.mean(dim=1, keepdim=True)
+        loss_prior = (out.prior.float() - moving.float()).pow(2).mean()
+        loss, logs["loss_prior"] = loss + PRIOR_LOSS_WEIGHT * loss_prior, loss_prior.detach()
+    return loss, out, logs
 
 
 def baseline_loss(model, batch: Batch, generator: torch.Generator):

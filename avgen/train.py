@@ -101,6 +101,7 @@ class TrainConfig:
     motion_weight: float = 0.0  # flow loss of video tokens that move weighted up to 1 + this (objectives.motion_weight)
     hidden: int = 0  # transformer width trained from scratch (0: the codecs checkpoint's); a capacity experiment
     depth: int = 0  # transformer blocks trained from scratch (0: the codecs checkpoint's)
+    phone_prior: bool = False  # add Config.phone_prior: from scratch, or to an `init` without one (starts as it)
     # distributed (Ray Train): 0 = this process, or one worker per GPU when RAY_ADDRESS is set
     workers: int = 0
     cpus_per_worker: float = 1.0
@@ -121,6 +122,8 @@ class TrainConfig:
             raise ValueError(f"motion_weight must be >= 0 (0: every video token alike), not {self.motion_weight}")
         if self.hidden < 0 or self.depth < 0:
             raise ValueError("hidden and depth must be >= 0 (0: the codecs checkpoint's transformer shape)")
+        if self.phone_prior and self.objective == "distill":
+            raise ValueError("phone_prior=true does not apply to objective=distill: the student takes its teacher's shape")
         if (self.hidden or self.depth) and (self.init or self.objective == "distill"):
             raise ValueError("hidden= and depth= shape a transformer trained from scratch; init= and objective=distill "
                              "take the shape of their checkpoint")  # fmt: skip
@@ -566,6 +569,8 @@ def model_training_loop(
         # uniform Euler steps: the step sizes and times the student learns to jump (SHORTCUT_STEPS)
         model.cfg = teacher.cfg.replace(distilled=True, steps=DISTILLED_STEPS, shift=1.0, sampler="euler")
     shape = {name: value for name, value in (("hidden", cfg.hidden), ("depth", cfg.depth)) if value}
+    if cfg.phone_prior:
+        shape["phone_prior"] = True
     if shape:  # another transformer shape on the same codecs (Config checks that the heads divide it)
         model.cfg = model.cfg.replace(**shape)
     torch.manual_seed(cfg.seed)  # a fresh transformer from the seed alone (every parameter, biases too)
@@ -583,8 +588,12 @@ def model_training_loop(
     if cfg.init:  # fine-tuning: the same architecture, trained weights (the optimizer starts afresh)
         trained = teacher or load_checkpoint(cfg.init, cfg.device, only=("transformer",)).transformer
         missing, unexpected = transformer.load_state_dict(trained.state_dict(), strict=False)
-        if unexpected or any(not k.startswith(("guidance_in.", "step_in.")) for k in missing):
+        added = ("guidance_in.", "step_in.") + (("phone_prior.", "prior_in.") if cfg.phone_prior else ())
+        if unexpected or any(not k.startswith(added) for k in missing):
             raise ValueError(f"{cfg.init} does not fit this model: missing {missing}, unexpected {unexpected}")
+        if any(k.startswith("prior_in.") for k in missing):  # a prior added: its input starts at zero
+            torch.nn.init.zeros_(transformer.prior_in.weight)
+            torch.nn.init.zeros_(transformer.prior_in.bias)
     head = ProjectionHead(model.cfg.hidden).to(cfg.device)
     ema = EMA(transformer, cfg.ema_decay)
     trainable = list(transformer.parameters()) + (list(head.parameters()) if cfg.objective == "selfflow" else [])

@@ -100,6 +100,10 @@ def measure(path: str, clips: int, frames: int, times: list[float], seed: int = 
                 size = float(predicted.pow(2).mean().sqrt() / truth.pow(2).mean().sqrt().clamp_min(1e-12))
                 result[mode] = {"r": round(r, 4), "amplitude": round(size, 4)}
             out["times"][f"{t:g}"] = result
+        if model.cfg.phone_prior:  # what the phone prior alone predicts (no noise, no transformer)
+            prior = model.transformer.phone_prior(phones)[rows, :, moving]
+            prior = prior - prior.mean(dim=1, keepdim=True)
+            out["prior_r"] = round(float(np.corrcoef(prior.flatten().numpy(), truth.flatten().numpy())[0, 1]), 4)
     return out
 
 
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         for t, modes in result["times"].items():
             cells = " | ".join(f"{m} r {v['r']:.2f} size {v['amplitude']:.2f}" for m, v in modes.items())
             print(f"{path} t={t}: {cells}", flush=True)
+        if "prior_r" in result:
+            print(f"{path} phone prior alone: r {result['prior_r']:.2f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -379,3 +379,47 @@ def test_motion_weight_weighs_the_moving_video_tokens_up_and_keeps_the_loss_a_we
     assert torch.isclose(_masked_mse(torch.ones_like(video), video * 0, keep, weight), torch.tensor(1.0))
     with pytest.raises(ValueError, match="motion_weight"):
         TrainConfig(motion_weight=-1)
+
+
+def test_a_fine_tune_that_adds_the_phone_prior_starts_as_its_checkpoint_and_logs_the_prior_loss(codecs, tmp_path):
+    from avgen.pipeline import GenerationRequest, Generator
+
+    _, codecs_path = codecs
+    common = TOY + [f"codecs={codecs_path}", "objective=flow", "steps=2"]
+    plain = train_model(load_config(None, common + [f"out={tmp_path / 'a'}"], "model"))
+    added = train_model(load_config(None, common + ["lr=0", "phone_prior=true", f"init={plain}",
+                                                    f"out={tmp_path / 'b'}"], "model"))  # fmt: skip
+    before, after = load_checkpoint(plain).transformer, load_checkpoint(added).transformer
+    assert after.cfg.phone_prior and not before.cfg.phone_prior
+    torch.manual_seed(0)
+    video, audio = torch.randn(1, 5, 16, after.cfg.video_token_dim), torch.randn(1, 5, after.cfg.audio_latent_channels)
+    t, phones = torch.full((1, 5, 16), 0.7), torch.tensor([[3, 7, 7, 12, 0]])
+    with torch.no_grad():
+        a, b = before(video, audio, t, t[..., 0], phones), after(video, audio, t, t[..., 0], phones)
+    assert torch.allclose(a.video, b.video, atol=1e-6) and b.prior.shape == video.shape and a.prior is None
+    rows = [json.loads(line) for line in (tmp_path / "b" / "model-flow.log.jsonl").read_text().splitlines()]
+    assert all(row["loss_prior"] > 0 for row in rows)
+    frames = Generator.load(added).generate(GenerationRequest(text="hello", seconds=0.4, steps=1)).frames
+    assert frames.shape[0] == 10
+    with pytest.raises(ValueError, match="phone_prior"):
+        TrainConfig(phone_prior=True, objective="distill", init=str(plain))
+
+
+def test_the_phone_prior_is_trained_towards_each_frames_latents_minus_their_clip_mean():
+    from avgen.objectives import flow_loss
+
+    torch.manual_seed(0)
+    model = AVTransformer(Config(hidden=32, depth=1, heads=2, phone_prior=True))
+    cfg = model.cfg
+    x0 = Latents(torch.randn(2, 6, cfg.video_tokens_per_frame, cfg.video_token_dim),
+                 torch.randn(2, 6, cfg.audio_latent_channels))  # fmt: skip
+    clean = CleanMask(torch.zeros(x0.video.shape[:3], dtype=torch.bool), torch.zeros(2, 6, dtype=torch.bool))
+    batch = Batch(x0, torch.randint(1, 20, (2, 6)), clean)
+    noise = Latents(torch.randn_like(x0.video), torch.randn_like(x0.audio))
+    t = torch.full(x0.video.shape[:3], 0.5)
+    loss, out, logs = flow_loss(model, batch, t, t[..., 0], noise)
+    moving = x0.video - x0.video.mean(dim=1, keepdim=True)
+    assert torch.allclose(logs["loss_prior"], (out.prior - moving).pow(2).mean())
+    assert torch.allclose(loss, logs["loss_video"] + logs["loss_audio"] + 10.0 * logs["loss_prior"])
+    loss.backward()
+    assert model.phone_prior.out.weight.grad.abs().sum() > 0
