@@ -123,7 +123,7 @@ class TrainConfig:
         if self.hidden < 0 or self.depth < 0:
             raise ValueError("hidden and depth must be >= 0 (0: the codecs checkpoint's transformer shape)")
         if self.phone_prior and self.objective == "distill":
-            raise ValueError("phone_prior=true does not apply to objective=distill: the student takes its teacher's shape")
+            raise ValueError("objective=distill takes its teacher's shape: phone_prior=true does not apply")
         if (self.hidden or self.depth) and (self.init or self.objective == "distill"):
             raise ValueError("hidden= and depth= shape a transformer trained from scratch; init= and objective=distill "
                              "take the shape of their checkpoint")  # fmt: skip
