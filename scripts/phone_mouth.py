@@ -16,6 +16,11 @@ generation gives them). At high t the noise hides the mouth, so what the predict
 it read from the phones (or the audio): a model that maps phones to the mouth scores near 1 at every
 t; `uncond` shows what the noisy input alone tells. A distilled checkpoint is asked for its
 conditional velocity (guidance 1, step 0).
+
+`--probe CACHE` also fits a small MLP on a training latent cache (`avgen train`'s latents-*.pt, made
+by the first checkpoint's codecs) from each frame's phones and its neighbours' (+-2 frames) to the
+frame's latents minus their mean over the window, and scores it on the same still windows: what a
+direct map from the phones learns from the same data, without noise or a transformer.
 """
 
 from __future__ import annotations
@@ -62,6 +67,49 @@ def still_windows(model, clips: int, frames: int):
         ref = model.video_codec.encode(frames_to_tensor(torch.from_numpy(reference_frame(sample))[None]))
         reference.append(patchify(ref[:, None], patch)[0, 0])
     return tuple(torch.stack(x) for x in (video, audio, phones, reference))
+
+
+PROBE_CONTEXT = 2  # frames each side
+
+
+def phone_context(phones, context: int = PROBE_CONTEXT):
+    """(B, T, (2 context + 1) * phones) one-hot phones of each frame and its neighbours (0 past the ends)."""
+    import torch
+
+    from avgen.phones import PHONES
+
+    padded = torch.nn.functional.pad(torch.nn.functional.one_hot(phones.long(), len(PHONES)).float(),
+                                     (0, 0, context, context))  # fmt: skip
+    return torch.cat([padded[:, d : d + phones.shape[1]] for d in range(2 * context + 1)], dim=-1)
+
+
+def probe(cache_path: str, windows: tuple, steps: int, seed: int = 0) -> float:
+    """r of an MLP from phones in context to what moves in a frame, fitted on the cache's windows and
+    scored on `windows` (still_windows's) at their mouth token, as `measure` scores a checkpoint."""
+    import torch
+
+    torch.manual_seed(seed)
+    cache = torch.load(cache_path)
+    video = cache["video"].float()
+    x, y = phone_context(cache["phones"]).flatten(0, 1), (video - video.mean(dim=1, keepdim=True)).flatten(0, 1)
+    y = y.flatten(1)
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 512), torch.nn.GELU(), torch.nn.Linear(512, 512),
+                              torch.nn.GELU(), torch.nn.Linear(512, y.shape[1]))  # fmt: skip
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    for _ in range(steps):
+        i = torch.randint(0, len(x), (1024,))
+        loss = (net(x[i]) - y[i]).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    held_video, _, held_phones, _ = windows
+    with torch.no_grad():
+        predicted = net(phone_context(held_phones)).reshape(held_video.shape)
+    variation = held_video - held_video.mean(dim=1, keepdim=True)
+    moving = variation.pow(2).mean(dim=(1, 3)).argmax(dim=1)
+    rows = torch.arange(len(held_video))
+    predicted = predicted[rows, :, moving] - predicted[rows, :, moving].mean(dim=1, keepdim=True)
+    return float(np.corrcoef(predicted.flatten().numpy(), variation[rows, :, moving].flatten().numpy())[0, 1])
 
 
 def measure(path: str, clips: int, frames: int, times: list[float], seed: int = 0) -> dict:
@@ -115,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--times", type=float, nargs="+", default=[0.3, 0.6, 0.9])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="also write the numbers here")
+    p.add_argument("--probe", metavar="CACHE", help="also fit the phone->mouth MLP on this training latent cache")
+    p.add_argument("--probe-steps", type=int, default=3000)
     args = p.parse_args(argv)
     if args.clips < 2 or args.frames < 2:
         p.error("--clips and --frames must be at least 2")
@@ -132,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path} t={t}: {cells}", flush=True)
         if "prior_r" in result:
             print(f"{path} phone prior alone: r {result['prior_r']:.2f}", flush=True)
+    if args.probe:
+        from avgen.checkpoint import load_checkpoint
+
+        with torch.no_grad():
+            windows = still_windows(load_checkpoint(args.checkpoints[0]).eval(), args.clips, args.frames)
+        r = probe(args.probe, windows, args.probe_steps)
+        results.append({"probe": args.probe, "codecs": args.checkpoints[0], "r": round(r, 4)})
+        print(f"phones -> mouth MLP fitted on {args.probe}: r {r:.2f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -26,3 +26,18 @@ def test_the_clean_prediction_is_the_truth_and_noise_hides_it_from_an_untrained_
 def test_times_outside_the_path_are_refused(small_checkpoint):
     with pytest.raises(SystemExit):
         load_script(SCRIPT).main([str(small_checkpoint), "--times", "1.5"])
+
+
+def test_the_probe_fitted_on_the_windows_it_is_scored_on_finds_their_mouths(small_checkpoint, tmp_path):
+    import torch
+
+    from avgen.checkpoint import load_checkpoint
+
+    script = load_script(SCRIPT)
+    with torch.no_grad():
+        windows = script.still_windows(load_checkpoint(small_checkpoint).eval(), 4, 20)
+    cache = tmp_path / "latents.pt"
+    torch.save(dict(zip(("video", "audio", "phones", "reference"), windows)), cache)
+    assert script.probe(str(cache), windows, steps=300) > 0.8
+    shuffled = (windows[0], windows[1], windows[2][torch.randperm(4)], windows[3])  # another window's phones
+    assert script.probe(str(cache), shuffled, steps=300) < 0.6
