@@ -87,7 +87,8 @@ def motion_weight(video: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 def flow_loss(model: AVTransformer, batch: Batch, video_t, audio_t, noise: Latents, features_at=()):
-    """Generation loss at per-token times; returns (loss, velocity output)."""
+    """Generation loss at per-token times (the flow loss, plus the phone prior's where the model has
+    one); returns (loss, velocity output, logs)."""
     x0, clean = batch.latents, batch.clean
     video_t = video_t.masked_fill(clean.video, 0.0)
     audio_t = audio_t.masked_fill(clean.audio, 0.0)
@@ -115,7 +116,7 @@ def baseline_loss(model, batch: Batch, generator: torch.Generator):
     video_t = _broadcast(t, x0.video[..., 0])
     audio_t = _broadcast(t, x0.audio[..., 0])
     loss, _, logs = flow_loss(model, batch, video_t, audio_t, noise)
-    return loss, {"loss": loss.detach(), "loss_gen": loss.detach(), **logs}
+    return loss, {"loss": loss.detach(), "loss_gen": logs["loss_video"] + logs["loss_audio"], **logs}
 
 
 def self_flow_loss(
@@ -144,7 +145,8 @@ def self_flow_loss(
     prediction = head(out.features[student_layer])
     rep_loss = -F.cosine_similarity(prediction.float(), target.float(), dim=-1).mean()
     loss = gen_loss + settings.gamma * rep_loss
-    return loss, {"loss": loss.detach(), "loss_gen": gen_loss.detach(), "loss_rep": rep_loss.detach(), **logs}
+    loss_gen = logs["loss_video"] + logs["loss_audio"]  # the flow loss alone (gen_loss adds the phone prior's)
+    return loss, {"loss": loss.detach(), "loss_gen": loss_gen, "loss_rep": rep_loss.detach(), **logs}
 
 
 class EMA:
