@@ -35,6 +35,11 @@ class Velocity:
 PRIOR_KERNEL = 5  # frames: two such convolutions see +-4 frames of phones (coarticulation)
 
 
+def moving_part(video: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) latents minus their mean over the clip's frames: what moves (the phone prior's target)."""
+    return video - video.mean(dim=1, keepdim=True)
+
+
 class PhonePrior(nn.Module):
     """Each frame's video latents minus their mean over the clip (what moves: the mouth), predicted
     from the phones around the frame alone: phone embeddings, two temporal convolutions, a linear

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avgen.model import DISTILLED_GUIDANCE, AVTransformer
+from avgen.model import DISTILLED_GUIDANCE, AVTransformer, moving_part
 from avgen.phones import NULL_PHONE, PHONE_IDS
 from avgen.sampling import CleanMask, Latents, interpolate
 
@@ -100,8 +100,7 @@ def flow_loss(model: AVTransformer, batch: Batch, video_t, audio_t, noise: Laten
     logs = {"loss_video": loss_v.detach(), "loss_audio": loss_a.detach()}
     loss = loss_v + loss_a
     if out.prior is not None:  # the phone prior learns what moves in each frame from the phones alone
-        moving = x0.video - x0.video.mean(dim=1, keepdim=True)
-        loss_prior = (out.prior.float() - moving.float()).pow(2).mean()
+        loss_prior = (out.prior.float() - moving_part(x0.video).float()).pow(2).mean()
         loss, logs["loss_prior"] = loss + PRIOR_LOSS_WEIGHT * loss_prior, loss_prior.detach()
     return loss, out, logs
 

@@ -69,6 +69,21 @@ def still_windows(model, clips: int, frames: int):
     return tuple(torch.stack(x) for x in (video, audio, phones, reference))
 
 
+def mouth_r(predicted, video) -> tuple[float, float]:
+    """Pearson r and relative size of `predicted` (shaped as `video`, any offset) against what moves
+    in `video`, on each window's mouth (the token that moves most) over the window's frames."""
+    import torch
+
+    from avgen.model import moving_part
+
+    variation = moving_part(video)
+    moving = variation.pow(2).mean(dim=(1, 3)).argmax(dim=1)
+    rows = torch.arange(len(video))
+    truth, guess = variation[rows, :, moving], moving_part(predicted[rows, :, moving])
+    r = float(np.corrcoef(guess.flatten().numpy(), truth.flatten().numpy())[0, 1])
+    return r, float(guess.pow(2).mean().sqrt() / truth.pow(2).mean().sqrt().clamp_min(1e-12))
+
+
 PROBE_CONTEXT = 2  # frames each side
 
 
@@ -88,11 +103,12 @@ def probe(cache_path: str, windows: tuple, steps: int, seed: int = 0) -> float:
     scored on `windows` (still_windows's) at their mouth token, as `measure` scores a checkpoint."""
     import torch
 
+    from avgen.model import moving_part
+
     torch.manual_seed(seed)
     cache = torch.load(cache_path)
     video = cache["video"].float()
-    x, y = phone_context(cache["phones"]).flatten(0, 1), (video - video.mean(dim=1, keepdim=True)).flatten(0, 1)
-    y = y.flatten(1)
+    x, y = phone_context(cache["phones"]).flatten(0, 1), moving_part(video).flatten(0, 1).flatten(1)
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 512), torch.nn.GELU(), torch.nn.Linear(512, 512),
                               torch.nn.GELU(), torch.nn.Linear(512, y.shape[1]))  # fmt: skip
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
@@ -105,33 +121,23 @@ def probe(cache_path: str, windows: tuple, steps: int, seed: int = 0) -> float:
     held_video, _, held_phones, _ = windows
     with torch.no_grad():
         predicted = net(phone_context(held_phones)).reshape(held_video.shape)
-    variation = held_video - held_video.mean(dim=1, keepdim=True)
-    moving = variation.pow(2).mean(dim=(1, 3)).argmax(dim=1)
-    rows = torch.arange(len(held_video))
-    predicted = predicted[rows, :, moving] - predicted[rows, :, moving].mean(dim=1, keepdim=True)
-    return float(np.corrcoef(predicted.flatten().numpy(), variation[rows, :, moving].flatten().numpy())[0, 1])
+    return mouth_r(predicted, held_video)[0]
 
 
-def measure(path: str, clips: int, frames: int, times: list[float], seed: int = 0) -> dict:
-    """{t: {mode: {"r", "amplitude"}}} for the checkpoint at `path`, plus the mouth token's share."""
+def measure(model, windows: tuple, times: list[float], seed: int = 0) -> dict:
+    """{t: {mode: {"r", "amplitude"}}} of `model` on `windows` (still_windows's, its own codecs), and
+    the phone prior's own r where the model has one."""
     import torch
 
-    from avgen.checkpoint import load_checkpoint
     from avgen.phones import NULL_PHONE, PHONE_IDS
     from avgen.pipeline import sampler_inputs
 
-    model = load_checkpoint(path).eval()
+    video, audio, phones, reference = windows
+    null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
+    extra = sampler_inputs(model.cfg, 1.0, 0.0)
+    g = torch.Generator().manual_seed(seed)
+    out = {"windows": len(video), "frames": video.shape[1], "times": {}}
     with torch.no_grad():
-        video, audio, phones, reference = still_windows(model, clips, frames)
-        variation = video - video.mean(dim=1, keepdim=True)
-        moving = variation.pow(2).mean(dim=(1, 3)).argmax(dim=1)  # each window's mouth token
-        rows = torch.arange(len(video))
-        truth = variation[rows, :, moving]
-        null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
-        extra = sampler_inputs(model.cfg, 1.0, 0.0)
-        g = torch.Generator().manual_seed(seed)
-        out = {"checkpoint": path, "windows": len(video), "frames": frames,
-               "mouth_token": int(torch.mode(moving).values), "times": {}}  # fmt: skip
         for t in times:
             noisy_v = (1 - t) * video + t * torch.randn(video.shape, generator=g)
             noisy_a = (1 - t) * audio + t * torch.randn(audio.shape, generator=g)
@@ -142,16 +148,11 @@ def measure(path: str, clips: int, frames: int, times: list[float], seed: int = 
                 v = model.transformer(noisy_v, audio if given else noisy_a, video_t,
                                       torch.zeros_like(audio_t) if given else audio_t,
                                       null if mode == "uncond" else phones, reference, **extra).video  # fmt: skip
-                predicted = (noisy_v - t * v)[rows, :, moving]
-                predicted = predicted - predicted.mean(dim=1, keepdim=True)
-                r = float(np.corrcoef(predicted.flatten().numpy(), truth.flatten().numpy())[0, 1])
-                size = float(predicted.pow(2).mean().sqrt() / truth.pow(2).mean().sqrt().clamp_min(1e-12))
+                r, size = mouth_r(noisy_v - t * v, video)
                 result[mode] = {"r": round(r, 4), "amplitude": round(size, 4)}
             out["times"][f"{t:g}"] = result
         if model.cfg.phone_prior:  # what the phone prior alone predicts (no noise, no transformer)
-            prior = model.transformer.phone_prior(phones)[rows, :, moving]
-            prior = prior - prior.mean(dim=1, keepdim=True)
-            out["prior_r"] = round(float(np.corrcoef(prior.flatten().numpy(), truth.flatten().numpy())[0, 1]), 4)
+            out["prior_r"] = round(mouth_r(model.transformer.phone_prior(phones), video)[0], 4)
     return out
 
 
@@ -173,9 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    results = []
+    from avgen.checkpoint import load_checkpoint
+
+    results, probe_windows = [], None
     for path in args.checkpoints:
-        result = measure(path, args.clips, args.frames, args.times)
+        model = load_checkpoint(path).eval()
+        with torch.no_grad():
+            windows = still_windows(model, args.clips, args.frames)
+        probe_windows = probe_windows or windows  # the probe is scored in the first checkpoint's latents
+        result = {"checkpoint": path, **measure(model, windows, args.times)}
         results.append(result)
         for t, modes in result["times"].items():
             cells = " | ".join(f"{m} r {v['r']:.2f} size {v['amplitude']:.2f}" for m, v in modes.items())
@@ -183,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if "prior_r" in result:
             print(f"{path} phone prior alone: r {result['prior_r']:.2f}", flush=True)
     if args.probe:
-        from avgen.checkpoint import load_checkpoint
-
-        with torch.no_grad():
-            windows = still_windows(load_checkpoint(args.checkpoints[0]).eval(), args.clips, args.frames)
-        r = probe(args.probe, windows, args.probe_steps)
+        r = probe(args.probe, probe_windows, args.probe_steps)
         results.append({"probe": args.probe, "codecs": args.checkpoints[0], "r": round(r, 4)})
         print(f"phones -> mouth MLP fitted on {args.probe}: r {r:.2f}", flush=True)
     if args.json:
