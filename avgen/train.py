@@ -590,7 +590,10 @@ def model_training_loop(
         missing, unexpected = transformer.load_state_dict(trained.state_dict(), strict=False)
         added = ("guidance_in.", "step_in.") + (("phone_prior.", "prior_in.") if cfg.phone_prior else ())
         if unexpected or any(not k.startswith(added) for k in missing):
-            raise ValueError(f"{cfg.init} does not fit this model: missing {missing}, unexpected {unexpected}")
+            hint = (
+                " (it has a phone prior: add phone_prior=true)" if any("phone_prior." in k for k in unexpected) else ""
+            )
+            raise ValueError(f"{cfg.init} does not fit this model{hint}: missing {missing}, unexpected {unexpected}")
         if any(k.startswith("prior_in.") for k in missing):  # a prior added: its input starts at zero
             torch.nn.init.zeros_(transformer.prior_in.weight)
             torch.nn.init.zeros_(transformer.prior_in.bias)

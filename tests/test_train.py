@@ -403,6 +403,8 @@ def test_a_fine_tune_that_adds_the_phone_prior_starts_as_its_checkpoint_and_logs
     assert frames.shape[0] == 10
     with pytest.raises(ValueError, match="phone_prior"):
         TrainConfig(phone_prior=True, objective="distill", init=str(plain))
+    with pytest.raises(ValueError, match="add phone_prior=true"):  # fine-tuning it again needs the flag
+        train_model(load_config(None, common + [f"init={added}", f"out={tmp_path / 'c'}"], "model"))
 
 
 def test_the_phone_prior_is_trained_towards_each_frames_latents_minus_their_clip_mean():
