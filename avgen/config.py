@@ -39,6 +39,7 @@ class Config:
     # a small convolutional predictor of each frame's video-latent variation (the mouth) from the
     # phones around it, fed to the video tokens and trained by its own loss (AVTransformer.phone_prior)
     phone_prior: bool = False
+    prior_audio: bool = False  # the phone prior also reads the audio latents where they are given clean
     window_seconds: float = 0.5  # a token attends to tokens within +-window on the timeline
     rope_theta: float = 10_000.0
     rope_units_per_second: float = 25.0  # rotary position of a token = its time in s * this
@@ -74,6 +75,8 @@ class Config:
             raise ValueError("self_reference_over_seconds must be >= 0")
         if self.sampler not in ("euler", "heun"):
             raise ValueError(f"sampler must be 'euler' or 'heun', not {self.sampler!r}")
+        if self.prior_audio and not self.phone_prior:
+            raise ValueError("prior_audio is an input of the phone prior: it needs phone_prior")
 
     @property
     def head_dim(self) -> int:

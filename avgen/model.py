@@ -42,20 +42,30 @@ def moving_part(video: torch.Tensor) -> torch.Tensor:
 
 class PhonePrior(nn.Module):
     """Each frame's video latents minus their mean over the clip (what moves: the mouth), predicted
-    from the phones around the frame alone: phone embeddings, two temporal convolutions, a linear
-    read-out to every patch of the frame."""
+    from the phones around the frame: phone embeddings, two temporal convolutions, a linear read-out
+    to every patch of the frame. With `Config.prior_audio` it also reads the audio latents of the
+    frames whose audio is given clean (audio-driven video); elsewhere it sees the phones alone."""
 
     def __init__(self, cfg: Config):
         super().__init__()
         d, pad = cfg.hidden, PRIOR_KERNEL // 2
         self.embedding = nn.Embedding(len(PHONES), d)
+        if cfg.prior_audio:
+            self.audio = nn.Linear(cfg.audio_latent_channels, d)
         self.convs = nn.Sequential(nn.Conv1d(d, d, PRIOR_KERNEL, padding=pad), nn.GELU(),
                                    nn.Conv1d(d, d, PRIOR_KERNEL, padding=pad), nn.GELU())  # fmt: skip
         self.out = nn.Linear(d, cfg.video_tokens_per_frame * cfg.video_token_dim)
         self.tokens = cfg.video_tokens_per_frame
 
-    def forward(self, phones: torch.Tensor) -> torch.Tensor:
-        x = self.convs(self.embedding(phones).transpose(1, 2)).transpose(1, 2)
+    def forward(
+        self, phones: torch.Tensor, audio: torch.Tensor | None = None, given: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """phones (B, T); prior_audio models: audio latents (B, T, Pa), read where `given` (B, T) is True."""
+        x = self.embedding(phones)
+        if audio is not None:
+            heard = self.audio(audio.to(x.dtype))
+            x = x + (heard if given is None else heard * given[..., None])
+        x = self.convs(x.transpose(1, 2)).transpose(1, 2)
         return rearrange(self.out(x), "b t (n p) -> b t n p", n=self.tokens)
 
 
@@ -151,7 +161,8 @@ class AVTransformer(nn.Module):
         video_x = self.video_in(video) + self.patch_position + self.modality[VIDEO] + phone
         prior = None
         if self.cfg.phone_prior:
-            prior = self.phone_prior(phones)
+            # the audio only where it is given clean (audio-driven video), not noisy audio being generated
+            prior = self.phone_prior(phones, audio, audio_t == 0) if self.cfg.prior_audio else self.phone_prior(phones)
             video_x = video_x + self.prior_in(prior.to(video_x.dtype))
         audio_x = self.audio_in(audio)[:, :, None] + self.modality[AUDIO] + phone
         x = rearrange(torch.cat([video_x, audio_x], dim=2), "b t n d -> b (t n) d")

@@ -102,6 +102,7 @@ class TrainConfig:
     hidden: int = 0  # transformer width trained from scratch (0: the codecs checkpoint's); a capacity experiment
     depth: int = 0  # transformer blocks trained from scratch (0: the codecs checkpoint's)
     phone_prior: bool = False  # add Config.phone_prior: from scratch, or to an `init` without one (starts as it)
+    prior_audio: bool = False  # add Config.prior_audio (needs phone_prior=true): the prior reads given audio too
     # distributed (Ray Train): 0 = this process, or one worker per GPU when RAY_ADDRESS is set
     workers: int = 0
     cpus_per_worker: float = 1.0
@@ -122,8 +123,10 @@ class TrainConfig:
             raise ValueError(f"motion_weight must be >= 0 (0: every video token alike), not {self.motion_weight}")
         if self.hidden < 0 or self.depth < 0:
             raise ValueError("hidden and depth must be >= 0 (0: the codecs checkpoint's transformer shape)")
-        if self.phone_prior and self.objective == "distill":
-            raise ValueError("objective=distill takes its teacher's shape: phone_prior=true does not apply")
+        if (self.phone_prior or self.prior_audio) and self.objective == "distill":
+            raise ValueError("objective=distill takes its teacher's shape: phone_prior and prior_audio do not apply")
+        if self.prior_audio and not self.phone_prior:
+            raise ValueError("prior_audio=true is an input of the phone prior: add phone_prior=true")
         if (self.hidden or self.depth) and (self.init or self.objective == "distill"):
             raise ValueError("hidden= and depth= shape a transformer trained from scratch; init= and objective=distill "
                              "take the shape of their checkpoint")  # fmt: skip
@@ -571,6 +574,8 @@ def model_training_loop(
     shape = {name: value for name, value in (("hidden", cfg.hidden), ("depth", cfg.depth)) if value}
     if cfg.phone_prior:
         shape["phone_prior"] = True
+    if cfg.prior_audio:
+        shape["prior_audio"] = True
     if shape:  # another transformer shape on the same codecs (Config checks that the heads divide it)
         model.cfg = model.cfg.replace(**shape)
     torch.manual_seed(cfg.seed)  # a fresh transformer from the seed alone (every parameter, biases too)
@@ -590,13 +595,17 @@ def model_training_loop(
         missing, unexpected = transformer.load_state_dict(trained.state_dict(), strict=False)
         added = ("guidance_in.", "step_in.") + (("phone_prior.", "prior_in.") if cfg.phone_prior else ())
         if unexpected or any(not k.startswith(added) for k in missing):
-            hint = (
-                " (it has a phone prior: add phone_prior=true)" if any("phone_prior." in k for k in unexpected) else ""
-            )
+            hint = ""
+            if any(k.startswith("phone_prior.audio.") for k in unexpected):
+                hint = " (its phone prior reads the audio: add phone_prior=true prior_audio=true)"
+            elif any(k.startswith("phone_prior.") for k in unexpected):
+                hint = " (it has a phone prior: add phone_prior=true)"
             raise ValueError(f"{cfg.init} does not fit this model{hint}: missing {missing}, unexpected {unexpected}")
-        if any(k.startswith("prior_in.") for k in missing):  # a prior added: its input starts at zero
-            torch.nn.init.zeros_(transformer.prior_in.weight)
-            torch.nn.init.zeros_(transformer.prior_in.bias)
+        # what a fine-tune adds starts at zero, so it starts as its checkpoint
+        for layer in ("prior_in", "phone_prior.audio"):
+            if any(k.startswith(layer + ".") for k in missing):
+                torch.nn.init.zeros_(transformer.get_submodule(layer).weight)
+                torch.nn.init.zeros_(transformer.get_submodule(layer).bias)
     head = ProjectionHead(model.cfg.hidden).to(cfg.device)
     ema = EMA(transformer, cfg.ema_decay)
     trainable = list(transformer.parameters()) + (list(head.parameters()) if cfg.objective == "selfflow" else [])

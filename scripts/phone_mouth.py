@@ -126,7 +126,7 @@ def probe(cache_path: str, windows: tuple, steps: int, seed: int = 0) -> float:
 
 def measure(model, windows: tuple, times: list[float], seed: int = 0) -> dict:
     """{t: {mode: {"r", "amplitude"}}} of `model` on `windows` (still_windows's, its own codecs), and
-    the phone prior's own r where the model has one."""
+    the phone prior's own r where the model has one (and with the clean audio, where it reads it)."""
     import torch
 
     from avgen.phones import NULL_PHONE, PHONE_IDS
@@ -153,6 +153,8 @@ def measure(model, windows: tuple, times: list[float], seed: int = 0) -> dict:
             out["times"][f"{t:g}"] = result
         if model.cfg.phone_prior:  # what the phone prior alone predicts (no noise, no transformer)
             out["prior_r"] = round(mouth_r(model.transformer.phone_prior(phones), video)[0], 4)
+        if model.cfg.prior_audio:  # ... and reading the clean audio too (audio-driven video)
+            out["prior_audio_r"] = round(mouth_r(model.transformer.phone_prior(phones, audio), video)[0], 4)
     return out
 
 

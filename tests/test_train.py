@@ -405,6 +405,37 @@ def test_a_fine_tune_that_adds_the_phone_prior_starts_as_its_checkpoint_and_logs
         TrainConfig(phone_prior=True, objective="distill", init=str(plain))
     with pytest.raises(ValueError, match="add phone_prior=true"):  # fine-tuning it again needs the flag
         train_model(load_config(None, common + [f"init={added}", f"out={tmp_path / 'c'}"], "model"))
+    # the prior's audio input added to that checkpoint starts at zero too: the same velocity with audio given
+    hears = train_model(load_config(None, common + ["lr=0", "phone_prior=true", "prior_audio=true", f"init={added}",
+                                                    f"out={tmp_path / 'd'}"], "model"))  # fmt: skip
+    with_audio = load_checkpoint(hears).transformer
+    assert with_audio.cfg.prior_audio
+    given = torch.zeros_like(t[..., 0])
+    with torch.no_grad():
+        b, c = after(video, audio, t, given, phones), with_audio(video, audio, t, given, phones)
+    assert torch.allclose(b.video, c.video, atol=1e-6) and torch.allclose(b.prior, c.prior, atol=1e-6)
+    with pytest.raises(ValueError, match="prior_audio=true"):
+        train_model(load_config(None, common + ["phone_prior=true", f"init={hears}", f"out={tmp_path / 'e'}"], "model"))
+    with pytest.raises(ValueError, match="add phone_prior=true"):
+        TrainConfig(prior_audio=True)
+
+
+def test_the_phone_prior_reads_the_audio_only_where_it_is_given_clean():
+    torch.manual_seed(0)
+    model = AVTransformer(Config(hidden=32, depth=1, heads=2, phone_prior=True, prior_audio=True)).eval()
+    cfg = model.cfg
+    video, audio = torch.randn(1, 12, cfg.video_tokens_per_frame, cfg.video_token_dim), torch.randn(1, 12, 16)
+    video_t, phones = torch.full(video.shape[:3], 0.5), torch.randint(1, 20, (1, 12))
+    audio_t = torch.tensor([[0.0] * 6 + [0.5] * 6])  # the first half given clean, the rest noisy
+    other = audio.clone()
+    other[:, 6:] = torch.randn(1, 6, 16)
+    with torch.no_grad():
+        prior = model(video, audio, video_t, audio_t, phones).prior
+        assert torch.equal(prior, model(video, other, video_t, audio_t, phones).prior)  # noisy audio: unread
+        other[:, :6] = torch.randn(1, 6, 16)
+        assert not torch.allclose(prior, model(video, other, video_t, audio_t, phones).prior)  # clean: read
+        assert torch.equal(model(video, audio, video_t, torch.full_like(audio_t, 0.5), phones).prior,
+                           model.phone_prior(phones))  # nothing given: the phones alone  # fmt: skip
 
 
 def test_the_phone_prior_is_trained_towards_each_frames_latents_minus_their_clip_mean():
