@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             cells = " | ".join(f"{m} r {v['r']:.2f} size {v['amplitude']:.2f}" for m, v in modes.items())
             print(f"{path} t={t}: {cells}", flush=True)
         if "prior_r" in result:
-            print(f"{path} phone prior alone: r {result['prior_r']:.2f}", flush=True)
+            heard = f", with the clean audio {result['prior_audio_r']:.2f}" if "prior_audio_r" in result else ""
+            print(f"{path} phone prior alone: r {result['prior_r']:.2f}{heard}", flush=True)
     if args.probe:
         r = probe(args.probe, probe_windows, args.probe_steps)
         results.append({"probe": args.probe, "codecs": args.checkpoints[0], "r": round(r, 4)})
