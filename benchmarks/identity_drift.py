@@ -16,8 +16,9 @@ generated alone first, with the first chunk's noise, then every chunk with it). 
 - seam ratio (eval.drift.seam_ratio): the frame-to-frame change into each chunk's first new frame
   over the median change elsewhere (about 1: no jump), for old and new, and for the ground truth
   at the same frames (no seams there: what chance gives);
-- mouth motion after the first chunk: the mean frame-to-frame change in the lower-centre mouth box
-  (a reference that froze the mouth would show as less motion than old);
+- mouth motion after the first chunk (after the first second in a clip of one chunk): the mean
+  frame-to-frame change in the lower-centre mouth box (a reference that froze the mouth would show
+  as less motion than old);
 - the rest frame chosen (avgen.pipeline.rest_frame) and the drawn mouth opening there (ground truth).
 
 With `--sheet`, a PNG: per clip, the first frame, then the last frame of old, new and ground truth.
@@ -113,6 +114,7 @@ def main() -> int:
         spans = chunk_spans(settings.frames, cfg.chunk_frames, cfg.overlap_frames)
         seams = [start + context for start, _, context in spans[1:]]
         chosen = rest_frame(settings.phones, min(FPS, spans[0][1]))
+        after = spans[0][1] if len(spans) > 1 else FPS  # a one-chunk clip: after its first second
         clips, seconds = {}, {}
         for name, on in (("old", False), ("new", True)):
             generator.self_reference = on
@@ -131,9 +133,9 @@ def main() -> int:
             "rest_frame_phone": int(settings.phones[chosen]),
             "rest_frame_truth_mouth_open": round(float(sample.mouth_open[chosen]), 3),
             "generate_s": seconds,
-            "old": measure(clips["old"], seams, spans[0][1]),
-            "new": measure(clips["new"], seams, spans[0][1]),
-            "truth": measure(sample.frames, seams, spans[0][1]),
+            "old": measure(clips["old"], seams, after),
+            "new": measure(clips["new"], seams, after),
+            "truth": measure(sample.frames, seams, after),
         }
         rows.append(row)
         sheet.append(np.concatenate([clips["new"][0], clips["old"][-1], clips["new"][-1], sample.frames[-1]], axis=1))

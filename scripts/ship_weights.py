@@ -35,6 +35,8 @@ def main() -> None:
     p.add_argument("--sampler", choices=("euler", "heun"))
     p.add_argument("--chunk-seconds", type=float, help="generation chunk length (the model's window is local)")
     p.add_argument("--overlap-seconds", type=float, help="context each later chunk holds from the one before")
+    p.add_argument("--self-reference-over-seconds", type=float,
+                   help="without a reference image, clips longer than this take their first second's face")  # fmt: skip
     args = p.parse_args()
 
     size = Path(args.source).stat().st_size  # the tensors are copied unchanged: the size barely moves
@@ -43,7 +45,7 @@ def main() -> None:
     model = load_checkpoint(args.source)
     changes = {
         k: getattr(args, k)
-        for k in ("steps", "cfg", "shift", "sampler", "chunk_seconds", "overlap_seconds")
+        for k in ("steps", "cfg", "shift", "sampler", "chunk_seconds", "overlap_seconds", "self_reference_over_seconds")
         if getattr(args, k) is not None
     }
     fields = {"guidance" if k == "cfg" else k: v for k, v in changes.items()}  # --cfg is the guidance scale
