@@ -99,7 +99,7 @@ def flow_loss(model: AVTransformer, batch: Batch, video_t, audio_t, noise: Laten
     loss_a = _masked_mse(out.audio, noise.audio - x0.audio, ~clean.audio)
     logs = {"loss_video": loss_v.detach(), "loss_audio": loss_a.detach()}
     loss = loss_v + loss_a
-    if out.prior is not None:  # the phone prior learns what moves in each frame from the phones alone
+    if out.prior is not None:  # the phone prior learns what moves in each frame from the phones (and given audio)
         loss_prior = (out.prior.float() - moving_part(x0.video).float()).pow(2).mean()
         loss, logs["loss_prior"] = loss + PRIOR_LOSS_WEIGHT * loss_prior, loss_prior.detach()
     return loss, out, logs

@@ -72,7 +72,7 @@ def measure(frames, seams: list[int], after: int) -> dict:
     return {
         "drift_face": round(d.face, 3),
         "drift_background": round(d.background, 3),
-        "seam_ratio": round(seam_ratio(frames, seams), 3),
+        "seam_ratio": round(seam_ratio(frames, seams), 3) if seams else None,  # None: one chunk, no seams
         "seam_ratio_each": [
             round(seam_ratio(frames, [seam]), 3) for seam in seams
         ],  # the first: where the reference starts
@@ -81,8 +81,9 @@ def measure(frames, seams: list[int], after: int) -> dict:
     }
 
 
-def mean(values: list[float]) -> float:
-    return round(statistics.fmean(values), 3)
+def mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.fmean(known), 3) if known else None
 
 
 def main() -> int:
