@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if min(args.steps, args.batch, args.every, args.held_out) < 1 or not 0 <= args.audio_prob <= 1:
+        p.error("--steps, --batch, --every and --held-out must be at least 1, --audio-prob in [0, 1]")
+    for path in (args.checkpoint, args.cache, args.heard):
+        if not Path(path).is_file():
+            p.error(f"{path} does not exist")
     import torch
 
     from avgen.checkpoint import file_hash, load_checkpoint, save_checkpoint
@@ -70,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     cache, heard = torch.load(args.cache), torch.load(args.heard)["heard"]
     video, audio, phones = cache["video"].float(), cache["audio"].float(), cache["phones"]
     n = len(video) - args.held_out
+    if n < 1 or heard.shape != phones.shape:
+        p.error(f"the cache has {len(video)} windows of {tuple(phones.shape)} phones, the heard file "
+                f"{tuple(heard.shape)}: they must match, and --held-out leave some to fit")  # fmt: skip
     held = (video[n:], audio[n:], phones[n:], heard[n:])
     report = {"before": scores(model.transformer.phone_prior, *held)}
     cfg = dataclasses.replace(model.cfg, prior_audio=True)

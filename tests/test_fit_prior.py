@@ -37,6 +37,21 @@ def test_the_fitted_prior_follows_mouths_set_by_the_audio_and_the_rest_of_the_mo
     assert all(torch.equal(v, after.state_dict()[k]) for k, v in kept.items())  # the transformer is unchanged
 
 
-def test_a_checkpoint_without_a_prior_is_refused(small_checkpoint, tmp_path):
+def test_a_checkpoint_without_a_prior_and_mismatched_inputs_are_refused(small_checkpoint, tmp_path, capsys):
+    script = load_script(SCRIPT)
+    cache, heard = tmp_path / "latents.pt", tmp_path / "heard.pt"
+    torch.save({"video": torch.zeros(4, 6, 16, 32), "audio": torch.zeros(4, 6, 16), "phones": torch.ones(4, 6)}, cache)
+    torch.save({"windows": None, "heard": torch.ones(4, 6, dtype=torch.long)}, heard)
+    files = ["--cache", str(cache), "--heard", str(heard), "--out", str(tmp_path / "o.safetensors")]
     with pytest.raises(SystemExit):
-        load_script(SCRIPT).main([str(small_checkpoint), "--cache", "x", "--heard", "y", "--out", str(tmp_path / "o")])
+        script.main([str(small_checkpoint), *files])
+    assert "has no phone prior" in capsys.readouterr().err
+    prior = tmp_path / "prior.safetensors"
+    save_checkpoint(AVGenModel(SMALL_CONFIG.replace(phone_prior=True)), prior)
+    with pytest.raises(SystemExit):
+        script.main([str(prior), *files, "--held-out", "4"])  # nothing left to fit
+    assert "must match" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main([str(prior), *files[:2], "--heard", str(tmp_path / "missing.pt"), *files[4:]])
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o.safetensors").exists()
