@@ -40,7 +40,14 @@ def test_the_fitted_prior_follows_mouths_set_by_the_audio_and_the_rest_of_the_mo
 def test_a_checkpoint_without_a_prior_and_mismatched_inputs_are_refused(small_checkpoint, tmp_path, capsys):
     script = load_script(SCRIPT)
     cache, heard = tmp_path / "latents.pt", tmp_path / "heard.pt"
-    torch.save({"video": torch.zeros(4, 6, 16, 32), "audio": torch.zeros(4, 6, 16), "phones": torch.ones(4, 6)}, cache)
+    torch.save(
+        {
+            "video": torch.zeros(4, 6, 16, 32),
+            "audio": torch.zeros(4, 6, 16),
+            "phones": torch.ones(4, 6, dtype=torch.long),
+        },
+        cache,
+    )
     torch.save({"windows": None, "heard": torch.ones(4, 6, dtype=torch.long)}, heard)
     files = ["--cache", str(cache), "--heard", str(heard), "--out", str(tmp_path / "o.safetensors")]
     with pytest.raises(SystemExit):
