@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{path} does not exist")
     import torch
 
-    from avgen.checkpoint import file_hash, load_checkpoint, save_checkpoint
+    from avgen.checkpoint import file_hash, load_checkpoint, read_metadata, save_checkpoint
     from avgen.model import PhonePrior, moving_part
 
     torch.set_num_threads(args.threads)
@@ -109,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     report["after"] = scores(prior, *held)
     model.cfg = model.transformer.cfg = cfg
     model.transformer.phone_prior = prior
-    meta = {"prior_fitted_from": f"{Path(args.checkpoint).name} sha256 {file_hash(args.checkpoint)}",
-            "prior_fit": json.dumps(vars(args))}  # fmt: skip
+    # the source's provenance (steps, objective, training config) stays: the transformer is its own
+    meta = {k: v for k, v in read_metadata(args.checkpoint).items() if k not in ("format", "config")}
+    meta |= {"prior_fitted_from": f"{Path(args.checkpoint).name} sha256 {file_hash(args.checkpoint)}",
+             "prior_fit": json.dumps(vars(args))}  # fmt: skip
     save_checkpoint(model, args.out, metadata=meta)
     print(json.dumps(report, indent=1))
     Path(args.out).with_suffix(".json").write_text(json.dumps(report, indent=1))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import SMALL_CONFIG, load_script
 
-from avgen.checkpoint import AVGenModel, load_checkpoint, save_checkpoint
+from avgen.checkpoint import AVGenModel, load_checkpoint, read_metadata, save_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fit_prior.py"
 
@@ -17,7 +17,7 @@ def test_the_fitted_prior_follows_mouths_set_by_the_audio_and_the_rest_of_the_mo
     torch.manual_seed(0)
     cfg = SMALL_CONFIG.replace(phone_prior=True)
     source = tmp_path / "prior.safetensors"
-    save_checkpoint(AVGenModel(cfg), source)
+    save_checkpoint(AVGenModel(cfg), source, metadata={"steps": "7", "objective": "distill"})
     windows, frames = 48, 20
     audio = torch.randn(windows, frames, cfg.audio_latent_channels)
     video = torch.zeros(windows, frames, cfg.video_tokens_per_frame, cfg.video_token_dim)
@@ -33,6 +33,8 @@ def test_the_fitted_prior_follows_mouths_set_by_the_audio_and_the_rest_of_the_mo
     assert abs(report["before"]["heard phones"]) < 0.5 and report["after"]["heard phones + audio"] > 0.8
     before, after = load_checkpoint(source).transformer, load_checkpoint(out).transformer
     assert after.cfg.prior_audio and not before.cfg.prior_audio
+    meta = read_metadata(out)  # the transformer's provenance is the source's, and the fit is recorded
+    assert meta["steps"] == "7" and meta["objective"] == "distill" and "prior_fitted_from" in meta
     kept = {k: v for k, v in before.state_dict().items() if not k.startswith("phone_prior.")}
     assert all(torch.equal(v, after.state_dict()[k]) for k, v in kept.items())  # the transformer is unchanged
 
