@@ -134,11 +134,17 @@ def aligned_phones(audio, text: str) -> list[PhoneSpan] | None:
     return _timeline(units, len(pcm) // 2)
 
 
-def phones_from_speech(audio, text: str = "") -> list[PhoneSpan]:
+def speech_timeline(audio, text: str = "") -> tuple[list[PhoneSpan], bool]:
     """Phone timeline of 16 kHz mono speech, from 0 to the audio's end (frame_phone_ids takes it):
-    aligned to `text` when given and alignable, else recognised from the sound alone."""
+    aligned to `text` when given and alignable, else recognised from the sound alone; and whether it
+    is the transcript's (True) or heard (False)."""
     if text.strip():
         aligned = aligned_phones(audio, text)
         if aligned is not None:
-            return aligned
-    return recognised_phones(audio)
+            return aligned, True
+    return recognised_phones(audio), False
+
+
+def phones_from_speech(audio, text: str = "") -> list[PhoneSpan]:
+    """speech_timeline's phones alone."""
+    return speech_timeline(audio, text)[0]

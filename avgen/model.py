@@ -155,6 +155,7 @@ class AVTransformer(nn.Module):
         attention_backend: str = "auto",
         guidance: torch.Tensor | None = None,  # (B,) guidance scale: distilled models only
         step: torch.Tensor | None = None,  # (B,) the sampler's step size (0: the instantaneous velocity)
+        prior_audio: bool = True,  # prior_audio models: False, the prior follows the phones alone (a transcript's)
     ) -> Velocity:
         b, frames, nv, _ = video.shape
         phone = self.phone_embedding(phones)[:, :, None]
@@ -162,7 +163,8 @@ class AVTransformer(nn.Module):
         prior = None
         if self.cfg.phone_prior:
             # the audio only where it is given clean (audio-driven video), not noisy audio being generated
-            prior = self.phone_prior(phones, audio, audio_t == 0) if self.cfg.prior_audio else self.phone_prior(phones)
+            reads = self.cfg.prior_audio and prior_audio
+            prior = self.phone_prior(phones, audio, audio_t == 0) if reads else self.phone_prior(phones)
             video_x = video_x + self.prior_in(prior.to(video_x.dtype))
         audio_x = self.audio_in(audio)[:, :, None] + self.modality[AUDIO] + phone
         x = rearrange(torch.cat([video_x, audio_x], dim=2), "b t n d -> b (t n) d")

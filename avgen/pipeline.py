@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from avgen import __version__
-from avgen.alignment import phones_from_speech
+from avgen.alignment import speech_timeline
 from avgen.audio_codec import AudioStream
 from avgen.checkpoint import AVGenModel, default_checkpoint, file_hash, load_checkpoint
 from avgen.config import Config, preset
@@ -96,6 +96,9 @@ class Settings:
     phones: torch.Tensor  # (T,) phone ids
     audio: np.ndarray | None  # exactly frames * 640 samples when given
     vocoder: str  # "learned" | "griffin-lim"
+    # the phones were heard in the given audio, not a transcript aligned to it: a prior that reads
+    # audio (Config.prior_audio) reads it then; a transcript's phones it follows alone, as it was fitted
+    phones_heard: bool = False
 
 
 MIN_REFERENCE_SIDE = 16  # pixels; the reference is centre-cropped and resized to the model's frame size
@@ -170,18 +173,19 @@ def resolve(request: GenerationRequest, cfg: Config) -> Settings:
         phones = frame_phone_ids(phone_timeline(text, seconds=frames / FPS), frames)
     else:
         phones = torch.full((frames,), PHONE_IDS[NULL_PHONE], dtype=torch.long)
-    audio = None
+    audio, phones_heard = None, False
     if request.audio is not None:
         if np.asarray(request.audio).size == 0:
             raise GenerationError("the audio is empty")
         audio = fit_samples(request.audio, frames * SAMPLES_PER_FRAME)
-        phones = frame_phone_ids(phones_from_speech(audio, text), frames)  # what is said when, from the speech
+        timeline, aligned = speech_timeline(audio, text)  # what is said when, from the speech
+        phones, phones_heard = frame_phone_ids(timeline, frames), not aligned
     vocoder = request.vocoder or ("learned" if learned_vocoder_fits(cfg) else "griffin-lim")
     if vocoder not in VOCODERS:
         raise GenerationError(f"vocoder must be one of {', '.join(VOCODERS)}, not {vocoder!r}")
     if vocoder == "learned" and not learned_vocoder_fits(cfg):
         raise GenerationError("this model's mel spectrogram does not fit the shipped learned vocoder: use griffin-lim")
-    return Settings(frames, steps, float(guidance), float(shift), sampler, phones, audio, vocoder)
+    return Settings(frames, steps, float(guidance), float(shift), sampler, phones, audio, vocoder, phones_heard)
 
 
 REST_PHONE_IDS = (PHONE_IDS[SILENCE], PHONE_IDS[NULL_PHONE])
@@ -295,13 +299,16 @@ class Generator:
             model = AVGenModel(preset(preset_name))
         return cls(model, f"untrained-{preset_name}-seed{seed}", device)
 
-    def _velocity_fn(self, phones: torch.Tensor, reference: torch.Tensor | None, guidance: float, sampler: str):
+    def _velocity_fn(
+        self, phones: torch.Tensor, reference: torch.Tensor | None, guidance: float, sampler: str, prior_audio: bool
+    ):
         """The (guided) velocity. The transformer runs under bf16 autocast where `precision` is bf16;
         what it returns, the guidance mix and the ODE state stay fp32. A distilled model makes a
         guided step in one forward for a scale in its trained range; other scales (and undistilled
         models) take two, classifier-free guidance. It is told the size of an Euler step it learned
         to take in one jump (`trained_step`), else 0: the instantaneous velocity, which it learned at
-        every time (Heun's corrector, shifted or off-grid schedules)."""
+        every time (Heun's corrector, shifted or off-grid schedules). `prior_audio`: whether a phone
+        prior that reads audio reads the clean audio (Settings.phones_heard)."""
         transformer, cfg = self.model.transformer, self.cfg
         null = torch.full_like(phones, PHONE_IDS[NULL_PHONE])
         bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
@@ -312,14 +319,16 @@ class Generator:
             sampler = sampler_inputs(cfg, guidance, trained_step(step) if sampler_name == "euler" else 0.0)
             if one_forward:
                 with bf16:
-                    v = transformer(x.video, x.audio, video_t, audio_t, phones, reference, **sampler)
+                    v = transformer(
+                        x.video, x.audio, video_t, audio_t, phones, reference, **sampler, prior_audio=prior_audio
+                    )
                 return Latents(v.video.float(), v.audio.float())
             ref = None if reference is None else torch.cat([reference, reference])
             with bf16:
                 v = transformer(
                     torch.cat([x.video, x.video]), torch.cat([x.audio, x.audio]),
                     torch.cat([video_t, video_t]), torch.cat([audio_t, audio_t]), torch.cat([phones, null]), ref,
-                    **sampler,
+                    **sampler, prior_audio=prior_audio,
                 )  # fmt: skip
             (cv, uv), (ca, ua) = v.video.float().chunk(2), v.audio.float().chunk(2)
             return Latents(uv + guidance * (cv - uv), ua + guidance * (ca - ua))
@@ -436,11 +445,11 @@ class Generator:
                 report(0.99 * done / work, f"chunk {index + 1}/{len(spans)}, step {step}/{s.steps}")
 
             if self_reference and index == 0:  # (1, Nv, Pv) latent tokens, like an encoded reference image
-                first = denoise(self._velocity_fn(phones[:, :head], None, s.guidance, s.sampler), _frames(noise, head),
+                first = denoise(self._velocity_fn(phones[:, :head], None, s.guidance, s.sampler, s.phones_heard), _frames(noise, head),
                                 _frames(condition, head), CleanMask(clean.video[:, :head], clean.audio[:, :head]),
                                 schedule, s.sampler, lambda step: on_step(step, head))  # fmt: skip
                 reference = first.video[:, rest_frame(s.phones, head)].clone()
-            x = denoise(self._velocity_fn(phones, reference, s.guidance, s.sampler), noise, condition, clean, schedule,
+            x = denoise(self._velocity_fn(phones, reference, s.guidance, s.sampler, s.phones_heard), noise, condition, clean, schedule,
                         s.sampler, lambda step, length=length: on_step(step, length))  # fmt: skip
             frames = self._decode_video(x.video[:, context:])
             if s.audio is not None:

@@ -147,3 +147,13 @@ def test_without_weights_the_default_model_is_untrained_and_says_so(capsys, monk
     generator = Generator.load(checkpoint=None, seed=5, warn=print)
     assert not generator.trained and "untrained" in generator.checkpoint_id
     assert "UNTRAINED" in capsys.readouterr().out
+
+
+def test_phones_count_as_heard_only_when_recognised_in_given_audio_not_aligned_to_its_transcript():
+    from avgen.data.corpus import make_sample
+
+    s = make_sample(0, "train", seed=0, size=16)
+    seconds = len(s.audio) / 16000
+    assert not resolve(GenerationRequest(text=s.text, seconds=seconds), SMALL_CONFIG).phones_heard
+    assert not resolve(GenerationRequest(text=s.text, audio=s.audio), SMALL_CONFIG).phones_heard  # aligned
+    assert resolve(GenerationRequest(audio=s.audio), SMALL_CONFIG).phones_heard  # recognised from the sound

@@ -436,6 +436,10 @@ def test_the_phone_prior_reads_the_audio_only_where_it_is_given_clean():
         assert not torch.allclose(prior, model(video, other, video_t, audio_t, phones).prior)  # clean: read
         assert torch.equal(model(video, audio, video_t, torch.full_like(audio_t, 0.5), phones).prior,
                            model.phone_prior(phones))  # nothing given: the phones alone  # fmt: skip
+        # told not to (a transcript's phones, aligned to the audio): the phones alone, given audio or not
+        assert torch.equal(
+            model(video, audio, video_t, audio_t, phones, prior_audio=False).prior, model.phone_prior(phones)
+        )
 
 
 def test_the_phone_prior_is_trained_towards_each_frames_latents_minus_their_clip_mean():
