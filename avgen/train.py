@@ -90,6 +90,9 @@ class TrainConfig:
     codecs: str = ""  # the codecs checkpoint; default out/codecs.safetensors
     init: str = ""  # fine-tune: start the transformer (and its EMA) from this generation checkpoint
     objective: str = "selfflow"  # selfflow | flow (the baseline) | distill (of `init`: one forward a step, few steps)
+    # distill: go on distilling this student of `init` instead of starting from `init`'s conditional branch (e.g.
+    # one whose phone prior scripts/fit_prior.py refitted, so the rest learns it); its phone prior stays as it is
+    student: str = ""
     ema_decay: float = 0.999
     gamma: float = 0.8
     mask_ratio_video: float = 0.25
@@ -123,6 +126,8 @@ class TrainConfig:
             raise ValueError(f"motion_weight must be >= 0 (0: every video token alike), not {self.motion_weight}")
         if self.hidden < 0 or self.depth < 0:
             raise ValueError("hidden and depth must be >= 0 (0: the codecs checkpoint's transformer shape)")
+        if self.student and self.objective != "distill":
+            raise ValueError("student= continues a distillation: it needs objective=distill")
         if (self.phone_prior or self.prior_audio) and self.objective == "distill":
             raise ValueError("objective=distill takes its teacher's shape: phone_prior and prior_audio do not apply")
         if self.prior_audio and not self.phone_prior:
@@ -548,6 +553,19 @@ def check_teacher(teacher: Config, codecs: Config, path: str) -> None:
                          f"(differs in {', '.join(differ)}): give codecs= the teacher's own checkpoint")  # fmt: skip
 
 
+# what a student may differ in from its teacher besides the sampler: when to chunk, and the prior reading audio
+STUDENT_FIELDS = SAMPLER_FIELDS | {"chunk_seconds", "overlap_seconds", "self_reference_over_seconds", "prior_audio"}
+
+
+def check_student(student: Config, teacher: Config, path: str) -> None:
+    """A student to go on distilling: distilled, and of its teacher's shape."""
+    if not student.distilled:
+        raise ValueError(f"{path} is not distilled: give it as init= to distil it, not as student=")
+    differ = student.differing(teacher, free=STUDENT_FIELDS)
+    if differ:
+        raise ValueError(f"{path} is not a student of this teacher (differs in {', '.join(differ)})")
+
+
 def model_training_loop(
     cfg: TrainConfig,
     rank: int = 0,
@@ -571,6 +589,11 @@ def model_training_loop(
         check_teacher(teacher.cfg, model.cfg, cfg.init)
         # uniform Euler steps: the step sizes and times the student learns to jump (SHORTCUT_STEPS)
         model.cfg = teacher.cfg.replace(distilled=True, steps=DISTILLED_STEPS, shift=1.0, sampler="euler")
+    continued = None
+    if cfg.student:
+        continued = load_checkpoint(cfg.student, cfg.device, only=("transformer",)).transformer
+        check_student(continued.cfg, teacher.cfg, cfg.student)
+        model.cfg = continued.cfg
     shape = {name: value for name, value in (("hidden", cfg.hidden), ("depth", cfg.depth)) if value}
     if cfg.phone_prior:
         shape["phone_prior"] = True
@@ -591,7 +614,7 @@ def model_training_loop(
         torch.nn.init.zeros_(last.weight)
         torch.nn.init.zeros_(last.bias)
     if cfg.init:  # fine-tuning: the same architecture, trained weights (the optimizer starts afresh)
-        trained = teacher or load_checkpoint(cfg.init, cfg.device, only=("transformer",)).transformer
+        trained = continued or teacher or load_checkpoint(cfg.init, cfg.device, only=("transformer",)).transformer
         missing, unexpected = transformer.load_state_dict(trained.state_dict(), strict=False)
         added = ("guidance_in.", "step_in.") + (("phone_prior.", "prior_in.") if cfg.phone_prior else ())
         if unexpected or any(not k.startswith(added) for k in missing):
@@ -606,6 +629,8 @@ def model_training_loop(
             if any(k.startswith(layer + ".") for k in missing):
                 torch.nn.init.zeros_(transformer.get_submodule(layer).weight)
                 torch.nn.init.zeros_(transformer.get_submodule(layer).bias)
+    if continued is not None and model.cfg.phone_prior:  # the distillation loss does not train it: kept as given
+        transformer.phone_prior.requires_grad_(False)
     head = ProjectionHead(model.cfg.hidden).to(cfg.device)
     ema = EMA(transformer, cfg.ema_decay)
     trainable = list(transformer.parameters()) + (list(head.parameters()) if cfg.objective == "selfflow" else [])

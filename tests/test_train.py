@@ -20,6 +20,7 @@ from avgen.train import (
     _cache_path,
     _windows_key,
     build_latent_cache,
+    check_student,
     check_teacher,
     corpus_sample,
     learning_rate,
@@ -111,6 +112,29 @@ def test_distilling_a_checkpoint_exports_a_student_that_starts_as_its_teacher(co
         train_model(
             load_config(None, common + ["objective=distill", f"init={still}", f"out={tmp_path / 'd'}"], "model")
         )
+
+
+def test_distillation_goes_on_from_a_given_student_whose_phone_prior_stays_as_it_is(codecs, tmp_path):
+    _, codecs_path = codecs
+    common = TOY + [f"codecs={codecs_path}", "steps=2", "batch_size=4"]
+    teacher = train_model(load_config(None, common + ["objective=flow", "phone_prior=true", f"out={tmp_path / 'a'}"],
+                                      "model"))  # fmt: skip
+    distil = TOY + [f"codecs={teacher}", "steps=2", "batch_size=4", "objective=distill", f"init={teacher}"]
+    student = train_model(load_config(None, distil + [f"out={tmp_path / 'b'}"], "model"))
+    still = train_model(load_config(None, distil + ["lr=0", f"student={student}", f"out={tmp_path / 'c'}"], "model"))
+    moved = train_model(load_config(None, distil + [f"student={student}", f"out={tmp_path / 'd'}"], "model"))
+    given, kept, trained = _model_state(student), _model_state(still), _model_state(moved)
+    assert all(torch.equal(given[k], kept[k]) for k in given)  # lr 0: the student given, not the teacher's branch
+    assert all(torch.equal(given[k], trained[k]) for k in given if k.startswith("phone_prior."))  # kept as it is
+    assert not all(torch.equal(given[k], trained[k]) for k in given if not k.startswith("phone_prior."))
+    with pytest.raises(ValueError, match="needs objective=distill"):
+        TrainConfig(student=str(student))
+    with pytest.raises(ValueError, match="not distilled"):
+        train_model(load_config(None, distil + [f"student={teacher}", f"out={tmp_path / 'e'}"], "model"))
+    teacher_cfg = load_checkpoint(teacher).cfg
+    check_student(load_checkpoint(student).cfg.replace(prior_audio=True, chunk_seconds=8.0), teacher_cfg, "s")  # fine
+    with pytest.raises(ValueError, match="differs in hidden"):
+        check_student(load_checkpoint(student).cfg.replace(hidden=96, heads=3), teacher_cfg, "s")
 
 
 def test_a_teacher_for_other_codecs_or_another_shape_is_refused():
