@@ -5,7 +5,7 @@ import pytest
 from conftest import SMALL_CONFIG
 
 from avgen.pipeline import MAX_SECONDS, GenerationError, GenerationRequest, Generator, chunk_spans, resolve
-from avgen.timeline import SAMPLES_PER_FRAME
+from avgen.timeline import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_phones_count_as_heard_only_when_recognised_in_given_audio_not_aligned_t
     from avgen.data.corpus import make_sample
 
     s = make_sample(0, "train", seed=0, size=16)
-    seconds = len(s.audio) / 16000
+    seconds = len(s.audio) / SAMPLE_RATE
     assert not resolve(GenerationRequest(text=s.text, seconds=seconds), SMALL_CONFIG).phones_heard
     assert not resolve(GenerationRequest(text=s.text, audio=s.audio), SMALL_CONFIG).phones_heard  # aligned
     assert resolve(GenerationRequest(audio=s.audio), SMALL_CONFIG).phones_heard  # recognised from the sound
